@@ -1,0 +1,43 @@
+/* A tensor dimension: a small polynomial in the symbolic sizes B (batch) and
+ * T (sequence), e.g. 64, T, T-1, B*T*8, B*T*2-B*2. Batch and sequence stay
+ * symbolic until run time, yet flattening (B*T tokens) and shifting (T-k
+ * positions for MTP depth k) keep exact shapes. */
+#ifndef V3C_DIM_H
+#define V3C_DIM_H
+
+#include <stdint.h>
+
+#include "../base/base.h"
+
+enum { DIM_MAX_TERMS = 6 };
+
+typedef struct DimTerm {
+    int64_t coef;
+    uint8_t pow_b, pow_t; /* exponents of B and T */
+} DimTerm;
+
+typedef struct Dim {
+    uint8_t nterms; /* 0 terms means the constant 0 */
+    DimTerm t[DIM_MAX_TERMS];
+} Dim;
+
+Dim dim_const(int64_t v);
+Dim dim_sym_b(void);
+Dim dim_sym_t(void);
+int dim_is_const(Dim d);
+int64_t dim_const_value(Dim d); /* only meaningful when dim_is_const */
+int dim_equal(Dim a, Dim b);
+/* Arithmetic returns -1 (and sets err) when the result needs more terms than fit. */
+int dim_add(Dim a, Dim b, Dim *out, Err *err);
+int dim_sub(Dim a, Dim b, Dim *out, Err *err);
+int dim_mul(Dim a, Dim b, Dim *out, Err *err);
+/* Exact division by a nonzero constant; fails if a coefficient is not divisible. */
+int dim_div_const(Dim a, int64_t d, Dim *out, Err *err);
+/* Value at B=b, T=t; fails on overflow or a negative result. */
+int dim_eval(Dim d, int64_t b, int64_t t, int64_t *out, Err *err);
+/* Text: "64", "T", "T-1", "B*T*8", "B*T*2-B*2". dim_parse accepts what dim_print writes
+ * and general sums of products of integers, B and T; returns chars consumed or -1. */
+void dim_print(Dim d, char *out, int n);
+int dim_parse(const char *s, Dim *out, Err *err);
+
+#endif

@@ -1,0 +1,1 @@
+typedef int v3c_runtime_placeholder;

@@ -1,0 +1,79 @@
+#include "testutil.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "../base/base.h"
+
+static char *slurp(const char *path) {
+    Err e = {0};
+    char *s = read_file(path, NULL, &e);
+    return s ? s : xstrdup("");
+}
+
+CmdResult run_v3c(const char *args_fmt, ...) {
+    char *dir = make_temp_dir();
+    char *out = path_join(dir, "stdout"), *err = path_join(dir, "stderr");
+    Buf cmd = {0};
+    va_list ap;
+    va_start(ap, args_fmt);
+    buf_printf(&cmd, "%s ", V3C_BINARY);
+    buf_vprintf(&cmd, args_fmt, ap);
+    va_end(ap);
+    buf_printf(&cmd, " >%s 2>%s </dev/null", out, err);
+    int st = system(cmd.data);
+    CmdResult r = {0};
+    r.status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + (WIFSIGNALED(st) ? WTERMSIG(st) : 0);
+    r.out = slurp(out);
+    r.err = slurp(err);
+    buf_free(&cmd);
+    free(out);
+    free(err);
+    free(dir);
+    return r;
+}
+
+void cmd_free(CmdResult *r) {
+    free(r->out);
+    free(r->err);
+}
+
+void assert_user_error(const CmdResult *r, const char *needle) {
+    ck_assert_msg(r->status == 1, "expected exit 1, got %d; stderr: %s", r->status, r->err);
+    ck_assert_msg(strstr(r->err, "v3c: error: ") != NULL || strstr(r->err, ": error: ") != NULL,
+                  "no error line in stderr: %s", r->err);
+    ck_assert_msg(strstr(r->err, needle) != NULL, "stderr lacks '%s': %s", needle, r->err);
+    ck_assert_msg(strstr(r->err, "AddressSanitizer") == NULL && strstr(r->err, "runtime error") == NULL,
+                  "sanitizer report: %s", r->err);
+}
+
+char *make_temp_dir(void) {
+    const char *base = getenv("TMPDIR");
+    char *tmpl = xsprintf("%s/v3c-test-XXXXXX", base ? base : "/tmp");
+    if (!mkdtemp(tmpl)) {
+        perror("mkdtemp");
+        abort();
+    }
+    return tmpl;
+}
+
+char *path_join(const char *dir, const char *name) { return xsprintf("%s/%s", dir, name); }
+
+void write_text(const char *path, const char *text) {
+    FILE *f = fopen(path, "wb");
+    ck_assert_msg(f != NULL, "cannot write %s", path);
+    fputs(text, f);
+    fclose(f);
+}
+
+int run_suite(Suite *s) {
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}

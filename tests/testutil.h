@@ -1,0 +1,27 @@
+/* Helpers shared by the Check suites. */
+#ifndef V3C_TESTUTIL_H
+#define V3C_TESTUTIL_H
+
+#include <check.h>
+
+/* Runs the v3c binary with a shell-quoted argument string; captures output. */
+typedef struct CmdResult {
+    int status; /* exit code, or 128+signal */
+    char *out;  /* stdout */
+    char *err;  /* stderr */
+} CmdResult;
+
+CmdResult run_v3c(const char *args_fmt, ...) __attribute__((format(printf, 1, 2)));
+void cmd_free(CmdResult *r);
+/* Asserts exit 1 with exactly one "v3c: error: " line on stderr containing every needle. */
+void assert_user_error(const CmdResult *r, const char *needle);
+
+/* A fresh temporary directory (removed by the OS's tmp cleanup; tests keep it for inspection). */
+char *make_temp_dir(void);
+char *path_join(const char *dir, const char *name);
+void write_text(const char *path, const char *text);
+
+/* Runs a suite, prints Check's summary, returns the process exit code. */
+int run_suite(Suite *s);
+
+#endif
