@@ -22,6 +22,10 @@ int program_bind_sets(Program *p, const char *assignments, Err *err);
 /* Value of a bound hyperparameter as text (for stats/logs); NULL if undeclared. */
 const char *program_hyper_text(Program *p, const char *name, char *buf, int n);
 
+/* Caps on one lowering (defaults 1,000,000 loop iterations in total and
+ * 10,000,000 graph nodes); past them lowering fails with "model too large". */
+void program_set_limits(Program *p, int64_t max_iterations, int64_t max_nodes);
+
 /* Runs the program's statements, emitting the graph. */
 Graph *program_lower(Program *p, Err *err);
 

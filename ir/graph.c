@@ -178,7 +178,7 @@ static int append_node(Graph *g, OpKind op, const ValueId *in, int nin, Attr *at
     Node n = {.op = op, .nin = nin, .nout = nout, .nattrs = nattrs, .attrs = attrs};
     n.in = arena_alloc(&g->arena, sizeof(ValueId) * (size_t)(nin ? nin : 1));
     n.out = arena_alloc(&g->arena, sizeof(ValueId) * (size_t)(nout ? nout : 1));
-    memcpy(n.in, in, sizeof(ValueId) * (size_t)nin);
+    if (nin) memcpy(n.in, in, sizeof(ValueId) * (size_t)nin);
     n.scope = g->cur_scope;
     n.chunk = g->cur_chunk;
     int32_t id = (int32_t)g->nodes.len;
@@ -192,15 +192,16 @@ static int append_node(Graph *g, OpKind op, const ValueId *in, int nin, Attr *at
     return id;
 }
 
-static int infer_types(Graph *g, OpKind op, const ValueId *in, int nin, Attr *attrs, int nattrs,
-                       Type *types, Err *err) {
+int ir_infer(const Graph *g, OpKind op, const ValueId *in, int nin, const Attr *attrs, int nattrs, Type *types,
+             Err *err) {
     const OpInfo *info = op_info(op);
-    Type in_types[64];
-    if (nin > 64) return err_set(err, "op '%s' has too many inputs (%d > 64)", info->name, nin);
+    Type *in_types = xmalloc(sizeof(Type) * (size_t)(nin ? nin : 1));
     for (int i = 0; i < nin; i++) in_types[i] = g->values.data[in[i]].type;
-    Node probe = {.op = op, .nin = nin, .nout = info->nout, .nattrs = nattrs, .attrs = attrs};
+    Node probe = {.op = op, .nin = nin, .nout = info->nout, .nattrs = nattrs, .attrs = (Attr *)attrs};
     memset(types, 0, sizeof(Type) * (size_t)info->nout);
-    return info->infer(in_types, nin, &probe, types, err);
+    int rc = info->infer(in_types, nin, &probe, types, err);
+    free(in_types);
+    return rc;
 }
 
 int ir_emit(Graph *g, OpKind op, const ValueId *in, int nin, const Attr *attrs, int nattrs,
@@ -209,7 +210,7 @@ int ir_emit(Graph *g, OpKind op, const ValueId *in, int nin, const Attr *attrs, 
     if (check_inputs(g, info, in, nin, err) || check_attrs(info, attrs, nattrs, err)) return -1;
     Attr *copied = copy_attrs(g, info, attrs, nattrs);
     Type types[4];
-    if (infer_types(g, op, in, nin, copied, nattrs, types, err)) return -1;
+    if (ir_infer(g, op, in, nin, copied, nattrs, types, err)) return -1;
     return append_node(g, op, in, nin, copied, nattrs, types, info->nout, out);
 }
 
@@ -223,7 +224,7 @@ int ir_emit_typed(Graph *g, OpKind op, const ValueId *in, int nin, const Attr *a
     Attr *copied = copy_attrs(g, info, attrs, nattrs);
     if (op != OP_INPUT && op != OP_PARAM) {
         Type inferred[4];
-        if (infer_types(g, op, in, nin, copied, nattrs, inferred, err)) return -1;
+        if (ir_infer(g, op, in, nin, copied, nattrs, inferred, err)) return -1;
         for (int i = 0; i < nout; i++)
             if (!type_equal(&inferred[i], &out_types[i])) {
                 char want[256], got[256];
@@ -238,7 +239,7 @@ int ir_emit_typed(Graph *g, OpKind op, const ValueId *in, int nin, const Attr *a
 
 static ValueId named_source(Graph *g, OpKind op, const char *name, Type t, Err *err) {
     int64_t existing;
-    if (strmap_get(&g->names, name, &existing)) {
+    if (strmap_get(&g->names, name, &existing) && existing >= 0) {
         const Value *v = &g->values.data[existing];
         if (g->nodes.data[v->node].op != op || !type_equal(&v->type, &t)) {
             char a[256], b[256];
@@ -249,7 +250,7 @@ static ValueId named_source(Graph *g, OpKind op, const char *name, Type t, Err *
         return (ValueId)existing;
     }
     Attr a = attr_str("name", name);
-    ValueId v;
+    ValueId v = -1;
     const char *saved_scope = g->cur_scope;
     Chunk saved_chunk = g->cur_chunk;
     g->cur_scope = graph_intern(g, "");

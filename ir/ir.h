@@ -127,6 +127,9 @@ ValueId ir_input(Graph *g, const char *name, Type t, Err *err);
 int ir_emit_typed(Graph *g, OpKind op, const ValueId *in, int nin, const Attr *attrs, int nattrs,
                   const Type *out_types, int nout, ValueId *out, Err *err);
 int ir_add_output(Graph *g, const char *name, ValueId v, Err *err);
+/* The output types the op's shape rule gives for these inputs and attributes. */
+int ir_infer(const Graph *g, OpKind op, const ValueId *in, int nin, const Attr *attrs, int nattrs, Type *out,
+             Err *err);
 const Type *ir_type(const Graph *g, ValueId v);
 
 /* Drops nodes marked dead (and values only they produced), renumbering values. */

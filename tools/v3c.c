@@ -1,3 +1,64 @@
-/* PLACEHOLDER until the command line lands. */
+/* v3c: the command line. Each command is one function; exit status 0 on
+ * success, 1 on bad input ("v3c: error: ..." on stderr), 2 on internal error. */
 #include <stdio.h>
-int main(void) { fprintf(stderr, "v3c: error: not built yet\n"); return 2; }
+#include <string.h>
+
+#include "cli.h"
+
+typedef struct Command {
+    const char *name;
+    int (*run)(const Options *o, Err *err);
+    const char *usage;
+} Command;
+
+static const Command commands[] = {
+    {"check", cmd_check, "check MODEL.v3 [--checkpoint DIR|--config F] [--set k=v,...]   parse, lower, verify"},
+    {"stats", cmd_stats, "stats MODEL.v3 [--checkpoint DIR|--config F] [--set k=v,...]   parameter counts"},
+    {"dump", cmd_dump,
+     "dump  MODEL.v3|FILE.v3ir [--passes LIST] [--print-after P|all] [--dump-dir D] [--verify-each]\n"
+     "      [--time-passes] [--format text|dot] [--annotate --batch B --seq T] [-o FILE]"},
+    {"run", cmd_run,
+     "run   MODEL.v3 --checkpoint DIR --input IN.safetensors --output OUT.safetensors [--backend interp]"},
+    {"eval", cmd_eval,
+     "eval  MODEL.v3 [--checkpoint DIR|--seed S] [--data FILE] [--batch B] [--seq T]   loss on text"},
+};
+
+static void usage(FILE *f) {
+    fprintf(f, "usage: v3c COMMAND ...\n");
+    for (size_t i = 0; i < sizeof commands / sizeof *commands; i++) fprintf(f, "  v3c %s\n", commands[i].usage);
+}
+
+static const Command *find_command(const char *name) {
+    for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)
+        if (strcmp(commands[i].name, name) == 0) return &commands[i];
+    return NULL;
+}
+
+static int report(const Err *err) {
+    fflush(stdout);
+    const char *msg = err->set ? err->msg : "unknown failure";
+    /* A source diagnostic ("file:line:col: error: ...", source line, caret) is
+     * shown as compilers show it; the last line still says "v3c: error:". */
+    if (strstr(msg, ": error: ") && !strstr(msg, "v3c: error: "))
+        fprintf(stderr, "%s\nv3c: error: compilation failed\n", msg);
+    else
+        fprintf(stderr, "v3c: error: %s\n", msg);
+    return err->code == 2 ? 2 : 1;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2 || strcmp(argv[1], "help") == 0 || strcmp(argv[1], "--help") == 0) {
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? 1 : 0;
+    }
+    const Command *c = find_command(argv[1]);
+    Err err = {0};
+    if (!c) {
+        err_set(&err, "unknown command '%s' (see 'v3c help')", argv[1]);
+        return report(&err);
+    }
+    Options o;
+    if (parse_options(argc - 2, argv + 2, c->name, &o, &err)) return report(&err);
+    if (c->run(&o, &err)) return report(&err);
+    return 0;
+}

@@ -1,0 +1,32 @@
+/* The table of passes. Adding a pass: write passes/<name>.c defining
+ * int pass_<name>(Graph *, PassContext *, Err *), and add one PASS line here. */
+#include <string.h>
+
+#include "passes.h"
+
+#define PASS_LIST(PASS)                                                                        \
+    PASS(verify, "check the graph's invariants (ir_verify); changes nothing")                 \
+    PASS(shapes, "re-run every node's shape rule on its inputs and fail on any type mismatch") \
+    PASS(dce, "delete nodes, params and inputs no graph output depends on")                   \
+    PASS(cse, "merge nodes with the same op, inputs and attributes (scope and chunk ignored)")
+
+#define DECLARE(name, doc) int pass_##name(Graph *g, PassContext *ctx, Err *err);
+PASS_LIST(DECLARE)
+#undef DECLARE
+
+static const Pass registry[] = {
+#define ROW(name, doc) {#name, pass_##name, doc},
+    PASS_LIST(ROW)
+#undef ROW
+};
+
+const Pass *pass_registry(int *count) {
+    *count = (int)(sizeof registry / sizeof registry[0]);
+    return registry;
+}
+
+const Pass *pass_lookup(const char *name) {
+    for (size_t i = 0; i < sizeof registry / sizeof registry[0]; i++)
+        if (strcmp(registry[i].name, name) == 0) return &registry[i];
+    return NULL;
+}

@@ -1,0 +1,99 @@
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+
+typedef enum OptKind { OPT_FLAG, OPT_STR, OPT_INT } OptKind;
+
+/* Which commands take an option: a space-separated list, matched word by word. */
+typedef struct OptSpec {
+    const char *name;
+    OptKind kind;
+    size_t offset;
+    const char *commands;
+} OptSpec;
+
+#define FIELD(f) offsetof(Options, f)
+static const OptSpec options[] = {
+    {"--checkpoint", OPT_STR, FIELD(checkpoint), "check stats dump run eval"},
+    {"--config", OPT_STR, FIELD(config), "check stats dump eval"},
+    {"--set", OPT_STR, FIELD(sets), "check stats dump run eval"},
+    {"--passes", OPT_STR, FIELD(passes), "check dump run eval"},
+    {"--print-after", OPT_STR, FIELD(print_after), "check dump run eval"},
+    {"--dump-dir", OPT_STR, FIELD(dump_dir), "check dump run eval"},
+    {"--verify-each", OPT_FLAG, FIELD(verify_each), "check dump run eval"},
+    {"--time-passes", OPT_FLAG, FIELD(time_passes), "check dump run eval"},
+    {"--format", OPT_STR, FIELD(format), "dump"},
+    {"--annotate", OPT_FLAG, FIELD(annotate), "dump"},
+    {"-o", OPT_STR, FIELD(out_file), "dump"},
+    {"--input", OPT_STR, FIELD(input), "run"},
+    {"--output", OPT_STR, FIELD(output), "run"},
+    {"--backend", OPT_STR, FIELD(backend), "run eval"},
+    {"--grads", OPT_FLAG, FIELD(grads), "run"},
+    {"--fp8", OPT_FLAG, FIELD(fp8), "run eval"},
+    {"--data", OPT_STR, FIELD(data), "eval"},
+    {"--batch", OPT_INT, FIELD(batch), "dump eval"},
+    {"--seq", OPT_INT, FIELD(seq), "dump eval"},
+    {"--seed", OPT_INT, FIELD(seed), "eval"},
+};
+
+static int takes(const OptSpec *s, const char *command) {
+    size_t n = strlen(command);
+    for (const char *p = s->commands; (p = strstr(p, command)) != NULL; p += n)
+        if ((p == s->commands || p[-1] == ' ') && (p[n] == ' ' || p[n] == 0)) return 1;
+    return 0;
+}
+
+static int parse_int_arg(const char *name, const char *text, int64_t *out, Err *err) {
+    char *end;
+    long long v = strtoll(text, &end, 10);
+    if (!*text || *end || v < 0 || v > (1ll << 40))
+        return err_set(err, "%s expects a non-negative integer, got '%s'", name, text);
+    *out = v;
+    return 0;
+}
+
+static int set_option(const OptSpec *s, const char *value, Options *o, Err *err) {
+    char *field = (char *)o + s->offset;
+    if (s->kind == OPT_FLAG) {
+        *(int *)field = 1;
+        return 0;
+    }
+    if (s->kind == OPT_STR) {
+        *(const char **)field = value;
+        return 0;
+    }
+    return parse_int_arg(s->name, value, (int64_t *)field, err);
+}
+
+static const OptSpec *find_option(const char *arg) {
+    for (size_t i = 0; i < sizeof options / sizeof *options; i++)
+        if (strcmp(options[i].name, arg) == 0) return &options[i];
+    return NULL;
+}
+
+int parse_options(int argc, char **argv, const char *command, Options *o, Err *err) {
+    memset(o, 0, sizeof *o);
+    o->command = command;
+    o->batch = o->seq = o->seed = -1;
+    for (int i = 0; i < argc; i++) {
+        const char *arg = argv[i];
+        if (arg[0] != '-' || arg[1] == 0) {
+            if (o->model) return err_set(err, "%s takes one model, got '%s' and '%s'", command, o->model, arg);
+            o->model = arg;
+            continue;
+        }
+        const OptSpec *s = find_option(arg);
+        if (!s) return err_set(err, "unknown option '%s' (see 'v3c help')", arg);
+        if (!takes(s, command)) return err_set(err, "'v3c %s' does not take %s", command, arg);
+        const char *value = NULL;
+        if (s->kind != OPT_FLAG) {
+            if (i + 1 >= argc) return err_set(err, "%s needs a value", arg);
+            value = argv[++i];
+        }
+        if (set_option(s, value, o, err)) return -1;
+    }
+    if (!o->model) return err_set(err, "'v3c %s' needs a model file (see 'v3c help')", command);
+    return 0;
+}
