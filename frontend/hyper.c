@@ -89,6 +89,7 @@ typedef struct ConfigBind {
     Program *p;
     Err *err;
     int saw_rope_scaling;
+    StrMap given; /* canonical keys this config set */
 } ConfigBind;
 
 static int json_scalar(const Json *j, Val *out) {
@@ -104,6 +105,7 @@ static int json_scalar(const Json *j, Val *out) {
 static int bind_json_leaf(ConfigBind *cb, const char *key, const Json *j) {
     char *name = canonical_key(key);
     if (strncmp(name, "rope_scaling.", 13) == 0) cb->saw_rope_scaling = 1;
+    strmap_put(&cb->given, name, 1);
     Val v;
     int rc = 0;
     if (json_scalar(j, &v) == 0) rc = bind(cb->p, name, v, "config.json key", cb->err);
@@ -125,14 +127,28 @@ static int bind_json(ConfigBind *cb, const char *prefix, const Json *j) {
     return 0;
 }
 
+/* A config that names a rope scaling describes all of it: the rope_scaling.*
+ * keys it leaves out mean "absent" (none), not the model file's defaults, as
+ * in HF. One that names none means plain RoPE. */
+static int complete_rope_scaling(ConfigBind *cb) {
+    if (!cb->saw_rope_scaling)
+        return bind(cb->p, "rope_scaling.rope_type", value_str("default"), "config.json key", cb->err) < 0 ? -1 : 0;
+    for (size_t i = 0; i < cb->p->hypers.len; i++) {
+        const char *name = cb->p->hypers.data[i].name;
+        if (strncmp(name, "rope_scaling.", 13) != 0 || strmap_get(&cb->given, name, NULL)) continue;
+        if (bind(cb->p, name, value_none(), "config.json key", cb->err) < 0) return -1;
+    }
+    return 0;
+}
+
 int program_bind_config(Program *p, const Json *config, Err *err) {
     if (!config || config->kind != JSON_OBJECT) return err_set(err, "config.json: expected an object at the top");
-    ConfigBind cb = {p, err, 0};
-    if (bind_json(&cb, "", config)) return -1;
-    /* HF: no rope_scaling means plain RoPE. */
-    if (!cb.saw_rope_scaling && bind(p, "rope_scaling.rope_type", value_str("default"), "config.json key", err) < 0)
-        return -1;
-    return 0;
+    ConfigBind cb = {p, err, 0, {0}};
+    strmap_init(&cb.given);
+    int rc = bind_json(&cb, "", config);
+    if (rc == 0) rc = complete_rope_scaling(&cb);
+    strmap_free(&cb.given);
+    return rc;
 }
 
 /* A --set value: true/false/none, an integer, a float, else a string (quotes optional). */

@@ -58,6 +58,26 @@ START_TEST(test_stats_config_and_set) {
 }
 END_TEST
 
+/* A rope_scaling without mscale keys means mscale 1, mscale_all_dim 0 (HF and
+ * DeepSeek's code), so cos/sin get 0.1*ln(4)+1 — not the model file's defaults. */
+START_TEST(test_config_rope_scaling_partial) {
+    char *dir = make_temp_dir();
+    char *cfg = path_join(dir, "config.json");
+    write_text(cfg, "{\"rope_scaling\": {\"type\": \"yarn\", \"factor\": 4.0,"
+                    " \"original_max_position_embeddings\": 8}}");
+    CmdResult r = run_v3c("dump models/deepseek_v3.v3 --config %s --set num_hidden_layers=1", cfg);
+    ck_assert_msg(r.status == 0, "%s", r.err);
+    ck_assert_msg(strstr(r.out, "rope %") && strstr(r.out, "scale=1.13862943611198"), "%.2000s", r.out);
+    cmd_free(&r);
+    write_text(cfg, "{\"rope_theta\": 10000.0}");
+    r = run_v3c("dump models/deepseek_v3.v3 --config %s --set num_hidden_layers=1", cfg);
+    ck_assert_msg(r.status == 0 && strstr(r.out, "rope %") && !strstr(r.out, "scale=1.1386"), "%s", r.err);
+    cmd_free(&r);
+    free(cfg);
+    free(dir);
+}
+END_TEST
+
 static char *dump_to(const char *dir, const char *name, const char *args) {
     char *path = path_join(dir, name);
     CmdResult r = run_v3c("dump %s -o %s", args, path);
@@ -265,6 +285,7 @@ int main(void) {
     tcase_add_test(tc, test_stats_deepseek_v3);
     tcase_add_test(tc, test_stats_v2_lite);
     tcase_add_test(tc, test_stats_config_and_set);
+    tcase_add_test(tc, test_config_rope_scaling_partial);
     tcase_add_test(tc, test_dump_round_trip_full_model);
     tcase_add_test(tc, test_dump_dot_renders);
     tcase_add_test(tc, test_check_models);
