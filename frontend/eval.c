@@ -149,7 +149,7 @@ static int eval_int_expr(Eval *ev, const Expr *e, const char *what, int64_t *out
 /* [item for v in lo..hi]: builds a list in one allocation (a loop of `xs + [x]`
  * would copy the list every iteration). */
 static int eval_comprehension(Eval *ev, const Expr *e, Val *out) {
-    int64_t lo, hi;
+    int64_t lo = 0, hi = 0;
     if (eval_int_expr(ev, e->b, "a range bound", &lo) || eval_int_expr(ev, e->c, "a range bound", &hi)) return -1;
     int64_t n = hi > lo ? hi - lo : 0;
     if (n > MAX_LIST_LEN) return eval_error(ev, e->loc, "model too large: a list of more than %d items", MAX_LIST_LEN);
@@ -220,7 +220,7 @@ static int eval_bool_operand(Eval *ev, const Expr *e, const char *op, int *out) 
 
 /* `and` / `or` evaluate their right side only when it decides the result. */
 static int eval_logic(Eval *ev, const Expr *e, Val *out) {
-    int is_and = e->op == OP_B_AND, a, b;
+    int is_and = e->op == OP_B_AND, a = 0, b = 0;
     const char *name = is_and ? "and" : "or";
     if (eval_bool_operand(ev, e->a, name, &a)) return -1;
     if (a != is_and) {
@@ -350,7 +350,7 @@ static int eval_cond(Eval *ev, const Expr *e, const char *what, int *out) {
 }
 
 static int exec_if(Eval *ev, const Stmt *s, Val *ret) {
-    int c;
+    int c = 0;
     if (eval_cond(ev, s->value, "'if'", &c)) return EXEC_ERROR;
     if (c) return exec_block(ev, &s->body, ret);
     return s->else_branch ? exec_stmt(ev, s->else_branch, ret) : EXEC_NEXT;
@@ -365,7 +365,7 @@ static int eval_int_expr(Eval *ev, const Expr *e, const char *what, int64_t *out
 }
 
 static int exec_for(Eval *ev, const Stmt *s, Val *ret) {
-    int64_t lo, hi;
+    int64_t lo = 0, hi = 0;
     if (eval_int_expr(ev, s->value, "a loop bound", &lo) || eval_int_expr(ev, s->value2, "a loop bound", &hi))
         return EXEC_ERROR;
     for (int64_t i = lo; i < hi; i++) {
@@ -408,7 +408,7 @@ static int eval_text(Eval *ev, const Expr *e, const char *what, const char **out
 
 static int exec_output(Eval *ev, const Stmt *s, Val *ret) {
     (void)ret;
-    const char *name;
+    const char *name = 0;
     Val v;
     if (eval_text(ev, s->value2, "an output name", &name) || eval_expr(ev, s->value, &v)) return EXEC_ERROR;
     if (v.kind != V_TENSOR)
@@ -422,7 +422,7 @@ static int exec_output(Eval *ev, const Stmt *s, Val *ret) {
 }
 
 static int exec_scope(Eval *ev, const Stmt *s, Val *ret) {
-    const char *name;
+    const char *name = 0;
     if (eval_text(ev, s->value2, "a scope name", &name)) return EXEC_ERROR;
     const char *saved = ev->g->cur_scope;
     char *joined = *saved && *name ? xsprintf("%s.%s", saved, name) : xstrdup(*name ? name : saved);

@@ -198,8 +198,8 @@ static int next_assignment(const char **s, char **key, char **val, int *quoted, 
 int program_bind_sets(Program *p, const char *assignments, Err *err) {
     const char *s = assignments;
     while (*s) {
-        char *key, *val;
-        int quoted;
+        char *key = 0, *val = 0;
+        int quoted = 0;
         if (next_assignment(&s, &key, &val, &quoted, err)) return -1;
         Val v = quoted ? value_str(val) : parse_set_value(val);
         int rc = bind(p, key, v, "--set", err);

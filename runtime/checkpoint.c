@@ -113,8 +113,8 @@ static int register_tensors(Checkpoint *c, int at, Err *err) {
 }
 
 static int open_all(Checkpoint *c, Err *err) {
-    char **names;
-    size_t n;
+    char **names = NULL;
+    size_t n = 0;
     if (list_safetensors(c->dir, &names, &n, err)) return -1;
     int rc = n ? 0 : err_set(err, "checkpoint directory '%s' has no *.safetensors files", c->dir);
     for (size_t i = 0; i < n && !rc; i++) {

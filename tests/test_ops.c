@@ -54,7 +54,7 @@ static Tensor *rand_tensor(DType dt, int rank, const int64_t *shape, unsigned *s
 /* Declares inputs x0.. of the given types, emits op, returns the node's first output. */
 static int build(Graph *g, OpKind op, const char *const *types, int nin, const Attr *attrs, int nattrs,
                  ValueId *outs, Err *err) {
-    ValueId in[8];
+    ValueId in[8] = {0};
     for (int i = 0; i < nin; i++) {
         char name[16];
         snprintf(name, sizeof name, "x%d", i);

@@ -5,10 +5,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 tools/deps.sh
 jobs=$(nproc)
-cmake -S . -B build/asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DV3C_SANITIZE=ON >/dev/null
-ninja -C build/asan -j "$jobs" >/dev/null
-cmake -S . -B build/release -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
-ninja -C build/release -j "$jobs" >/dev/null
+# Builds quietly; on failure shows the compiler's output.
+quiet() { local log; log=$(mktemp); "$@" >"$log" 2>&1 || { tail -n 60 "$log"; rm -f "$log"; exit 1; }; rm -f "$log"; }
+echo "== building (ASan+UBSan debug, release)"
+quiet cmake -S . -B build/asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DV3C_SANITIZE=ON
+quiet ninja -C build/asan -j "$jobs"
+quiet cmake -S . -B build/release -G Ninja -DCMAKE_BUILD_TYPE=Release
+quiet ninja -C build/release -j "$jobs"
 echo "== fuzzing (bounded)"
 fuzz/run.sh build/fuzz "${V3C_FUZZ_SECONDS:-20}"
 echo "== tests under ASan+UBSan"

@@ -141,7 +141,7 @@ static int operand_dtype(const Node *n, const Type *a, const Type *b, DType *out
 
 int binary_infer(const Type *in, int nin, const Node *n, Type *out, Err *err) {
     (void)nin;
-    DType dt;
+    DType dt = DT_F32;
     if (operand_dtype(n, &in[0], &in[1], &dt, err) || broadcast_shape(n, &in[0], &in[1], out, err)) return -1;
     out->dtype = dt;
     return 0;
@@ -164,7 +164,7 @@ int binary_interp(const Tensor *const *in, int nin, const Node *n, Tensor *const
 /* ---- where ---- */
 int where_infer(const Type *in, int nin, const Node *n, Type *out, Err *err) {
     (void)nin;
-    DType dt;
+    DType dt = DT_F32;
     Type ab;
     if (require_real(n, "condition", &in[0], err) || operand_dtype(n, &in[1], &in[2], &dt, err) ||
         broadcast_shape(n, &in[1], &in[2], &ab, err))
