@@ -67,6 +67,7 @@ typedef enum StmtKind {
     S_OUTPUT,
     S_SCOPE,
     S_CHUNK,
+    S_RECOMPUTE, /* recompute { ... }: nodes inside are recomputed in backward, not stored */
     S_EXPR,
     S_BLOCK,
 } StmtKind;

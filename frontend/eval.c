@@ -444,6 +444,14 @@ static int exec_chunk(Eval *ev, const Stmt *s, Val *ret) {
     return rc;
 }
 
+static int exec_recompute(Eval *ev, const Stmt *s, Val *ret) {
+    unsigned saved = ev->g->cur_flags;
+    ev->g->cur_flags |= NODE_RECOMPUTE;
+    int rc = exec_tagged(ev, &s->body, ret);
+    ev->g->cur_flags = saved;
+    return rc;
+}
+
 static int exec_expr(Eval *ev, const Stmt *s, Val *ret) {
     (void)ret;
     Val v;
@@ -454,7 +462,7 @@ static int exec_nested(Eval *ev, const Stmt *s, Val *ret) { return exec_block(ev
 
 static const ExecFn exec_table[] = {
     [S_LET] = exec_let,       [S_ASSIGN] = exec_assign, [S_IF] = exec_if,       [S_FOR] = exec_for,
-    [S_RETURN] = exec_return, [S_OUTPUT] = exec_output, [S_SCOPE] = exec_scope, [S_CHUNK] = exec_chunk,
+    [S_RETURN] = exec_return, [S_OUTPUT] = exec_output, [S_SCOPE] = exec_scope, [S_CHUNK] = exec_chunk, [S_RECOMPUTE] = exec_recompute,
     [S_EXPR] = exec_expr,     [S_BLOCK] = exec_nested,
 };
 

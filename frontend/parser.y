@@ -57,7 +57,7 @@ static Expr *parse_string_literal(ParseCtx *ctx, const char *raw, Loc loc);
 %token <fval> FLOAT "number"
 %token <sval> STRING "string"
 %token HYPER "hyper" FN "fn" LET "let" RETURN "return" IF "if" ELSE "else" FOR "for" IN "in"
-%token IMPORT "import" OUTPUT "output" SCOPE "scope" CHUNK "chunk" TRUE "true" FALSE "false"
+%token IMPORT "import" OUTPUT "output" SCOPE "scope" CHUNK "chunk" RECOMPUTE "recompute" TRUE "true" FALSE "false"
 %token NONE "none" AND "and" OR "or" NOT "not"
 %token DOTDOT ".." EQ "==" NE "!=" LE "<=" GE ">="
 
@@ -163,6 +163,10 @@ stmt: LET names '=' expr ';' {
           $$ = ast_stmt(ARENA, S_CHUNK, AT(@2));
           ast_name_push(ARENA, &$$->names, $2, AT(@2));
           $$->body = $3;
+      }
+    | RECOMPUTE block {
+          $$ = ast_stmt(ARENA, S_RECOMPUTE, AT(@1));
+          $$->body = $2;
       }
     | expr ';' {
           $$ = ast_stmt(ARENA, S_EXPR, $1->loc);

@@ -61,6 +61,21 @@ int type_print(const Type *t, char *out, int n) {
     return k;
 }
 
+static const char *const flag_names[NODE_FLAG_COUNT] = {"recompute", "backward", "wgrad"};
+
+const char *node_flag_name(int bit_index) {
+    return bit_index >= 0 && bit_index < NODE_FLAG_COUNT ? flag_names[bit_index] : "?";
+}
+
+int node_flag_parse(const char *s, unsigned *flag) {
+    for (int i = 0; i < NODE_FLAG_COUNT; i++)
+        if (strcmp(s, flag_names[i]) == 0) {
+            *flag = 1u << i;
+            return 0;
+        }
+    return -1;
+}
+
 Attr attr_int(const char *key, int64_t v) { return (Attr){.key = key, .kind = ATTR_INT, .i = v}; }
 Attr attr_float(const char *key, double v) { return (Attr){.key = key, .kind = ATTR_FLOAT, .f = v}; }
 Attr attr_str(const char *key, const char *s) { return (Attr){.key = key, .kind = ATTR_STR, .s = s}; }
@@ -181,6 +196,7 @@ static int append_node(Graph *g, OpKind op, const ValueId *in, int nin, Attr *at
     if (nin) memcpy(n.in, in, sizeof(ValueId) * (size_t)nin);
     n.scope = g->cur_scope;
     n.chunk = g->cur_chunk;
+    n.flags = g->cur_flags;
     int32_t id = (int32_t)g->nodes.len;
     for (int i = 0; i < nout; i++) {
         Value v = {.type = types[i], .node = id, .index = i};
@@ -253,11 +269,14 @@ static ValueId named_source(Graph *g, OpKind op, const char *name, Type t, Err *
     ValueId v = -1;
     const char *saved_scope = g->cur_scope;
     Chunk saved_chunk = g->cur_chunk;
+    unsigned saved_flags = g->cur_flags;
     g->cur_scope = graph_intern(g, "");
     g->cur_chunk = CHUNK_NONE;
+    g->cur_flags = 0;
     int id = ir_emit_typed(g, op, NULL, 0, &a, 1, &t, 1, &v, err);
     g->cur_scope = saved_scope;
     g->cur_chunk = saved_chunk;
+    g->cur_flags = saved_flags;
     if (id < 0) return -1;
     strmap_put(&g->names, name, v);
     return v;

@@ -71,6 +71,16 @@ Attr attr_dtype(const char *key, DType t);
 
 typedef int32_t ValueId;
 
+/* Node flags: facts passes attach to nodes, printed in the text form as !name. */
+typedef enum NodeFlag {
+    NODE_RECOMPUTE = 1, /* cheap to recompute: backward re-emits it instead of keeping its output */
+    NODE_BACKWARD = 2,  /* emitted by autodiff */
+    NODE_WGRAD = 4,     /* part of a weight gradient (DualPipe's W), not of an input gradient */
+    NODE_FLAG_COUNT = 3
+} NodeFlag;
+const char *node_flag_name(int bit_index);          /* "recompute", "backward", "wgrad" */
+int node_flag_parse(const char *s, unsigned *flag); /* 0 ok, -1 unknown */
+
 typedef struct Value {
     Type type;
     int32_t node;  /* producing node */
@@ -85,6 +95,7 @@ typedef struct Node {
     Attr *attrs;       /* sorted by key */
     const char *scope; /* "layers.3.self_attn", "" for none; owned by the graph */
     Chunk chunk;
+    unsigned flags;    /* NodeFlag bits */
     int dead;          /* set by passes; ir_compact drops dead nodes */
 } Node;
 
@@ -109,6 +120,7 @@ typedef struct Graph {
     /* Builder state: new nodes get this scope and chunk. */
     const char *cur_scope;
     Chunk cur_chunk;
+    unsigned cur_flags;
 } Graph;
 
 Graph *graph_new(void);
@@ -161,6 +173,11 @@ typedef struct AttrSpec {
 } AttrSpec;
 
 typedef int (*InferFn)(const Type *in, int nin, const Node *n, Type *out, Err *err);
+/* Vector-Jacobian product: given the gradients of n's outputs (gout[k], -1 when
+ * output k has none), emits nodes computing the gradients of its inputs into
+ * gin[i] (-1 when input i gets none). See ir/vjp.h. */
+struct VjpCtx;
+typedef int (*VjpFn)(struct VjpCtx *ctx, const Node *n, const ValueId *gout, ValueId *gin, Err *err);
 typedef int (*InterpFn)(const Tensor *const *in, int nin, const Node *n, Tensor *const *out, Err *err);
 
 typedef struct OpInfo {
@@ -169,6 +186,7 @@ typedef struct OpInfo {
     const AttrSpec *attrs; /* terminated by {0} */
     InferFn infer;
     InterpFn interp;
+    VjpFn vjp;       /* NULL: not differentiable (integer results, gradient ops) */
     const char *doc; /* one line */
 } OpInfo;
 

@@ -21,6 +21,14 @@ static const AttrSpec dispatch_attrs[] = {{"experts", ATTR_INT, 1}, {0}};
 static const AttrSpec rope_attrs[] = {{"scale", ATTR_FLOAT, 0}, {0}};
 static const AttrSpec sdpa_attrs[] = {{"scale", ATTR_FLOAT, 1}, {"causal", ATTR_INT, 0}, {0}};
 
+/* Families added later keep their rows in their own files; each file is
+ * included twice: once for declarations, once for its rows. */
+#define OP_ROWS_DECLS
+#include "ops/grad_rows.inc"
+#include "ops/fp8_rows.inc"
+#include "ops/vjp_rows.inc"
+#undef OP_ROWS_DECLS
+
 #define ROW(e, attr_list, family, text)                                                     \
     [OP_##e].attrs = attr_list, [OP_##e].infer = family##_infer, [OP_##e].interp = family##_interp, \
     [OP_##e].doc = text
@@ -73,6 +81,9 @@ static const OpInfo table[OP_COUNT] = {
     ROW(ROPE, rope_attrs, rope, "rotate interleaved pairs by position * inv_freq"),
     ROW(SDPA, sdpa_attrs, sdpa, "softmax(scale * q.k) v, causal by default"),
     ROW(CROSS_ENTROPY, no_attrs, cross_entropy, "-log softmax(logits)[target]"),
+#include "ops/grad_rows.inc"
+#include "ops/fp8_rows.inc"
+#include "ops/vjp_rows.inc"
 };
 
 const OpInfo *op_info(OpKind op) { return (unsigned)op < OP_COUNT ? &table[op] : NULL; }

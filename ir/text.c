@@ -126,6 +126,8 @@ static void print_node(Buf *out, const Graph *g, const Node *n, const int32_t *n
         print_string(out, n->scope);
     }
     if (n->chunk != CHUNK_NONE) buf_printf(out, " #%s", chunk_name(n->chunk));
+    for (int b = 0; b < NODE_FLAG_COUNT; b++)
+        if (n->flags & (1u << b)) buf_printf(out, " !%s", node_flag_name(b));
     if (opt && opt->annotate) print_annotation(out, g, n, opt);
     buf_putc(out, '\n');
 }
@@ -440,6 +442,15 @@ static int read_scope_and_chunk(Reader *r) {
         if (read_ident(r, name, sizeof name, "a chunk name")) return -1;
         if (chunk_parse(name, &r->g->cur_chunk))
             return rd_error(r, start, "unknown chunk '%s' (attention, dispatch, mlp or combine)", name);
+    }
+    r->g->cur_flags = 0;
+    while (accept(r, '!')) {
+        const char *start = r->p;
+        char name[64];
+        unsigned flag;
+        if (read_ident(r, name, sizeof name, "a node flag")) return -1;
+        if (node_flag_parse(name, &flag)) return rd_error(r, start, "unknown node flag '%s' (recompute, backward, wgrad)", name);
+        r->g->cur_flags |= flag;
     }
     return 0;
 }

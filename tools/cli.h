@@ -19,6 +19,16 @@ typedef struct Options {
     const char *input, *output, *backend, *data;
     int grads, fp8;
     int64_t batch, seq, seed;
+    /* stats --memory */
+    int memory;
+    /* train (runtime/train.h documents each) */
+    int64_t steps, warmup, save_every;
+    const char *log, *save, *resume, *lr, *min_lr, *weight_decay, *gamma, *alpha, *mtp_lambda, *clip;
+    int recompute;
+    /* convert */
+    const char *to;
+    /* compile */
+    const char *target, *dump_kernels;
 } Options;
 
 /* Parses argv (after the command name). Unknown or misplaced options are errors. */
@@ -48,5 +58,7 @@ int cmd_stats(const Options *o, Err *err);
 int cmd_dump(const Options *o, Err *err);
 int cmd_run(const Options *o, Err *err);
 int cmd_eval(const Options *o, Err *err);
+int cmd_train(const Options *o, Err *err);   /* tools/cmd_train.c */
+int cmd_convert(const Options *o, Err *err); /* tools/cmd_convert.c */
 
 #endif

@@ -16,26 +16,44 @@ typedef struct OptSpec {
 
 #define FIELD(f) offsetof(Options, f)
 static const OptSpec options[] = {
-    {"--checkpoint", OPT_STR, FIELD(checkpoint), "check stats dump run eval"},
-    {"--config", OPT_STR, FIELD(config), "check stats dump eval"},
-    {"--set", OPT_STR, FIELD(sets), "check stats dump run eval"},
-    {"--passes", OPT_STR, FIELD(passes), "check dump run eval"},
-    {"--print-after", OPT_STR, FIELD(print_after), "check dump run eval"},
-    {"--dump-dir", OPT_STR, FIELD(dump_dir), "check dump run eval"},
-    {"--verify-each", OPT_FLAG, FIELD(verify_each), "check dump run eval"},
-    {"--time-passes", OPT_FLAG, FIELD(time_passes), "check dump run eval"},
+    {"--checkpoint", OPT_STR, FIELD(checkpoint), "check stats dump run eval train convert compile"},
+    {"--config", OPT_STR, FIELD(config), "check stats dump eval train compile"},
+    {"--set", OPT_STR, FIELD(sets), "check stats dump run eval train compile"},
+    {"--passes", OPT_STR, FIELD(passes), "check dump run eval train compile"},
+    {"--print-after", OPT_STR, FIELD(print_after), "check dump run eval train compile"},
+    {"--dump-dir", OPT_STR, FIELD(dump_dir), "check dump run eval train compile"},
+    {"--verify-each", OPT_FLAG, FIELD(verify_each), "check dump run eval train compile"},
+    {"--time-passes", OPT_FLAG, FIELD(time_passes), "check dump run eval train compile"},
     {"--format", OPT_STR, FIELD(format), "dump"},
     {"--annotate", OPT_FLAG, FIELD(annotate), "dump"},
     {"-o", OPT_STR, FIELD(out_file), "dump"},
     {"--input", OPT_STR, FIELD(input), "run"},
-    {"--output", OPT_STR, FIELD(output), "run"},
-    {"--backend", OPT_STR, FIELD(backend), "run eval"},
+    {"--output", OPT_STR, FIELD(output), "run convert"},
+    {"--backend", OPT_STR, FIELD(backend), "run eval train"},
     {"--grads", OPT_FLAG, FIELD(grads), "run"},
-    {"--fp8", OPT_FLAG, FIELD(fp8), "run eval"},
-    {"--data", OPT_STR, FIELD(data), "eval"},
-    {"--batch", OPT_INT, FIELD(batch), "dump eval"},
-    {"--seq", OPT_INT, FIELD(seq), "dump eval"},
-    {"--seed", OPT_INT, FIELD(seed), "eval"},
+    {"--fp8", OPT_FLAG, FIELD(fp8), "run eval train"},
+    {"--data", OPT_STR, FIELD(data), "eval train"},
+    {"--batch", OPT_INT, FIELD(batch), "dump eval stats train"},
+    {"--seq", OPT_INT, FIELD(seq), "dump eval stats train"},
+    {"--seed", OPT_INT, FIELD(seed), "eval train"},
+    {"--memory", OPT_FLAG, FIELD(memory), "stats"},
+    {"--steps", OPT_INT, FIELD(steps), "train"},
+    {"--warmup", OPT_INT, FIELD(warmup), "train"},
+    {"--save-every", OPT_INT, FIELD(save_every), "train"},
+    {"--log", OPT_STR, FIELD(log), "train"},
+    {"--save", OPT_STR, FIELD(save), "train"},
+    {"--resume", OPT_STR, FIELD(resume), "train"},
+    {"--lr", OPT_STR, FIELD(lr), "train"},
+    {"--min-lr", OPT_STR, FIELD(min_lr), "train"},
+    {"--weight-decay", OPT_STR, FIELD(weight_decay), "train"},
+    {"--gamma", OPT_STR, FIELD(gamma), "train"},
+    {"--alpha", OPT_STR, FIELD(alpha), "train"},
+    {"--mtp-lambda", OPT_STR, FIELD(mtp_lambda), "train"},
+    {"--clip", OPT_STR, FIELD(clip), "train"},
+    {"--recompute", OPT_FLAG, FIELD(recompute), "train"},
+    {"--to", OPT_STR, FIELD(to), "convert"},
+    {"--target", OPT_STR, FIELD(target), "compile"},
+    {"--dump-kernels", OPT_STR, FIELD(dump_kernels), "compile run"},
 };
 
 static int takes(const OptSpec *s, const char *command) {
@@ -94,6 +112,8 @@ int parse_options(int argc, char **argv, const char *command, Options *o, Err *e
         }
         if (set_option(s, value, o, err)) return -1;
     }
-    if (!o->model) return err_set(err, "'v3c %s' needs a model file (see 'v3c help')", command);
+    int needs_model = strcmp(command, "convert") != 0;
+    if (needs_model && !o->model) return err_set(err, "'v3c %s' needs a model file (see 'v3c help')", command);
+    if (!needs_model && o->model) return err_set(err, "'v3c %s' takes no model file, got '%s'", command, o->model);
     return 0;
 }

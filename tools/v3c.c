@@ -19,6 +19,10 @@ static const Command commands[] = {
      "      [--time-passes] [--format text|dot] [--annotate --batch B --seq T] [-o FILE]"},
     {"run", cmd_run,
      "run   MODEL.v3 --checkpoint DIR --input IN.safetensors --output OUT.safetensors [--backend interp]"},
+    {"train", cmd_train,
+     "train MODEL.v3 [--checkpoint DIR] [--data FILE] [--steps N] [--log FILE.jsonl] [--save DIR] [--resume DIR]\n"
+     "      [--fp8] [--recompute] [--batch B] [--seq T] [--lr X] [--gamma G] [--alpha A] [--mtp-lambda L]"},
+    {"convert", cmd_convert, "convert --checkpoint IN --output OUT --to fp8|bf16|f32"},
     {"eval", cmd_eval,
      "eval  MODEL.v3 [--checkpoint DIR|--seed S] [--data FILE] [--batch B] [--seq T]   loss on text"},
 };
