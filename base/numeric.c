@@ -2,13 +2,19 @@
 
 #include <string.h>
 
-static uint32_t float_bits(float f) {
+uint32_t f32_to_bits(float f) {
     uint32_t u;
     memcpy(&u, &f, sizeof u);
     return u;
 }
 
-static float bits_float(uint32_t u) {
+double f64_from_bits(uint64_t u) {
+    double d;
+    memcpy(&d, &u, sizeof d);
+    return d;
+}
+
+float f32_from_bits(uint32_t u) {
     float f;
     memcpy(&f, &u, sizeof f);
     return f;
@@ -21,14 +27,14 @@ static uint32_t shift_round_even(uint32_t x, unsigned shift) {
 }
 
 uint16_t float_to_bf16(float f) {
-    uint32_t u = float_bits(f);
+    uint32_t u = f32_to_bits(f);
     /* NaN: keep sign and top payload bits; setting the quiet bit keeps it a NaN
      * even when the payload lived only in the dropped low bits. */
     if ((u & 0x7FFFFFFFu) > 0x7F800000u) return (uint16_t)((u >> 16) | 0x0040u);
     return (uint16_t)shift_round_even(u, 16);
 }
 
-float bf16_to_float(uint16_t h) { return bits_float((uint32_t)h << 16); }
+float bf16_to_float(uint16_t h) { return f32_from_bits((uint32_t)h << 16); }
 
 enum {
     F32_TO_F16_REBIAS = (127 - 15) << 23,
@@ -45,7 +51,7 @@ static uint16_t f16_subnormal(uint32_t abs_bits) {
 }
 
 uint16_t float_to_f16(float f) {
-    uint32_t u = float_bits(f), a = u & 0x7FFFFFFFu;
+    uint32_t u = f32_to_bits(f), a = u & 0x7FFFFFFFu;
     uint16_t sign = (uint16_t)((u >> 16) & 0x8000u);
     if (a > 0x7F800000u) return sign | 0x7E00u | (uint16_t)((a >> 13) & 0x3FFu);
     if (a >= F16_OVERFLOW_AS_F32) return sign | 0x7C00u;
@@ -56,10 +62,10 @@ uint16_t float_to_f16(float f) {
 
 float f16_to_float(uint16_t h) {
     uint32_t sign = (uint32_t)(h & 0x8000u) << 16, exp = (h >> 10) & 0x1Fu, mant = h & 0x3FFu;
-    if (exp == 0x1F) return bits_float(sign | 0x7F800000u | mant << 13);
-    if (exp != 0) return bits_float(sign | ((exp + 112) << 23) | mant << 13);
+    if (exp == 0x1F) return f32_from_bits(sign | 0x7F800000u | mant << 13);
+    if (exp != 0) return f32_from_bits(sign | ((exp + 112) << 23) | mant << 13);
     float sub = (float)mant * (1.0f / 16777216.0f); /* exact: mant < 2^10 */
-    return bits_float(sign | float_bits(sub));
+    return f32_from_bits(sign | f32_to_bits(sub));
 }
 
 float round_to_bf16(float f) { return bf16_to_float(float_to_bf16(f)); }

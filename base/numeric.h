@@ -6,6 +6,11 @@
 
 #include <stdint.h>
 
+/* Bit patterns of IEEE floats, without aliasing tricks. */
+uint32_t f32_to_bits(float f);
+float f32_from_bits(uint32_t u);
+double f64_from_bits(uint64_t u);
+
 uint16_t float_to_bf16(float f);
 float bf16_to_float(uint16_t h);
 /* IEEE 754 binary16: subnormals kept, values >= 65520 in magnitude become infinity. */

@@ -158,3 +158,16 @@ int ir_verify(const Graph *g, Err *err) {
         if (check_node(g, i, err)) return -1;
     return check_names(g, err) || check_outputs(g, err) ? -1 : 0;
 }
+
+int ir_ids_valid(const Graph *g) {
+    for (size_t i = 0; i < g->nodes.len; i++) {
+        const Node *n = &g->nodes.data[i];
+        for (int k = 0; k < n->nin; k++)
+            if (n->in[k] < 0 || (size_t)n->in[k] >= g->values.len) return 0;
+        for (int k = 0; k < n->nout; k++)
+            if (n->out[k] < 0 || (size_t)n->out[k] >= g->values.len) return 0;
+    }
+    for (size_t i = 0; i < g->outputs.len; i++)
+        if (g->outputs.data[i].value < 0 || (size_t)g->outputs.data[i].value >= g->values.len) return 0;
+    return 1;
+}

@@ -10,6 +10,9 @@
  * shape rule gives, outputs valid, names unique, no node marked dead.
  * Reports the first problem, naming the node's index, op and scope. */
 int ir_verify(const Graph *g, Err *err);
+/* Every value id a node or output names exists: the minimum a pass needs before
+ * it indexes arrays by value id. */
+int ir_ids_valid(const Graph *g);
 
 /* Re-runs node i's shape rule on its inputs' types and compares with the types
  * it carries (inputs and params have no rule and always pass). Assumes the

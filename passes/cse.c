@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../ir/verify.h"
 #include "passes.h"
 
 static uint64_t hash_dim(Dim d, uint64_t h) {
@@ -83,19 +84,6 @@ static int32_t find_or_insert(NodeTable *t, const Graph *g, size_t i) {
     return -1;
 }
 
-static int ids_in_range(const Graph *g) {
-    for (size_t i = 0; i < g->nodes.len; i++) {
-        const Node *n = &g->nodes.data[i];
-        for (int k = 0; k < n->nin; k++)
-            if (n->in[k] < 0 || (size_t)n->in[k] >= g->values.len) return 0;
-        for (int k = 0; k < n->nout; k++)
-            if (n->out[k] < 0 || (size_t)n->out[k] >= g->values.len) return 0;
-    }
-    for (size_t i = 0; i < g->outputs.len; i++)
-        if (g->outputs.data[i].value < 0 || (size_t)g->outputs.data[i].value >= g->values.len) return 0;
-    return 1;
-}
-
 static void merge_duplicates(Graph *g, ValueId *repl, NodeTable *table) {
     for (size_t i = 0; i < g->nodes.len; i++) {
         Node *n = &g->nodes.data[i];
@@ -110,7 +98,7 @@ static void merge_duplicates(Graph *g, ValueId *repl, NodeTable *table) {
 
 int pass_cse(Graph *g, PassContext *ctx, Err *err) {
     (void)ctx;
-    if (!ids_in_range(g)) return err_internal(err, "cse: the graph refers to values that do not exist (run verify)");
+    if (!ir_ids_valid(g)) return err_internal(err, "cse: the graph refers to values that do not exist (run verify)");
     size_t cap = 16;
     while (cap < 2 * g->nodes.len) cap *= 2;
     NodeTable table = {xmalloc(sizeof(int32_t) * cap), cap - 1};

@@ -5,20 +5,8 @@
 #include <stdint.h>
 #include <stdlib.h>
 
+#include "../ir/verify.h"
 #include "passes.h"
-
-static int ids_in_range(const Graph *g) {
-    for (size_t i = 0; i < g->nodes.len; i++) {
-        const Node *n = &g->nodes.data[i];
-        for (int k = 0; k < n->nin; k++)
-            if (n->in[k] < 0 || (size_t)n->in[k] >= g->values.len) return 0;
-        for (int k = 0; k < n->nout; k++)
-            if (n->out[k] < 0 || (size_t)n->out[k] >= g->values.len) return 0;
-    }
-    for (size_t i = 0; i < g->outputs.len; i++)
-        if (g->outputs.data[i].value < 0 || (size_t)g->outputs.data[i].value >= g->values.len) return 0;
-    return 1;
-}
 
 static void mark_dead_nodes(Graph *g, uint8_t *live) {
     for (size_t i = g->nodes.len; i-- > 0;) {
@@ -45,7 +33,7 @@ static void rebuild_names(Graph *g) {
 
 int pass_dce(Graph *g, PassContext *ctx, Err *err) {
     (void)ctx;
-    if (!ids_in_range(g)) return err_internal(err, "dce: the graph refers to values that do not exist (run verify)");
+    if (!ir_ids_valid(g)) return err_internal(err, "dce: the graph refers to values that do not exist (run verify)");
     uint8_t *live = xcalloc(g->values.len ? g->values.len : 1, 1);
     for (size_t i = 0; i < g->outputs.len; i++) live[g->outputs.data[i].value] = 1;
     mark_dead_nodes(g, live);

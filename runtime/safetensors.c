@@ -19,23 +19,11 @@ static uint16_t le16(const unsigned char *p) { return (uint16_t)(p[0] | p[1] << 
 static uint32_t le32(const unsigned char *p) { return (uint32_t)le16(p) | (uint32_t)le16(p + 2) << 16; }
 static uint64_t le64(const unsigned char *p) { return (uint64_t)le32(p) | (uint64_t)le32(p + 4) << 32; }
 
-static float f32_of_bits(uint32_t u) {
-    float f;
-    memcpy(&f, &u, sizeof f);
-    return f;
-}
-
-static double f64_of_bits(uint64_t u) {
-    double d;
-    memcpy(&d, &u, sizeof d);
-    return d;
-}
-
 static void conv_f64(const unsigned char *s, void *d, int64_t n) {
-    for (int64_t i = 0; i < n; i++) ((float *)d)[i] = (float)f64_of_bits(le64(s + 8 * i));
+    for (int64_t i = 0; i < n; i++) ((float *)d)[i] = (float)f64_from_bits(le64(s + 8 * i));
 }
 static void conv_f32(const unsigned char *s, void *d, int64_t n) {
-    for (int64_t i = 0; i < n; i++) ((float *)d)[i] = f32_of_bits(le32(s + 4 * i));
+    for (int64_t i = 0; i < n; i++) ((float *)d)[i] = f32_from_bits(le32(s + 4 * i));
 }
 static void conv_f16(const unsigned char *s, void *d, int64_t n) {
     for (int64_t i = 0; i < n; i++) ((float *)d)[i] = f16_to_float(le16(s + 2 * i));
