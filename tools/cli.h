@@ -51,7 +51,7 @@ int model_weights(const Options *o, const Model *m, TensorSet *weights, Err *err
 
 void print_ir_summary(const Graph *g, FILE *f);
 /* Evaluates the graph on input_ids [B,T] (already in feeds). */
-int run_forward(const Model *m, TensorSet *feeds, const Tensor *ids, TensorSet *results, Err *err);
+int run_forward(const Options *o, const Model *m, TensorSet *feeds, const Tensor *ids, TensorSet *results, Err *err);
 
 int cmd_check(const Options *o, Err *err);
 int cmd_stats(const Options *o, Err *err);

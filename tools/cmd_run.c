@@ -1,5 +1,6 @@
 #include <string.h>
 
+#include "../runtime/exec.h"
 #include "cli.h"
 
 /* input_ids may be I64 or I32 [B,T]; the graph takes i64. */
@@ -31,16 +32,14 @@ static Tensor *read_input_ids(const char *path, Err *err) {
 static int check_run_options(const Options *o, Err *err) {
     if (!o->checkpoint || !o->input || !o->output)
         return err_set(err, "'v3c run' needs --checkpoint DIR, --input IN.safetensors and --output OUT.safetensors");
-    if (o->backend && strcmp(o->backend, "interp") != 0)
-        return err_set(err, "backend '%s' is not available in this build (available: interp)", o->backend);
-    if (o->grads) return err_set(err, "--grads needs the autodiff pass, which this build does not have yet");
-    if (o->fp8) return err_set(err, "--fp8 needs the fp8 pass, which this build does not have yet");
     return 0;
 }
 
-int run_forward(const Model *m, TensorSet *feeds, const Tensor *ids, TensorSet *results, Err *err) {
+int run_forward(const Options *o, const Model *m, TensorSet *feeds, const Tensor *ids, TensorSet *results,
+                Err *err) {
     InterpOptions io = {.batch = ids->shape[0], .seq = ids->shape[1]};
-    return interp_run(m->graph, feeds, &io, results, err);
+    if (o->dump_kernels && exec_dump_kernels(m->graph, &io, o->dump_kernels, err)) return -1;
+    return exec_run(o->backend ? o->backend : "interp", m->graph, feeds, &io, results, err);
 }
 
 int cmd_run(const Options *o, Err *err) {
@@ -56,7 +55,7 @@ int cmd_run(const Options *o, Err *err) {
     if (rc == 0) {
         tset_put(&feeds, "input_ids", ids);
         ids = NULL;
-        rc = run_forward(&m, &feeds, tset_get(&feeds, "input_ids"), &results, err);
+        rc = run_forward(o, &m, &feeds, tset_get(&feeds, "input_ids"), &results, err);
     }
     if (rc == 0) rc = st_write(o->output, &results, err);
     tensor_free(ids);

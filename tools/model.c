@@ -2,6 +2,9 @@
 #include <string.h>
 
 #include "../ir/text.h"
+#include "../passes/autodiff.h"
+#include "../passes/fp8.h"
+#include "../runtime/fp8_checkpoint.h"
 #include "../runtime/init.h"
 #include "cli.h"
 
@@ -54,10 +57,21 @@ static int build_from_ir(const Options *o, Model *m, Err *err) {
     return 0;
 }
 
+/* The graph transformations a command's flags ask for, before the pipeline:
+ * gradients of the main loss (--grads; the golden's are of `loss`), then FP8. */
+static int apply_features(const Options *o, Graph *g, Err *err) {
+    if (o->grads && autodiff_graph(g, "loss", err)) return -1;
+    if (o->fp8) {
+        Fp8Options f = fp8_default_options();
+        if (fp8_graph(g, &f, err)) return -1;
+    }
+    return 0;
+}
+
 int model_build(const Options *o, Model *m, Err *err) {
     memset(m, 0, sizeof *m);
     int rc = ends_with(o->model, ".v3ir") ? build_from_ir(o, m, err) : build_from_source(o, m, err);
-    if (rc) return -1;
+    if (rc || apply_features(o, m->graph, err)) return -1;
     PipelineOptions po = {
         .passes = o->passes,
         .print_after = o->print_after,
@@ -77,7 +91,7 @@ void model_free(Model *m) {
 }
 
 int model_weights(const Options *o, const Model *m, TensorSet *weights, Err *err) {
-    if (m->checkpoint) return checkpoint_load_params(m->checkpoint, m->graph, weights, err);
+    if (m->checkpoint) return checkpoint_load_params_fp8_aware(m->checkpoint, m->graph, weights, err);
     InitOptions init = {.seed = (uint64_t)(o->seed >= 0 ? o->seed : 1), .std = 0.02};
     return init_params(m->graph, &init, weights, err);
 }

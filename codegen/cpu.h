@@ -1,0 +1,22 @@
+/* codegen: the CPU code generator's entry points (LLVM through ORC, GEMMs through BLAS). */
+#ifndef V3C_CODEGEN_CPU_H
+#define V3C_CODEGEN_CPU_H
+
+#include "kernel.h"
+
+typedef struct CpuKernels CpuKernels;
+
+/* Compiles n kernels (equal ones share one function) and sets fns[i]. With
+ * dump_dir, writes each distinct kernel's optimized LLVM IR to dump_dir/NAME.ll.
+ * Fails with a user error on a build configured with -DV3C_LLVM=OFF. */
+CpuKernels *cpu_kernels_compile(const KernelDesc *descs, int n, const char *dump_dir, KernelFn *fns, Err *err);
+void cpu_kernels_free(CpuKernels *c);
+/* How many distinct kernels were compiled. */
+int cpu_kernels_count(const CpuKernels *c);
+
+/* y[m,n] = x[m,k] @ w[n,k]^T in fp32 (BLAS). */
+void gemm_xwt(const float *x, const float *w, float *y, int64_t m, int64_t n, int64_t k);
+/* dw[n,k] = dy[m,n]^T @ x[m,k] in fp32 (BLAS). */
+void gemm_dyt_x(const float *dy, const float *x, float *dw, int64_t m, int64_t n, int64_t k);
+
+#endif

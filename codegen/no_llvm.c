@@ -1,0 +1,15 @@
+/* The CPU kernel compiler of a build configured with -DV3C_LLVM=OFF: it says so. */
+#include "cpu.h"
+
+CpuKernels *cpu_kernels_compile(const KernelDesc *descs, int n, const char *dump_dir, KernelFn *fns, Err *err) {
+    (void)descs, (void)n, (void)dump_dir, (void)fns;
+    err_set(err, "this build has no LLVM (configured with -DV3C_LLVM=OFF)");
+    return NULL;
+}
+
+void cpu_kernels_free(CpuKernels *c) { (void)c; }
+
+int cpu_kernels_count(const CpuKernels *c) {
+    (void)c;
+    return 0;
+}

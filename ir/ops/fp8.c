@@ -1,0 +1,291 @@
+/* FP8 (DeepSeek-V3's recipe, docs/ops.md "FP8"): quantize to E4M3 with one fp32
+ * scale per tile, dequantize, and the blockwise-scaled FP8 GEMM. */
+#include <stdio.h>
+
+#include "../../base/fp8.h"
+#include "ops_internal.h"
+
+#define OP_ROWS_DECLS
+#include "fp8_rows.inc"
+#undef OP_ROWS_DECLS
+
+enum { FP8_BLOCK = 128 };
+
+const AttrSpec fp8_quantize_attrs[] = {{"tile", ATTR_STR, 1}, {"pow2", ATTR_INT, 0}, {0}};
+const AttrSpec fp8_dequantize_attrs[] = {{"tile", ATTR_STR, 1}, {"to", ATTR_DTYPE, 0}, {0}};
+const AttrSpec fp8_matmul_attrs[] = {{"out", ATTR_DTYPE, 0}, {0}};
+
+/* Tile height (rows, the second-to-last axis) and width (the last axis). */
+typedef struct TileShape {
+    const char *name;
+    int64_t rows, cols;
+} TileShape;
+
+static const TileShape tile_shapes[] = {
+    {"1x128", 1, FP8_BLOCK},         /* activations: a token's 128 channels along K */
+    {"128x1", FP8_BLOCK, 1},         /* the wgrad GEMM's activation: 128 tokens of one channel */
+    {"128x128", FP8_BLOCK, FP8_BLOCK}, /* weights */
+};
+
+static int tile_of(const Node *n, TileShape *out, Err *err) {
+    const char *name = node_str(n, "tile", "");
+    for (size_t i = 0; i < sizeof tile_shapes / sizeof tile_shapes[0]; i++)
+        if (strcmp(tile_shapes[i].name, name) == 0) {
+            *out = tile_shapes[i];
+            return 0;
+        }
+    return err_set(err, "%s: tile \"%s\" is not one of \"1x128\", \"128x1\", \"128x128\"", node_op_name(n), name);
+}
+
+static int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+/* Replaces a tiled axis by its tile count; symbolic dims have no ceiling
+ * division, so a tiled axis must be constant unless the tile is 1 wide. */
+static int tile_axis(const Node *n, const Type *x, int axis, int64_t tile, Dim *out, Err *err) {
+    if (tile == 1) return 0;
+    if (!dim_is_const(out[axis]))
+        return err_set(err, "%s: axis %d of %s is tiled by %lld and must be a constant size", node_op_name(n), axis,
+                       TY(x), (long long)tile);
+    out[axis] = dim_const(ceil_div(dim_const_value(out[axis]), tile));
+    return 0;
+}
+
+/* The f32 scales' type for x quantized in tiles: x's shape, each tiled axis
+ * replaced by its tile count (1x128: [...,ceil(K/128)]; 128x1: [...,ceil(M/128),K];
+ * 128x128: [...,ceil(N/128),ceil(K/128)]). */
+static int scales_type(const Node *n, const Type *x, const TileShape *tile, Type *out, Err *err) {
+    int need = tile->rows > 1 ? 2 : 1;
+    if (x->rank < need)
+        return err_set(err, "%s: %s tiles need rank >= %d, got %s", node_op_name(n), tile->name, need, TY(x));
+    *out = *x;
+    out->dtype = DT_F32;
+    if (tile_axis(n, x, x->rank - 1, tile->cols, out->dims, err)) return -1;
+    return tile->rows > 1 ? tile_axis(n, x, x->rank - 2, tile->rows, out->dims, err) : 0;
+}
+
+static int require_e4m3(const Node *n, const char *what, const Type *t, Err *err) {
+    if (t->dtype == DT_E4M3) return 0;
+    return err_set(err, "%s: %s %s must be e4m3", node_op_name(n), what, TY(t));
+}
+
+/* The scales s must be what quantizing q with this tile gives. */
+static int check_scales(const Node *n, const char *what, const Type *q, const Type *s, const TileShape *tile,
+                        Err *err) {
+    Type want;
+    if (scales_type(n, q, tile, &want, err)) return -1;
+    if (type_equal(&want, s)) return 0;
+    return err_set(err, "%s: %s %s are not the %s tile scales of %s (want %s)", node_op_name(n), what, TY(s),
+                   tile->name, TY(q), TY(&want));
+}
+
+/* ---- tiled views ----
+ * A tensor seen as [batch, rows, cols] with tiles of tile.rows x tile.cols over the
+ * last two axes; a 1-row tile flattens every leading axis into rows. Scales are
+ * [batch, ceil(rows/th), ceil(cols/tw)] row-major, which is the scales' shape. */
+typedef struct TiledView {
+    int64_t batch, rows, cols, tile_rows, tile_cols, row_tiles, col_tiles;
+} TiledView;
+
+static TiledView tiled_view(const Tensor *x, const TileShape *tile) {
+    TiledView v = {.cols = x->shape[x->rank - 1], .tile_rows = tile->rows, .tile_cols = tile->cols};
+    if (tile->rows > 1) {
+        v.rows = x->shape[x->rank - 2];
+        v.batch = shape_product(x, 0, x->rank - 2);
+    } else {
+        v.rows = shape_product(x, 0, x->rank - 1);
+        v.batch = 1;
+    }
+    v.row_tiles = ceil_div(v.rows, v.tile_rows);
+    v.col_tiles = ceil_div(v.cols, v.tile_cols);
+    return v;
+}
+
+/* Element index range of tile t (numbered as the scales are), clipped at ragged edges. */
+typedef struct TileBox {
+    int64_t base, r0, r1, c0, c1;
+} TileBox;
+
+static TileBox tile_box(const TiledView *v, int64_t t) {
+    int64_t per_batch = v->row_tiles * v->col_tiles, in_batch = t % per_batch;
+    int64_t rt = in_batch / v->col_tiles, ct = in_batch % v->col_tiles;
+    TileBox b = {.base = t / per_batch * v->rows * v->cols, .r0 = rt * v->tile_rows, .c0 = ct * v->tile_cols};
+    b.r1 = b.r0 + v->tile_rows < v->rows ? b.r0 + v->tile_rows : v->rows;
+    b.c1 = b.c0 + v->tile_cols < v->cols ? b.c0 + v->tile_cols : v->cols;
+    return b;
+}
+
+/* ---- quantize ---- */
+int quantize_infer(const Type *in, int nin, const Node *n, Type *out, Err *err) {
+    (void)nin;
+    TileShape tile = tile_shapes[0];
+    if (require_real(n, "x", &in[0], err) || tile_of(n, &tile, err)) return -1;
+    int64_t pow2 = node_int(n, "pow2", 0);
+    if (pow2 != 0 && pow2 != 1) return err_set(err, "quantize: pow2=%lld must be 0 or 1", (long long)pow2);
+    if (scales_type(n, &in[0], &tile, &out[1], err)) return -1;
+    out[0] = in[0];
+    out[0].dtype = DT_E4M3;
+    return 0;
+}
+
+/* The golden data clamps amax to >= 1e-12, so an all-zero tile gets a tiny
+ * scale and quantizes to zeros; no division by zero. */
+static const float AMAX_FLOOR = 1e-12f;
+
+/* amax/448 in fp32, or with pow2 the next power of two at or above it, so that
+ * x/scale still fits in E4M3 and the scale multiplies exactly. */
+static float tile_scale(float amax, int pow2) {
+    float s = (amax > AMAX_FLOOR ? amax : AMAX_FLOOR) / fp8_max(FP8_E4M3);
+    if (!pow2) return s;
+    int e;
+    float frac = frexpf(s, &e); /* s = frac * 2^e, frac in [0.5, 1) */
+    return ldexpf(1.0f, frac == 0.5f ? e - 1 : e);
+}
+
+static int quantize_tile(const TiledView *v, const TileBox *b, const float *x, uint8_t *q, float *scale, int pow2,
+                         Err *err) {
+    float amax = 0;
+    for (int64_t r = b->r0; r < b->r1; r++)
+        for (int64_t c = b->c0; c < b->c1; c++) {
+            int64_t i = b->base + r * v->cols + c;
+            if (!isfinite(x[i]))
+                return err_set(err, "quantize: element %lld is %s; FP8 quantization needs finite values",
+                               (long long)i, isnan(x[i]) ? "NaN" : "infinite");
+            amax = fmaxf(amax, fabsf(x[i]));
+        }
+    *scale = tile_scale(amax, pow2);
+    for (int64_t r = b->r0; r < b->r1; r++)
+        for (int64_t c = b->c0; c < b->c1; c++) {
+            int64_t i = b->base + r * v->cols + c;
+            q[i] = fp8_from_float(FP8_E4M3, x[i] / *scale); /* true division, as the recipe says */
+        }
+    return 0;
+}
+
+int quantize_interp(const Tensor *const *in, int nin, const Node *n, Tensor *const *out, Err *err) {
+    (void)nin;
+    TileShape tile = tile_shapes[0];
+    if (tile_of(n, &tile, err)) return -1;
+    TiledView v = tiled_view(in[0], &tile);
+    int pow2 = (int)node_int(n, "pow2", 0);
+    const float *x = tensor_f32(in[0]);
+    float *scales = tensor_f32(out[1]);
+    for (int64_t t = 0; t < out[1]->numel; t++) {
+        TileBox b = tile_box(&v, t);
+        if (quantize_tile(&v, &b, x, out[0]->data, &scales[t], pow2, err)) return -1;
+    }
+    return 0;
+}
+
+/* ---- dequantize ---- */
+int dequantize_infer(const Type *in, int nin, const Node *n, Type *out, Err *err) {
+    (void)nin;
+    TileShape tile = tile_shapes[0];
+    DType to = DT_F32;
+    const Attr *a = node_attr(n, "to");
+    if (a) to = a->dtype;
+    if (require_e4m3(n, "q", &in[0], err) || tile_of(n, &tile, err)) return -1;
+    if (to != DT_F32 && to != DT_BF16) return err_set(err, "dequantize: to=%s must be f32 or bf16", dtype_name(to));
+    if (check_scales(n, "scales", &in[0], &in[1], &tile, err)) return -1;
+    out[0] = in[0];
+    out[0].dtype = to;
+    return 0;
+}
+
+int dequantize_interp(const Tensor *const *in, int nin, const Node *n, Tensor *const *out, Err *err) {
+    (void)nin;
+    TileShape tile = tile_shapes[0];
+    if (tile_of(n, &tile, err)) return -1;
+    TiledView v = tiled_view(in[0], &tile);
+    const uint8_t *q = in[0]->data;
+    const float *scales = tensor_f32(in[1]);
+    float *y = tensor_f32(out[0]);
+    for (int64_t t = 0; t < in[1]->numel; t++) {
+        TileBox b = tile_box(&v, t);
+        for (int64_t r = b.r0; r < b.r1; r++)
+            for (int64_t c = b.c0; c < b.c1; c++) {
+                int64_t i = b.base + r * v.cols + c;
+                y[i] = fp8_to_float(FP8_E4M3, q[i]) * scales[t];
+            }
+    }
+    tensor_round(out[0]);
+    return 0;
+}
+
+/* ---- fp8_matmul ---- */
+static const TileShape *act_tile(void) { return &tile_shapes[0]; }
+static const TileShape *weight_tile(void) { return &tile_shapes[2]; }
+
+int fp8_matmul_infer(const Type *in, int nin, const Node *n, Type *out, Err *err) {
+    (void)nin;
+    const Type *qa = &in[0], *qb = &in[2];
+    const Attr *a = node_attr(n, "out");
+    DType to = a ? a->dtype : DT_F32;
+    if (to != DT_F32 && to != DT_BF16) return err_set(err, "fp8_matmul: out=%s must be f32 or bf16", dtype_name(to));
+    if (require_e4m3(n, "qa", qa, err) || require_e4m3(n, "qb", qb, err)) return -1;
+    if (qa->rank < 1 || qb->rank != 2)
+        return err_set(err, "fp8_matmul: qa %s must have rank >= 1 and qb %s rank 2", TY(qa), TY(qb));
+    if (!dim_equal(qa->dims[qa->rank - 1], qb->dims[1]))
+        return err_set(err, "fp8_matmul: qa %s and qb %s differ in K", TY(qa), TY(qb));
+    if (check_scales(n, "sa", qa, &in[1], act_tile(), err) || check_scales(n, "sb", qb, &in[3], weight_tile(), err))
+        return -1;
+    *out = *qa;
+    out->dtype = to;
+    out->dims[qa->rank - 1] = qb->dims[0];
+    return 0;
+}
+
+typedef struct Fp8MatmulJob {
+    const uint8_t *qa, *qb;
+    const float *sa, *sb;
+    float *y;
+    int64_t n, k, k_blocks;
+    float decode[256];
+} Fp8MatmulJob;
+
+/* One block of K: E4M3 products are exact in double (8 significant bits each)
+ * and a sum of 128 of them spans < 53 bits, so this partial sum is exact. */
+static double block_dot(const Fp8MatmulJob *j, const uint8_t *a, const uint8_t *b, int64_t k0, int64_t k1) {
+    double s = 0;
+    for (int64_t i = k0; i < k1; i++) s += (double)j->decode[a[i]] * j->decode[b[i]];
+    return s;
+}
+
+/* Every 128 of K the exact partial sum is scaled by both scales and added into
+ * an fp32 accumulator: one fp32 rounding per promotion, as on the GPU's CUDA cores. */
+static float promoted_dot(const Fp8MatmulJob *j, int64_t r, int64_t c) {
+    const uint8_t *a = j->qa + r * j->k, *b = j->qb + c * j->k;
+    const float *sa = j->sa + r * j->k_blocks, *sb = j->sb + (c / FP8_BLOCK) * j->k_blocks;
+    float acc = 0;
+    for (int64_t kb = 0; kb < j->k_blocks; kb++) {
+        int64_t k0 = kb * FP8_BLOCK, k1 = k0 + FP8_BLOCK < j->k ? k0 + FP8_BLOCK : j->k;
+        acc = (float)((double)acc + block_dot(j, a, b, k0, k1) * sa[kb] * sb[kb]);
+    }
+    return acc;
+}
+
+static void fp8_matmul_rows(void *ctx, int64_t lo, int64_t hi) {
+    const Fp8MatmulJob *j = ctx;
+    for (int64_t r = lo; r < hi; r++)
+        for (int64_t c = 0; c < j->n; c++) j->y[r * j->n + c] = promoted_dot(j, r, c);
+}
+
+/* quantize never emits NaN, but fed operands might: refuse rather than return NaN sums. */
+static int require_no_nan(const char *what, const Tensor *q, Err *err) {
+    const uint8_t *bits = q->data;
+    for (int64_t i = 0; i < q->numel; i++)
+        if (fp8_is_nan(FP8_E4M3, bits[i]))
+            return err_set(err, "fp8_matmul: %s element %lld is an E4M3 NaN", what, (long long)i);
+    return 0;
+}
+
+int fp8_matmul_interp(const Tensor *const *in, int nin, const Node *n, Tensor *const *out, Err *err) {
+    (void)nin, (void)n;
+    Fp8MatmulJob j = {in[0]->data, in[2]->data, tensor_f32(in[1]), tensor_f32(in[3]), tensor_f32(out[0]),
+                      in[2]->shape[0], in[2]->shape[1], ceil_div(in[2]->shape[1], FP8_BLOCK), {0}};
+    for (int b = 0; b < 256; b++) j.decode[b] = fp8_to_float(FP8_E4M3, (uint8_t)b);
+    if (require_no_nan("qa", in[0], err) || require_no_nan("qb", in[2], err)) return -1;
+    int64_t rows = shape_product(in[0], 0, in[0]->rank - 1);
+    parallel_for(rows, j.n * j.k, fp8_matmul_rows, &j);
+    tensor_round(out[0]);
+    return 0;
+}

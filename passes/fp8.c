@@ -1,0 +1,177 @@
+/* fp8: see fp8.h. The graph is rebuilt node by node into a fresh one, so the
+ * nodes a rewrite adds land where the old node stood and the order stays topological. */
+#include "fp8.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "passes.h"
+
+Fp8Options fp8_default_options(void) { return (Fp8Options){.pow2_scales = 1, .fp8_dispatch = 1}; }
+
+/* Weights DeepSeek keeps in BF16 although they feed a linear: embedding, output
+ * heads and the MoE router (its scores decide routing; spec "Kept in BF16/FP32"). */
+static const char *const high_precision_weights[] = {
+    "embed_tokens.weight", "lm_head.weight", "shared_head.head.weight", "mlp.gate.weight",
+};
+
+static int ends_with(const char *s, const char *suffix) {
+    size_t n = strlen(s), k = strlen(suffix);
+    return n >= k && strcmp(s + n - k, suffix) == 0;
+}
+
+static const Node *producer(const Graph *g, ValueId v) { return &g->nodes.data[g->values.data[v].node]; }
+
+/* The checkpoint name when v is a weight the recipe quantizes, else NULL. */
+static const char *fp8_weight_name(const Graph *g, ValueId v) {
+    const Node *p = producer(g, v);
+    if (p->op == OP_STACK) p = producer(g, p->in[0]); /* experts: stack of per-expert weights */
+    if (p->op != OP_PARAM) return NULL;
+    const char *name = node_str(p, "name", "");
+    for (size_t i = 0; i < sizeof high_precision_weights / sizeof high_precision_weights[0]; i++)
+        if (ends_with(name, high_precision_weights[i])) return NULL;
+    return name;
+}
+
+static int stack_of_params(const Graph *g, ValueId v) {
+    const Node *p = producer(g, v);
+    if (p->op == OP_PARAM) return 1;
+    if (p->op != OP_STACK) return 0;
+    for (int i = 0; i < p->nin; i++)
+        if (producer(g, p->in[i])->op != OP_PARAM) return 0;
+    return 1;
+}
+
+/* x is the SwiGLU product silu(gate) * up. */
+static int is_swiglu_product(const Graph *g, ValueId x) {
+    const Node *p = producer(g, x);
+    if (p->op != OP_MUL) return 0;
+    return producer(g, p->in[0])->op == OP_SILU || producer(g, p->in[1])->op == OP_SILU;
+}
+
+/* The report's power-of-2 scales: o_proj's input and the SwiGLU output feeding down_proj. */
+static int wants_pow2(const Graph *g, const Fp8Options *opt, ValueId x, const char *weight) {
+    return opt->pow2_scales && (ends_with(weight, "o_proj.weight") || is_swiglu_product(g, x));
+}
+
+typedef struct Rebuild {
+    const Graph *old;
+    Graph *g;
+    ValueId *map; /* old value -> new value */
+    const Fp8Options *opt;
+} Rebuild;
+
+static ValueId quantize(Rebuild *r, ValueId x, const char *tile, int pow2, ValueId q[2], Err *err) {
+    Attr a[2] = {attr_str("tile", tile), attr_int("pow2", pow2)};
+    return ir_emit(r->g, OP_QUANTIZE, &x, 1, a, pow2 ? 2 : 1, q, err);
+}
+
+/* quantize then dequantize: the values an FP8 operand carries, in high precision. */
+static int fp8_round_trip(Rebuild *r, ValueId x, const char *tile, int pow2, ValueId *out, Err *err) {
+    ValueId q[2];
+    if (quantize(r, x, tile, pow2, q, err) < 0) return -1;
+    Attr a[2] = {attr_str("tile", tile), attr_dtype("to", ir_type(r->g, x)->dtype)};
+    return ir_emit(r->g, OP_DEQUANTIZE, q, 2, a, 2, out, err) < 0 ? -1 : 0;
+}
+
+static int rewrite_linear(Rebuild *r, const Node *n, const char *weight, Err *err) {
+    ValueId x = r->map[n->in[0]], w = r->map[n->in[1]], qx[2], qw[2], y;
+    int pow2 = wants_pow2(r->old, r->opt, n->in[0], weight);
+    if (quantize(r, x, "1x128", pow2, qx, err) < 0 || quantize(r, w, "128x128", 0, qw, err) < 0) return -1;
+    ValueId in[4] = {qx[0], qx[1], qw[0], qw[1]};
+    Attr out = attr_dtype("out", ir_type(r->old, n->out[0])->dtype);
+    if (ir_emit(r->g, OP_FP8_MATMUL, in, 4, &out, 1, &y, err) < 0) return -1;
+    r->map[n->out[0]] = y;
+    return 0;
+}
+
+static int rewrite_grouped(Rebuild *r, const Node *n, const char *weight, Err *err) {
+    ValueId x, w, in[3], y;
+    int pow2 = wants_pow2(r->old, r->opt, n->in[0], weight);
+    if (fp8_round_trip(r, r->map[n->in[0]], "1x128", pow2, &x, err) ||
+        fp8_round_trip(r, r->map[n->in[2]], "128x128", 0, &w, err))
+        return -1;
+    in[0] = x, in[1] = r->map[n->in[1]], in[2] = w;
+    if (ir_emit(r->g, OP_GROUPED_LINEAR, in, 3, NULL, 0, &y, err) < 0) return -1;
+    r->map[n->out[0]] = y;
+    return 0;
+}
+
+/* FP8 dispatch: the tokens travel quantized; the experts' 1x128 quantization of
+ * the same rows then reproduces them exactly (same tiles, same amax). */
+static int rewrite_dispatch(Rebuild *r, const Node *n, Err *err) {
+    ValueId in[2] = {0, r->map[n->in[1]]}, out[2];
+    if (fp8_round_trip(r, r->map[n->in[0]], "1x128", 0, &in[0], err)) return -1;
+    if (ir_emit(r->g, OP_MOE_DISPATCH, in, 2, n->attrs, n->nattrs, out, err) < 0) return -1;
+    r->map[n->out[0]] = out[0];
+    r->map[n->out[1]] = out[1];
+    return 0;
+}
+
+static int copy_node(Rebuild *r, const Node *n, Err *err) {
+    const Type *t0 = ir_type(r->old, n->out[0]);
+    if (n->op == OP_PARAM || n->op == OP_INPUT) {
+        const char *name = node_str(n, "name", "");
+        ValueId v = n->op == OP_PARAM ? ir_param(r->g, name, *t0, err) : ir_input(r->g, name, *t0, err);
+        r->map[n->out[0]] = v;
+        return v < 0 ? -1 : 0;
+    }
+    ValueId in[64], out[4];
+    Type types[4];
+    if (n->nin > 64) return err_internal(err, "fp8: a node has %d inputs", n->nin);
+    for (int i = 0; i < n->nin; i++) in[i] = r->map[n->in[i]];
+    for (int i = 0; i < n->nout; i++) types[i] = *ir_type(r->old, n->out[i]);
+    if (ir_emit_typed(r->g, n->op, in, n->nin, n->attrs, n->nattrs, types, n->nout, out, err) < 0) return -1;
+    for (int i = 0; i < n->nout; i++) r->map[n->out[i]] = out[i];
+    return 0;
+}
+
+static int dispatch_takes_fp8(const Graph *g, const Node *n) {
+    const Type *x = ir_type(g, n->in[0]);
+    return x->rank >= 1 && dim_is_const(x->dims[x->rank - 1]) && x->dtype != DT_E4M3;
+}
+
+static int rebuild_node(Rebuild *r, const Node *n, Err *err) {
+    const char *weight;
+    r->g->cur_scope = graph_intern(r->g, n->scope);
+    r->g->cur_chunk = n->chunk;
+    r->g->cur_flags = n->flags;
+    if (n->op == OP_LINEAR && (weight = fp8_weight_name(r->old, n->in[1])) &&
+        producer(r->old, n->in[1])->op == OP_PARAM)
+        return rewrite_linear(r, n, weight, err);
+    if (n->op == OP_GROUPED_LINEAR && stack_of_params(r->old, n->in[2]) && (weight = fp8_weight_name(r->old, n->in[2])))
+        return rewrite_grouped(r, n, weight, err);
+    if (n->op == OP_MOE_DISPATCH && r->opt->fp8_dispatch && dispatch_takes_fp8(r->old, n))
+        return rewrite_dispatch(r, n, err);
+    return copy_node(r, n, err);
+}
+
+static void swap_graphs(Graph *a, Graph *b) {
+    Graph t = *a;
+    *a = *b;
+    *b = t;
+}
+
+int fp8_graph(Graph *g, const Fp8Options *opt, Err *err) {
+    Rebuild r = {g, graph_new(), xmalloc(sizeof(ValueId) * (g->values.len ? g->values.len : 1)), opt};
+    int rc = 0;
+    for (size_t i = 0; i < g->nodes.len && !rc; i++)
+        if (!g->nodes.data[i].dead) rc = rebuild_node(&r, &g->nodes.data[i], err);
+    for (size_t i = 0; i < g->outputs.len && !rc; i++)
+        rc = ir_add_output(r.g, g->outputs.data[i].name, r.map[g->outputs.data[i].value], err);
+    if (!rc) {
+        r.g->cur_scope = graph_intern(r.g, "");
+        r.g->cur_chunk = CHUNK_NONE;
+        r.g->cur_flags = 0;
+        swap_graphs(g, r.g);
+    }
+    graph_free(r.g);
+    free(r.map);
+    return rc ? err_wrap(err, "fp8: ") : 0;
+}
+
+int pass_fp8(Graph *g, PassContext *ctx, Err *err) {
+    (void)ctx;
+    Fp8Options opt = fp8_default_options();
+    return fp8_graph(g, &opt, err);
+}

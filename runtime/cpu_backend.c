@@ -1,0 +1,306 @@
+/* The cpu backend's plan and executor. Nodes run in graph order; a fused group
+ * runs at its last member, its rows split across threads (each row is computed
+ * by exactly one thread in a fixed order, so results do not depend on the split). */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "../codegen/cpu.h"
+#include "../codegen/fuse.h"
+#include "../codegen/kernel.h"
+#include "cpu_backend.h"
+
+struct CpuPlan {
+    const Graph *g;
+    int64_t b, t;
+    int threads;
+    Fusion fusion;
+    KernelDesc *descs; /* per group */
+    KernelFn *fns;     /* per group */
+    int32_t *last_member; /* per group */
+    CpuKernels *kernels;
+};
+
+/* ---- building ---- */
+static int build_kernels(CpuPlan *p, const char *dump_dir, Err *err) {
+    int n = (int)p->fusion.groups.len;
+    p->descs = xcalloc((size_t)n + 1, sizeof(KernelDesc));
+    p->fns = xcalloc((size_t)n + 1, sizeof(KernelFn));
+    p->last_member = xcalloc((size_t)n + 1, sizeof(int32_t));
+    for (int i = 0; i < n; i++) {
+        const FusionGroup *gr = &p->fusion.groups.data[i];
+        p->last_member[i] = gr->nodes.data[gr->nodes.len - 1];
+        if (kernel_from_group(p->g, &p->fusion, i, p->b, p->t, &p->descs[i], err)) return -1;
+    }
+    p->kernels = cpu_kernels_compile(p->descs, n, dump_dir, p->fns, err);
+    return p->kernels ? 0 : -1;
+}
+
+CpuPlan *cpu_plan_build(const Graph *g, const InterpOptions *opt, const char *dump_dir, Err *err) {
+    CpuPlan *p = xcalloc(1, sizeof *p);
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    *p = (CpuPlan){.g = g, .b = opt->batch, .t = opt->seq, .threads = opt->threads > 0 ? opt->threads : (int)(cores > 0 ? cores : 1)};
+    if (fusion_plan(g, p->b, p->t, &p->fusion, err) || build_kernels(p, dump_dir, err)) {
+        cpu_plan_free(p);
+        return NULL;
+    }
+    return p;
+}
+
+void cpu_plan_free(CpuPlan *p) {
+    if (!p) return;
+    for (size_t i = 0; p->descs && i < p->fusion.groups.len; i++) kernel_desc_free(&p->descs[i]);
+    free(p->descs);
+    free(p->fns);
+    free(p->last_member);
+    cpu_kernels_free(p->kernels);
+    fusion_free(&p->fusion);
+    free(p);
+}
+
+/* ---- GEMM ops ---- */
+static int64_t leading_rows(const Tensor *x) {
+    int64_t m = 1;
+    for (int d = 0; d + 1 < x->rank; d++) m *= x->shape[d];
+    return m;
+}
+
+static int run_linear(const Tensor *const *in, Tensor *out, Err *err) {
+    (void)err;
+    gemm_xwt(tensor_f32(in[0]), tensor_f32(in[1]), tensor_f32(out), leading_rows(in[0]), in[1]->shape[0], in[1]->shape[1]);
+    return 0;
+}
+
+/* Rows of expert e are contiguous; counts are checked as the interpreter checks them. */
+static int run_grouped_linear(const Tensor *const *in, Tensor *out, Err *err) {
+    const Tensor *x = in[0], *counts = in[1], *w = in[2];
+    int64_t m = x->shape[0], n = w->shape[1], k = w->shape[2], at = 0;
+    for (int64_t e = 0; e < counts->numel; e++) {
+        int64_t c = counts->dtype == DT_I64 ? ((const int64_t *)counts->data)[e] : ((const int32_t *)counts->data)[e];
+        if (c < 0 || c > m - at)
+            return err_set(err, "grouped_linear: counts[%lld]=%lld overruns the %lld rows of xd", (long long)e,
+                           (long long)c, (long long)m);
+        gemm_xwt(tensor_f32(x) + at * k, tensor_f32(w) + e * n * k, tensor_f32(out) + at * n, c, n, k);
+        at += c;
+    }
+    if (at != m)
+        return err_set(err, "grouped_linear: counts sum to %lld but xd has %lld rows", (long long)at, (long long)m);
+    return 0;
+}
+
+/* linear_wgrad(g[...,N], x[...,K]) -> [N,K]: g^T x over the flattened leading dims. */
+static int run_linear_wgrad(const Tensor *const *in, Tensor *out, Err *err) {
+    (void)err;
+    gemm_dyt_x(tensor_f32(in[0]), tensor_f32(in[1]), tensor_f32(out), leading_rows(in[0]), out->shape[0], out->shape[1]);
+    return 0;
+}
+
+typedef int (*GemmFn)(const Tensor *const *in, Tensor *out, Err *err);
+static const GemmFn gemm_fns[OP_COUNT] = {
+    [OP_LINEAR] = run_linear, [OP_GROUPED_LINEAR] = run_grouped_linear, [OP_LINEAR_WGRAD] = run_linear_wgrad};
+
+static int is_gemm(const Graph *g, const Node *n) {
+    return gemm_fns[n->op] && ir_type(g, n->out[0])->dtype == DT_F32;
+}
+
+/* ---- running ---- */
+typedef struct Run {
+    const CpuPlan *p;
+    Tensor **vals;
+    char *borrowed;
+    int64_t *last_use; /* per value: the last step (node index) reading it */
+} Run;
+
+static int64_t step_of(const CpuPlan *p, int32_t node) {
+    int gid = p->fusion.group_of[node];
+    return gid >= 0 ? p->last_member[gid] : node;
+}
+
+static void compute_last_use(const CpuPlan *p, int64_t *last_use) {
+    const Graph *g = p->g;
+    for (size_t v = 0; v < g->values.len; v++) last_use[v] = step_of(p, g->values.data[v].node);
+    for (size_t i = 0; i < g->nodes.len; i++) {
+        const Node *n = &g->nodes.data[i];
+        for (int k = 0; k < n->nin; k++) {
+            int64_t s = step_of(p, (int32_t)i);
+            if (s > last_use[n->in[k]]) last_use[n->in[k]] = s;
+        }
+    }
+    for (size_t i = 0; i < g->outputs.len; i++) last_use[g->outputs.data[i].value] = INT64_MAX;
+}
+
+static Tensor *new_tensor(const Run *r, ValueId v, Err *err) {
+    int64_t shape[IR_MAX_RANK];
+    const Type *ty = ir_type(r->p->g, v);
+    if (type_concrete(ty, r->p->b, r->p->t, shape, err)) return NULL;
+    return tensor_new(ty->dtype, ty->rank, shape);
+}
+
+static int feed(Run *r, const Node *n, const TensorSet *feeds, Err *err) {
+    const char *name = node_str(n, "name", "");
+    Tensor *x = tset_get(feeds, name);
+    if (!x) return err_set(err, "no %s named %s", n->op == OP_PARAM ? "weight" : "input", name);
+    int64_t shape[IR_MAX_RANK];
+    const Type *ty = ir_type(r->p->g, n->out[0]);
+    if (type_concrete(ty, r->p->b, r->p->t, shape, err)) return -1;
+    int ok = x->dtype == ty->dtype && x->rank == ty->rank;
+    for (int i = 0; ok && i < ty->rank; i++) ok = x->shape[i] == shape[i];
+    if (!ok) return err_set(err, "%s does not have the type the graph wants (B=%lld, T=%lld)", name, (long long)r->p->b, (long long)r->p->t);
+    r->vals[n->out[0]] = x;
+    r->borrowed[n->out[0]] = 1;
+    return 0;
+}
+
+static int gather_inputs(const Run *r, const Node *n, const Tensor **in, Err *err) {
+    if (n->nin > 64 || n->nout > 4) return err_internal(err, "%s has too many operands", op_info(n->op)->name);
+    for (int k = 0; k < n->nin; k++)
+        if (!(in[k] = r->vals[n->in[k]])) return err_internal(err, "%s reads a value that is not live", op_info(n->op)->name);
+    return 0;
+}
+
+static int run_node(Run *r, const Node *n, Err *err) {
+    const Tensor *in[64];
+    Tensor *out[4];
+    if (gather_inputs(r, n, in, err)) return -1;
+    if (is_gemm(r->p->g, n)) {
+        if (!(out[0] = new_tensor(r, n->out[0], err))) return -1;
+        if (gemm_fns[n->op](in, out[0], err)) {
+            tensor_free(out[0]);
+            return -1;
+        }
+    } else if (interp_node(r->p->g, n, in, r->p->b, r->p->t, out, err)) {
+        return -1;
+    }
+    for (int k = 0; k < n->nout; k++) r->vals[n->out[k]] = out[k];
+    return 0;
+}
+
+typedef struct RowJob {
+    KernelFn fn;
+    float *const *bufs;
+    int64_t lo, hi;
+} RowJob;
+
+static void *run_rows(void *p) {
+    RowJob *j = p;
+    j->fn(j->bufs, j->lo, j->hi);
+    return NULL;
+}
+
+enum { MAX_THREADS = 16, MIN_ELEMS_PER_THREAD = 1 << 15 };
+
+/* Splits rows into contiguous ranges, one per thread, when there is enough work to pay for a thread. */
+static void run_split(const CpuPlan *p, KernelFn fn, float *const *bufs, const KernelDesc *k) {
+    int64_t by_work = k->rows * (k->cols ? k->cols : 1) / MIN_ELEMS_PER_THREAD;
+    int64_t n = p->threads < MAX_THREADS ? p->threads : MAX_THREADS;
+    if (n > by_work) n = by_work;
+    if (n > k->rows) n = k->rows;
+    if (n < 1) n = 1;
+    RowJob jobs[MAX_THREADS];
+    pthread_t th[MAX_THREADS];
+    int started[MAX_THREADS] = {0};
+    for (int64_t i = 0; i < n; i++) jobs[i] = (RowJob){fn, bufs, k->rows * i / n, k->rows * (i + 1) / n};
+    for (int64_t i = 1; i < n; i++) started[i] = pthread_create(&th[i], NULL, run_rows, &jobs[i]) == 0;
+    run_rows(&jobs[0]);
+    for (int64_t i = 1; i < n; i++) {
+        if (started[i]) pthread_join(th[i], NULL);
+        else run_rows(&jobs[i]);
+    }
+}
+
+static int run_group(Run *r, int gid, Err *err) {
+    const KernelDesc *k = &r->p->descs[gid];
+    size_t nin = k->inputs.len, nbufs = nin + k->outputs.len;
+    float **bufs = xcalloc(nbufs + 1, sizeof(float *));
+    int rc = 0;
+    for (size_t i = 0; i < nin && rc == 0; i++) {
+        Tensor *x = r->vals[k->inputs.data[i]];
+        if (!x) rc = err_internal(err, "a fused kernel reads a value that is not live");
+        else bufs[i] = tensor_f32(x);
+    }
+    for (size_t i = 0; i < k->outputs.len && rc == 0; i++) {
+        Tensor *y = new_tensor(r, k->outputs.data[i], err);
+        if (!y) rc = -1;
+        else bufs[nin + i] = tensor_f32(r->vals[k->outputs.data[i]] = y);
+    }
+    if (rc == 0) run_split(r->p, r->p->fns[gid], bufs, k);
+    free(bufs);
+    return rc;
+}
+
+static void release(Run *r, ValueId v) {
+    if (!r->borrowed[v]) tensor_free(r->vals[v]);
+    r->vals[v] = NULL;
+}
+
+/* Frees the values among vs whose last reader was step i. */
+static void release_after(Run *r, int64_t i, const ValueId *vs, size_t n) {
+    for (size_t k = 0; k < n; k++)
+        if (r->vals[vs[k]] && r->last_use[vs[k]] == i) release(r, vs[k]);
+}
+
+static int step(Run *r, int32_t i, const TensorSet *feeds, Err *err) {
+    const Node *n = &r->p->g->nodes.data[i];
+    int gid = r->p->fusion.group_of[i];
+    if (gid >= 0 && r->p->last_member[gid] != i) return 0;
+    if (gid < 0 && (n->op == OP_INPUT || n->op == OP_PARAM)) return feed(r, n, feeds, err);
+    int rc = gid >= 0 ? run_group(r, gid, err) : run_node(r, n, err);
+    if (rc) return err_wrap(err, "node %d (%s%s%s): ", i, op_info(n->op)->name, n->scope[0] ? " in " : "", n->scope);
+    if (gid >= 0) {
+        const KernelDesc *k = &r->p->descs[gid];
+        release_after(r, i, k->inputs.data, k->inputs.len);
+        release_after(r, i, k->outputs.data, k->outputs.len);
+    } else {
+        release_after(r, i, n->in, (size_t)n->nin);
+        release_after(r, i, n->out, (size_t)n->nout);
+    }
+    return 0;
+}
+
+static Tensor *tensor_copy(const Tensor *t) {
+    Tensor *c = tensor_new(t->dtype, t->rank, t->shape);
+    memcpy(c->data, t->data, (size_t)t->numel * dtype_host_size(t->dtype));
+    return c;
+}
+
+/* Moves (or, for fed or repeated values, copies) the outputs into results. */
+static void collect_outputs(Run *r, TensorSet *results) {
+    const Graph *g = r->p->g;
+    for (size_t i = 0; i < g->outputs.len; i++) {
+        const GraphOutput *o = &g->outputs.data[i];
+        int repeated = 0;
+        for (size_t j = i + 1; j < g->outputs.len; j++) repeated |= g->outputs.data[j].value == o->value;
+        Tensor *t = r->vals[o->value];
+        if (r->borrowed[o->value] || repeated) t = tensor_copy(t);
+        else r->vals[o->value] = NULL;
+        tset_put(results, o->name, t);
+    }
+}
+
+int cpu_plan_run(const CpuPlan *p, const TensorSet *feeds, TensorSet *results, Err *err) {
+    size_t nv = p->g->values.len ? p->g->values.len : 1;
+    Run r = {p, xcalloc(nv, sizeof(Tensor *)), xcalloc(nv, 1), xmalloc(nv * sizeof(int64_t))};
+    compute_last_use(p, r.last_use);
+    int rc = 0;
+    for (size_t i = 0; rc == 0 && i < p->g->nodes.len; i++) rc = step(&r, (int32_t)i, feeds, err);
+    if (rc == 0) collect_outputs(&r, results);
+    for (size_t v = 0; v < p->g->values.len; v++)
+        if (r.vals[v]) release(&r, (ValueId)v);
+    free(r.vals);
+    free(r.borrowed);
+    free(r.last_use);
+    return rc;
+}
+
+CpuPlanStats cpu_plan_stats(const CpuPlan *p) {
+    CpuPlanStats s = {.groups = (int)p->fusion.groups.len, .kernels = cpu_kernels_count(p->kernels)};
+    for (size_t i = 0; i < p->g->nodes.len; i++) {
+        const Node *n = &p->g->nodes.data[i];
+        if (p->fusion.group_of[i] >= 0) s.fused_nodes++;
+        else if (is_gemm(p->g, n)) s.gemm_nodes++;
+        else if (n->op != OP_INPUT && n->op != OP_PARAM) s.interp_nodes++;
+    }
+    return s;
+}

@@ -1,0 +1,344 @@
+/* The cpu backend (fused LLVM kernels, BLAS GEMMs, interpreter kernels for the
+ * rest) against the reference interpreter: every forward op on its own, fused
+ * chains bit for bit, and the golden tiny model end to end. */
+#include <dirent.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../codegen/fuse.h"
+#include "../frontend/frontend.h"
+#include "../ir/text.h"
+#include "../runtime/checkpoint.h"
+#include "../runtime/cpu_backend.h"
+#include "../runtime/exec.h"
+#include "../runtime/safetensors.h"
+#include "testutil.h"
+
+enum { BATCH = 2, SEQ = 3 };
+
+/* How to fill an input: floats in [-1, 1], floats in [0.5, 1.5] (log, sqrt), or integers in [0, range). */
+typedef struct Fill {
+    const char *name;
+    int positive;
+    int64_t range;
+} Fill;
+
+static uint64_t next_random(uint64_t *s) {
+    *s = *s * 6364136223846793005ULL + 1442695040888963407ULL;
+    return *s >> 33;
+}
+
+static Tensor *make_input(const Type *ty, const Fill *f, uint64_t *seed) {
+    int64_t shape[IR_MAX_RANK];
+    Err e = {0};
+    ck_assert_msg(type_concrete(ty, BATCH, SEQ, shape, &e) == 0, "%s", e.msg);
+    Tensor *t = tensor_new(ty->dtype, ty->rank, shape);
+    for (int64_t i = 0; i < t->numel; i++) {
+        uint64_t r = next_random(seed);
+        if (ty->dtype == DT_I64) ((int64_t *)t->data)[i] = (int64_t)(r % (uint64_t)f->range);
+        else if (ty->dtype == DT_I32) ((int32_t *)t->data)[i] = (int32_t)(r % (uint64_t)f->range);
+        else tensor_f32(t)[i] = f->positive ? 0.5f + (float)(r % 20001) / 20000.0f : (float)(r % 20001) / 10000.0f - 1.0f;
+    }
+    return t;
+}
+
+static const Fill *fill_for(const Fill *fills, const char *name) {
+    static const Fill plain = {"", 0, 1};
+    for (const Fill *f = fills; f && f->name; f++)
+        if (strcmp(f->name, name) == 0) return f;
+    return &plain;
+}
+
+/* Feeds every input of g with random values. */
+static void feed_all(const Graph *g, const Fill *fills, TensorSet *feeds) {
+    uint64_t seed = 12345;
+    for (size_t i = 0; i < g->nodes.len; i++) {
+        const Node *n = &g->nodes.data[i];
+        if (n->op != OP_INPUT) continue;
+        const char *name = node_str(n, "name", "");
+        tset_put(feeds, name, make_input(ir_type(g, n->out[0]), fill_for(fills, name), &seed));
+    }
+}
+
+/* Relative L2 error of got against want, in double. */
+static double rel_l2(const Tensor *got, const Tensor *want) {
+    double num = 0, den = 0;
+    for (int64_t i = 0; i < want->numel; i++) {
+        double w = dtype_is_int(want->dtype) ? (double)((want->dtype == DT_I32) ? ((int32_t *)want->data)[i] : ((int64_t *)want->data)[i]) : tensor_f32(want)[i];
+        double g = dtype_is_int(got->dtype) ? (double)((got->dtype == DT_I32) ? ((int32_t *)got->data)[i] : ((int64_t *)got->data)[i]) : tensor_f32(got)[i];
+        num += (g - w) * (g - w);
+        den += w * w;
+    }
+    return den > 0 ? sqrt(num / den) : sqrt(num);
+}
+
+static void run_both(const Graph *g, const TensorSet *feeds, int threads, TensorSet *cpu, TensorSet *interp) {
+    InterpOptions opt = {.batch = BATCH, .seq = SEQ, .threads = threads};
+    Err e = {0};
+    ck_assert_msg(exec_run("interp", g, feeds, &opt, interp, &e) == 0, "interp: %s", e.msg);
+    ck_assert_msg(exec_run("cpu", g, feeds, &opt, cpu, &e) == 0, "cpu: %s", e.msg);
+}
+
+/* Tolerance: fused elementwise and reduction kernels repeat the interpreter's
+ * double formulas and float roundings, so they agree exactly; BLAS sums K fp32
+ * products in fp32, a relative error of about sqrt(K) * 2^-24 (K <= 64 here:
+ * 5e-7), well inside the 1e-5 asked of the backend. */
+static const double tolerance = 1e-5;
+
+static void compare_sets(const Graph *g, const TensorSet *cpu, const TensorSet *interp, const char *what) {
+    for (size_t i = 0; i < g->outputs.len; i++) {
+        const char *name = g->outputs.data[i].name;
+        Tensor *a = tset_get(cpu, name), *b = tset_get(interp, name);
+        ck_assert_msg(a && b, "%s: output %s missing", what, name);
+        ck_assert_int_eq(a->numel, b->numel);
+        ck_assert_int_eq(a->dtype, b->dtype);
+        double err = rel_l2(a, b);
+        ck_assert_msg(err <= tolerance, "%s: %s relative error %.3g", what, name, err);
+    }
+}
+
+static Graph *parse(const char *text) {
+    Err e = {0};
+    Graph *g = ir_parse(text, "test", &e);
+    ck_assert_msg(g != NULL, "%s\n%s", e.msg, text);
+    return g;
+}
+
+static void check_text(const char *text, const Fill *fills) {
+    Graph *g = parse(text);
+    TensorSet feeds, cpu, interp;
+    tset_init(&feeds), tset_init(&cpu), tset_init(&interp);
+    feed_all(g, fills, &feeds);
+    run_both(g, &feeds, 0, &cpu, &interp);
+    compare_sets(g, &cpu, &interp, text);
+    tset_free(&feeds), tset_free(&cpu), tset_free(&interp);
+    graph_free(g);
+}
+
+/* ---- one-node graphs: every forward op ---- */
+START_TEST(test_unary_ops) {
+    const char *ops[] = {"neg", "exp", "log", "sqrt", "rsqrt", "recip", "abs", "sigmoid", "silu"};
+    static const Fill pos[] = {{"x", 1, 1}, {0}};
+    for (size_t i = 0; i < sizeof ops / sizeof ops[0]; i++) {
+        char text[512];
+        snprintf(text, sizeof text, "v3ir 1\n%%0 = input {name=\"x\"} : f32[B,T,33]\n%%1 = %s %%0 : f32[B,T,33]\noutput \"y\" = %%1\n", ops[i]);
+        check_text(text, pos);
+    }
+}
+END_TEST
+
+START_TEST(test_binary_ops) {
+    const char *ops[] = {"add", "sub", "mul", "div", "maximum", "minimum"};
+    /* full with full, a trailing vector, a per-row column, a leading-dim broadcast */
+    const char *shapes[][2] = {{"B,T,17", "B,T,17"}, {"B,T,17", "17"}, {"B,T,17", "B,T,1"}, {"B,T,17", "1,T,17"}, {"B,T", "T"}};
+    static const Fill pos[] = {{"b", 1, 1}, {0}};
+    for (size_t i = 0; i < sizeof ops / sizeof ops[0]; i++)
+        for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+            char text[512];
+            snprintf(text, sizeof text,
+                     "v3ir 1\n%%0 = input {name=\"a\"} : f32[%s]\n%%1 = input {name=\"b\"} : f32[%s]\n"
+                     "%%2 = %s %%1, %%0 : f32[%s]\n%%3 = const {value=0.5} : f32[]\n%%4 = mul %%2, %%3 : f32[%s]\n"
+                     "output \"y\" = %%4\n",
+                     shapes[s][0], shapes[s][1], ops[i], shapes[s][0], shapes[s][0]);
+            check_text(text, pos);
+        }
+}
+END_TEST
+
+static const char *other_ops[] = {
+    "%0 = input {name=\"c\"} : f32[B,T,5]\n%1 = input {name=\"a\"} : f32[B,T,5]\n%2 = input {name=\"b\"} : f32[5]\n"
+    "%3 = where %0, %1, %2 : f32[B,T,5]\noutput \"y\" = %3\n",
+    "%0 = input {name=\"x\"} : f32[B,T,7]\n%1 = sum %0 {axis=-1} : f32[B,T]\n%2 = mean %0 {axis=2, keepdim=1} : f32[B,T,1]\n"
+    "%3 = max %0 {axis=-1} : f32[B,T]\n%4 = sum %0 {axis=1} : f32[B,7]\n"
+    "output \"s\" = %1\noutput \"m\" = %2\noutput \"x\" = %3\noutput \"s1\" = %4\n",
+    "%0 = input {name=\"x\"} : f32[B,T,9]\n%1 = softmax %0 : f32[B,T,9]\n%2 = softmax %0 {axis=1} : f32[B,T,9]\n"
+    "%3 = mean_all %0 : f32[]\noutput \"p\" = %1\noutput \"q\" = %2\noutput \"m\" = %3\n",
+    "%0 = input {name=\"x\"} : f32[B,T,24]\n%1 = input {name=\"w\"} : f32[40,24]\n%2 = linear %0, %1 : f32[B,T,40]\n"
+    "output \"y\" = %2\n",
+    "%0 = input {name=\"w\"} : f32[11,6]\n%1 = input {name=\"ids\"} : i64[B,T]\n%2 = embedding %0, %1 : f32[B,T,6]\n"
+    "output \"y\" = %2\n",
+    "%0 = input {name=\"x\"} : f32[B,T,6]\n%1 = reshape %0 {shape=[B,T,2,3]} : f32[B,T,2,3]\n"
+    "%2 = slice %0 {axis=2, end=[4], start=[1]} : f32[B,T,3]\n%3 = concat %0, %0 {axis=2} : f32[B,T,12]\n"
+    "%4 = expand %2 {shape=[2,B,T,3]} : f32[2,B,T,3]\n%5 = stack %0, %0 : f32[2,B,T,6]\n%6 = cast %0 {to=bf16} : bf16[B,T,6]\n"
+    "output \"a\" = %1\noutput \"b\" = %2\noutput \"c\" = %3\noutput \"d\" = %4\noutput \"e\" = %5\noutput \"f\" = %6\n",
+    "%0 = input {name=\"x\"} : f32[B,T,8]\n%1, %2 = topk %0 {k=2} : f32[B,T,2], i32[B,T,2]\n%3 = gather %0, %2 : f32[B,T,2]\n"
+    "%4 = one_hot %2 {n=8} : f32[B,T,2,8]\n%5, %6 = moe_dispatch %0, %2 {experts=8} : f32[B*T*2,8], i32[8]\n"
+    "%7 = input {name=\"w\"} : f32[8,5,8]\n%8 = grouped_linear %5, %6, %7 : f32[B*T*2,5]\n"
+    "%9 = moe_combine %8, %2, %1 : f32[B,T,5]\n"
+    "output \"v\" = %1\noutput \"i\" = %2\noutput \"g\" = %3\noutput \"o\" = %4\noutput \"y\" = %9\n",
+    "%0 = input {name=\"x\"} : f32[B,T,2,8]\n%1 = input {name=\"f\"} : f32[4]\n%2 = rope %0, %1 {scale=1.5} : f32[B,T,2,8]\n"
+    "%3 = input {name=\"k\"} : f32[B,T,2,8]\n%4 = input {name=\"v\"} : f32[B,T,2,4]\n"
+    "%5 = sdpa %2, %3, %4 {scale=0.3} : f32[B,T,2,4]\noutput \"r\" = %2\noutput \"o\" = %5\n",
+    "%0 = input {name=\"x\"} : f32[B,T,10]\n%1 = input {name=\"ids\"} : i64[B,T]\n%2 = cross_entropy %0, %1 : f32[B,T]\n"
+    "%3 = iota {n=4} : f32[4]\noutput \"l\" = %2\noutput \"i\" = %3\n",
+    /* backward: linear_wgrad runs on BLAS */
+    "%0 = input {name=\"g\"} : f32[B,T,12]\n%1 = input {name=\"x\"} : f32[B,T,20]\n"
+    "%2 = linear_wgrad %0, %1 : f32[12,20]\noutput \"dw\" = %2\n",
+};
+
+START_TEST(test_other_forward_ops) {
+    static const Fill fills[] = {{"ids", 0, 10}, {0}};
+    for (size_t i = 0; i < sizeof other_ops / sizeof other_ops[0]; i++) {
+        char *text = xsprintf("v3ir 1\n%s", other_ops[i]);
+        check_text(text, fills);
+        free(text);
+    }
+}
+END_TEST
+
+/* ---- fusion ---- */
+static const char *rmsnorm_silu =
+    "v3ir 1\n%0 = input {name=\"x\"} : f32[B,T,64]\n%1 = input {name=\"w\"} : f32[64]\n"
+    "%2 = mul %0, %0 : f32[B,T,64]\n%3 = mean %2 {axis=-1, keepdim=1} : f32[B,T,1]\n%4 = const {value=1e-06} : f32[]\n"
+    "%5 = add %3, %4 : f32[B,T,1]\n%6 = rsqrt %5 : f32[B,T,1]\n%7 = mul %0, %6 : f32[B,T,64]\n%8 = mul %1, %7 : f32[B,T,64]\n"
+    "%9 = silu %8 : f32[B,T,64]\n%10 = softmax %9 : f32[B,T,64]\n%11 = max %10 {axis=-1} : f32[B,T]\n"
+    "output \"y\" = %10\noutput \"m\" = %11\noutput \"r\" = %6\n";
+
+START_TEST(test_rmsnorm_fuses_into_one_group) {
+    Graph *g = parse(rmsnorm_silu);
+    Fusion f;
+    Err e = {0};
+    ck_assert_int_eq(fusion_plan(g, BATCH, SEQ, &f, &e), 0);
+    ck_assert_int_eq(f.groups.len, 1);
+    ck_assert_int_eq(f.groups.data[0].nodes.len, 9); /* all but the inputs and the const */
+    fusion_free(&f);
+    graph_free(g);
+}
+END_TEST
+
+static int tensors_identical(const Tensor *a, const Tensor *b) {
+    return a->numel == b->numel && memcmp(a->data, b->data, (size_t)a->numel * dtype_host_size(a->dtype)) == 0;
+}
+
+/* The generated kernel repeats the interpreter's arithmetic, so it gives its bits,
+ * on one thread or two. */
+START_TEST(test_fused_bits_match_interpreter) {
+    Graph *g = parse(rmsnorm_silu);
+    TensorSet feeds;
+    tset_init(&feeds);
+    feed_all(g, NULL, &feeds);
+    for (int threads = 1; threads <= 2; threads++) {
+        TensorSet cpu, interp;
+        tset_init(&cpu), tset_init(&interp);
+        run_both(g, &feeds, threads, &cpu, &interp);
+        for (size_t i = 0; i < g->outputs.len; i++) {
+            const char *name = g->outputs.data[i].name;
+            ck_assert_msg(tensors_identical(tset_get(&cpu, name), tset_get(&interp, name)), "%s differs (threads=%d)", name, threads);
+        }
+        tset_free(&cpu), tset_free(&interp);
+    }
+    tset_free(&feeds);
+    graph_free(g);
+}
+END_TEST
+
+/* b reads a and c, c reads a's group through a non-fusible node: b may not join a's group
+ * after that group was read from outside, or a group would wait on itself. */
+START_TEST(test_fusion_keeps_graph_acyclic) {
+    const char *text = "v3ir 1\n%0 = input {name=\"x\"} : f32[B,T,8]\n%1 = input {name=\"w\"} : f32[8,8]\n"
+                       "%2 = exp %0 : f32[B,T,8]\n%3 = linear %2, %1 : f32[B,T,8]\n%4 = add %2, %3 : f32[B,T,8]\n"
+                       "output \"y\" = %4\n";
+    Graph *g = parse(text);
+    Fusion f;
+    Err e = {0};
+    ck_assert_int_eq(fusion_plan(g, BATCH, SEQ, &f, &e), 0);
+    ck_assert_int_ne(f.group_of[2], f.group_of[4]);
+    fusion_free(&f);
+    graph_free(g);
+    check_text(text, NULL);
+}
+END_TEST
+
+START_TEST(test_errors) {
+    Graph *g = parse("v3ir 1\n%0 = input {name=\"x\"} : f32[B,T,4]\n%1 = exp %0 : f32[B,T,4]\noutput \"y\" = %1\n");
+    TensorSet feeds, out;
+    tset_init(&feeds), tset_init(&out);
+    InterpOptions opt = {.batch = BATCH, .seq = SEQ};
+    Err e = {0};
+    ck_assert_int_eq(exec_run("tpu", g, &feeds, &opt, &out, &e), -1);
+    ck_assert_str_eq(e.msg, "unknown backend 'tpu' (available: interp, cpu)");
+    memset(&e, 0, sizeof e);
+    ck_assert_int_eq(exec_run("cpu", g, &feeds, &opt, &out, &e), -1);
+    ck_assert_msg(strstr(e.msg, "no input named x") != NULL, "%s", e.msg);
+    tset_free(&feeds), tset_free(&out);
+    graph_free(g);
+}
+END_TEST
+
+START_TEST(test_dump_kernels) {
+    Graph *g = parse(rmsnorm_silu);
+    char *dir = make_temp_dir();
+    InterpOptions opt = {.batch = BATCH, .seq = SEQ};
+    Err e = {0};
+    ck_assert_msg(exec_dump_kernels(g, &opt, dir, &e) == 0, "%s", e.msg);
+    DIR *d = opendir(dir);
+    int files = 0;
+    struct dirent *ent;
+    while ((ent = readdir(d)) != NULL) {
+        if (ent->d_name[0] == '.') continue;
+        char *path = path_join(dir, ent->d_name);
+        size_t len;
+        char *text = read_file(path, &len, &e);
+        ck_assert_msg(text && strstr(text, "define void @v3c_kernel_0"), "%s", path);
+        free(text);
+        free(path);
+        files++;
+    }
+    closedir(d);
+    ck_assert_int_eq(files, 1);
+    free(dir);
+    graph_free(g);
+}
+END_TEST
+
+/* ---- the golden tiny model, built through the C API ---- */
+START_TEST(test_golden_tiny_forward) {
+    const char *dir = "../shared/golden/tiny";
+    Err e = {0};
+    Program *p = program_parse_file("models/deepseek_v3.v3", &e);
+    ck_assert_msg(p != NULL, "%s", e.msg);
+    Checkpoint *ck = checkpoint_open(dir, &e);
+    ck_assert_msg(ck != NULL, "%s", e.msg);
+    ck_assert_msg(program_bind_config(p, ck->config, &e) == 0, "%s", e.msg);
+    Graph *g = program_lower(p, &e);
+    ck_assert_msg(g != NULL, "%s", e.msg);
+    TensorSet feeds, cpu, interp;
+    tset_init(&feeds), tset_init(&cpu), tset_init(&interp);
+    ck_assert_msg(checkpoint_load_params(ck, g, &feeds, &e) == 0, "%s", e.msg);
+    char *expected = path_join(dir, "expected.safetensors");
+    StFile *f = st_open(expected, &e);
+    ck_assert_msg(f != NULL, "%s", e.msg);
+    Tensor *ids = st_to_tensor(st_find(f, "input_ids"), &e);
+    st_close(f);
+    ck_assert_msg(ids && ids->dtype == DT_I64, "input_ids: %s", e.msg);
+    InterpOptions opt = {.batch = ids->shape[0], .seq = ids->shape[1]};
+    tset_put(&feeds, "input_ids", ids);
+    ck_assert_msg(exec_run("interp", g, &feeds, &opt, &interp, &e) == 0, "%s", e.msg);
+    ck_assert_msg(exec_run("cpu", g, &feeds, &opt, &cpu, &e) == 0, "%s", e.msg);
+    compare_sets(g, &cpu, &interp, "golden tiny");
+    tset_free(&feeds), tset_free(&cpu), tset_free(&interp);
+    free(expected);
+    graph_free(g);
+    program_free(p);
+    checkpoint_close(ck);
+}
+END_TEST
+
+int main(void) {
+    Suite *s = suite_create("cpu_backend");
+    TCase *tc = tcase_create("cpu");
+    tcase_set_timeout(tc, 600);
+    tcase_add_test(tc, test_unary_ops);
+    tcase_add_test(tc, test_binary_ops);
+    tcase_add_test(tc, test_other_forward_ops);
+    tcase_add_test(tc, test_rmsnorm_fuses_into_one_group);
+    tcase_add_test(tc, test_fused_bits_match_interpreter);
+    tcase_add_test(tc, test_fusion_keeps_graph_acyclic);
+    tcase_add_test(tc, test_errors);
+    tcase_add_test(tc, test_dump_kernels);
+    tcase_add_test(tc, test_golden_tiny_forward);
+    suite_add_tcase(s, tc);
+    return run_suite(s);
+}
