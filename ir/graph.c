@@ -28,7 +28,7 @@ int dtype_parse(const char *s, DType *out) {
 
 int dtype_is_float(DType t) { return t <= DT_E5M2; }
 int dtype_is_int(DType t) { return t >= DT_I32; }
-size_t dtype_host_size(DType t) { return dtype_host_sizes[t]; }
+size_t dtype_host_size(DType t) { return t <= DT_F16 ? real_size() : dtype_host_sizes[t]; }
 
 static const char *const chunk_names[CHUNK_COUNT] = {"", "attention", "dispatch", "mlp", "combine"};
 
@@ -110,6 +110,7 @@ Graph *graph_new(void) {
     Graph *g = xcalloc(1, sizeof *g);
     strmap_init(&g->names);
     strmap_init(&g->strings);
+    strmap_init(&g->output_index);
     g->cur_scope = graph_intern(g, "");
     return g;
 }
@@ -122,6 +123,7 @@ void graph_free(Graph *g) {
     VEC_FREE(g->outputs);
     strmap_free(&g->names);
     strmap_free(&g->strings);
+    strmap_free(&g->output_index);
     free(g);
 }
 
@@ -286,15 +288,31 @@ ValueId ir_param(Graph *g, const char *name, Type t, Err *err) { return named_so
 ValueId ir_input(Graph *g, const char *name, Type t, Err *err) { return named_source(g, OP_INPUT, name, t, err); }
 
 int ir_add_output(Graph *g, const char *name, ValueId v, Err *err) {
-    for (size_t i = 0; i < g->outputs.len; i++)
-        if (strcmp(g->outputs.data[i].name, name) == 0) return err_set(err, "output '%s' is defined twice", name);
+    if (ir_find_output(g, name) >= 0) return err_set(err, "output '%s' is defined twice", name);
     if (v < 0 || (size_t)v >= g->values.len) return err_internal(err, "output '%s' is not a value", name);
     GraphOutput o = {graph_intern(g, name), v};
+    strmap_put(&g->output_index, name, (int64_t)g->outputs.len);
     VEC_PUSH(g->outputs, o);
     return 0;
 }
 
 const Type *ir_type(const Graph *g, ValueId v) { return &g->values.data[v].type; }
+
+int ir_find_output(const Graph *g, const char *name) {
+    int64_t i;
+    return strmap_get(&g->output_index, name, &i) && i >= 0 ? (int)i : -1;
+}
+
+void ir_retain_outputs(Graph *g, int (*keep)(const char *name, void *ctx), void *ctx) {
+    size_t kept = 0;
+    for (size_t i = 0; i < g->outputs.len; i++) {
+        GraphOutput o = g->outputs.data[i];
+        int k = keep(o.name, ctx);
+        strmap_put(&g->output_index, o.name, k ? (int64_t)kept : -1);
+        if (k) g->outputs.data[kept++] = o;
+    }
+    g->outputs.len = kept;
+}
 
 void ir_compact(Graph *g) {
     ValueId *remap = xmalloc(sizeof(ValueId) * (g->values.len ? g->values.len : 1));

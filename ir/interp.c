@@ -128,14 +128,16 @@ static void release(RunState *st, ValueId v) {
 }
 
 static int run_kernel(RunState *st, const Node *n, const InterpOptions *opt, Err *err) {
-    const Tensor *in[64];
+    const Tensor *small[64], **in = n->nin <= 64 ? small : xmalloc(sizeof *in * (size_t)n->nin);
     Tensor *out[4];
-    if (n->nin > 64 || n->nout > 4) return err_internal(err, "%s has too many operands", node_op_name(n));
-    for (int k = 0; k < n->nin; k++)
-        if (!(in[k] = st->vals[n->in[k]])) return err_internal(err, "%s reads a value that is not live", node_op_name(n));
-    if (interp_node(st->g, n, in, opt->batch, opt->seq, out, err)) return -1;
-    for (int k = 0; k < n->nout; k++) st->vals[n->out[k]] = out[k];
-    return 0;
+    int rc = n->nout > 4 ? err_internal(err, "%s has too many outputs", node_op_name(n)) : 0;
+    for (int k = 0; k < n->nin && rc == 0; k++)
+        if (!(in[k] = st->vals[n->in[k]])) rc = err_internal(err, "%s reads a value that is not live", node_op_name(n));
+    if (rc == 0) rc = interp_node(st->g, n, in, opt->batch, opt->seq, out, err);
+    if (rc == 0)
+        for (int k = 0; k < n->nout; k++) st->vals[n->out[k]] = out[k];
+    if (in != small) free((void *)in);
+    return rc;
 }
 
 /* Runs node i, then frees every value whose last reader it was. */
@@ -155,10 +157,11 @@ static int step(RunState *st, size_t i, const TensorSet *feeds, const InterpOpti
 
 /* Moves (or, for fed or repeated values, copies) the outputs into results. */
 static void collect_outputs(RunState *st, TensorSet *results) {
+    uint32_t *later_uses = xcalloc(st->g->values.len ? st->g->values.len : 1, sizeof *later_uses);
+    for (size_t i = 0; i < st->g->outputs.len; i++) later_uses[st->g->outputs.data[i].value]++;
     for (size_t i = 0; i < st->g->outputs.len; i++) {
         const GraphOutput *o = &st->g->outputs.data[i];
-        int repeated = 0;
-        for (size_t j = i + 1; j < st->g->outputs.len; j++) repeated |= st->g->outputs.data[j].value == o->value;
+        int repeated = --later_uses[o->value] > 0;
         Tensor *t = st->vals[o->value];
         if (st->borrowed[o->value] || repeated) {
             t = tensor_copy(t);
@@ -167,6 +170,7 @@ static void collect_outputs(RunState *st, TensorSet *results) {
         }
         tset_put(results, o->name, t);
     }
+    free(later_uses);
 }
 
 int interp_run(const Graph *g, const TensorSet *feeds, const InterpOptions *opt, TensorSet *results, Err *err) {

@@ -117,6 +117,7 @@ typedef struct Graph {
     VEC(GraphOutput) outputs;
     StrMap names;    /* param/input name -> value, to share weights referenced twice */
     StrMap strings;  /* interned strings (scopes, attribute keys and texts) */
+    StrMap output_index; /* output name -> position in outputs */
     /* Builder state: new nodes get this scope and chunk. */
     const char *cur_scope;
     Chunk cur_chunk;
@@ -143,6 +144,10 @@ int ir_add_output(Graph *g, const char *name, ValueId v, Err *err);
 int ir_infer(const Graph *g, OpKind op, const ValueId *in, int nin, const Attr *attrs, int nattrs, Type *out,
              Err *err);
 const Type *ir_type(const Graph *g, ValueId v);
+/* Position of the output named name, or -1. */
+int ir_find_output(const Graph *g, const char *name);
+/* Keeps only the outputs for which keep(name, ctx) is nonzero (in order). */
+void ir_retain_outputs(Graph *g, int (*keep)(const char *name, void *ctx), void *ctx);
 
 /* Drops nodes marked dead (and values only they produced), renumbering values. */
 void ir_compact(Graph *g);
@@ -159,6 +164,7 @@ typedef struct Tensor {
 } Tensor;
 
 size_t dtype_host_size(DType t); /* bytes per element as held in a Tensor */
+size_t real_size(void);          /* sizeof the interpreter's float storage (ir/ops: float, or double in v3c_ir64) */
 Tensor *tensor_new(DType dt, int rank, const int64_t *shape);
 void tensor_free(Tensor *t);
 float *tensor_f32(const Tensor *t);

@@ -60,7 +60,10 @@ static int attr_equal(const Attr *a, const Attr *b) {
 }
 
 static int node_equal(const Graph *g, const Node *a, const Node *b) {
-    if (a->op != b->op || a->nin != b->nin || a->nout != b->nout || a->nattrs != b->nattrs) return 0;
+    /* Flags take part: a recompute clone in backward must not merge back into
+     * the forward node it duplicates, or recompute would be undone. */
+    if (a->op != b->op || a->nin != b->nin || a->nout != b->nout || a->nattrs != b->nattrs || a->flags != b->flags)
+        return 0;
     if (memcmp(a->in, b->in, sizeof(ValueId) * (size_t)a->nin) != 0) return 0;
     for (int i = 0; i < a->nattrs; i++)
         if (!attr_equal(&a->attrs[i], &b->attrs[i])) return 0;

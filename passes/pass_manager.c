@@ -19,6 +19,8 @@ struct PassContext {
     int position; /* 1-based place in the pipeline */
 };
 
+FILE *pass_log(const PassContext *ctx) { return ctx->log; }
+
 /* verify first so bad input is caught before any rewrite; cse before dce so
  * the copies cse orphans are swept; verify last to check the passes' work. */
 const char *default_pipeline(void) { return "verify,shapes,cse,dce,verify"; }

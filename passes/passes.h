@@ -14,6 +14,9 @@ typedef struct Pass {
     const char *doc;
 } Pass;
 
+/* Where a pass writes reports (the pipeline's log, stderr by default). */
+FILE *pass_log(const PassContext *ctx);
+
 const Pass *pass_lookup(const char *name);
 const Pass *pass_registry(int *count);
 

@@ -8,7 +8,11 @@
     PASS(verify, "check the graph's invariants (ir_verify); changes nothing")                 \
     PASS(shapes, "re-run every node's shape rule on its inputs and fail on any type mismatch") \
     PASS(dce, "delete nodes, params and inputs no graph output depends on")                   \
-    PASS(cse, "merge nodes with the same op, inputs and attributes (scope and chunk ignored)")
+    PASS(cse, "merge nodes with the same op, inputs and attributes (scope and chunk ignored)") \
+    PASS(autodiff, "append the backward graph of total_loss (else loss) and grad.<param> outputs")    \
+    PASS(recompute, "backward nodes re-emit the !recompute forward nodes they read instead of keeping them") \
+    PASS(memplan, "report peak activation bytes and a best-fit arena size at B=1, T=4096; changes nothing") \
+    PASS(fp8, "DeepSeek-V3 FP8 recipe: Linear GEMMs as quantize (1x128 / 128x128) + fp8_matmul")
 
 #define DECLARE(name, doc) int pass_##name(Graph *g, PassContext *ctx, Err *err);
 PASS_LIST(DECLARE)

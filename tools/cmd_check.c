@@ -1,6 +1,7 @@
 #include "../ir/analysis.h"
 #include "../ir/verify.h"
 #include "cli.h"
+#include "stats_memory.h"
 
 /* Parse, bind, lower and verify: the quick "is my model file right" check. */
 int cmd_check(const Options *o, Err *err) {
@@ -16,6 +17,11 @@ int cmd_check(const Options *o, Err *err) {
 int cmd_stats(const Options *o, Err *err) {
     Model m;
     int rc = model_build(o, &m, err);
+    if (rc == 0 && o->memory) {
+        rc = stats_memory(o, &m, err);
+        model_free(&m);
+        return rc;
+    }
     ParamCounts pc;
     if (rc == 0) rc = count_params(m.graph, &pc, err);
     if (rc == 0) {

@@ -7,21 +7,16 @@
 #include "../passes/recompute.h"
 #include "stats_memory.h"
 
-static int has_output(const Graph *g, const char *name) {
-    for (size_t i = 0; i < g->outputs.len; i++)
-        if (strcmp(g->outputs.data[i].name, name) == 0) return 1;
-    return 0;
+static int has_output(const Graph *g, const char *name) { return ir_find_output(g, name) >= 0; }
+
+static int is_training_output(const char *name, void *target) {
+    return strcmp(name, target) == 0 || strncmp(name, "grad.", 5) == 0;
 }
 
 /* A training step returns the loss and the gradients; logits and the other
  * forward outputs would otherwise stay live to the end and inflate the peak. */
 static int keep_training_outputs(Graph *g, const char *target, Err *err) {
-    size_t kept = 0;
-    for (size_t i = 0; i < g->outputs.len; i++) {
-        GraphOutput o = g->outputs.data[i];
-        if (strcmp(o.name, target) == 0 || strncmp(o.name, "grad.", 5) == 0) g->outputs.data[kept++] = o;
-    }
-    g->outputs.len = kept;
+    ir_retain_outputs(g, is_training_output, (void *)target);
     PipelineOptions po = {.passes = "dce"};
     return run_pipeline(g, &po, err);
 }
@@ -62,6 +57,9 @@ static int check_param_shapes(const Graph *g, Err *err) {
 }
 
 int stats_memory(const Options *o, Model *m, Err *err) {
+    /* -1: the option was not given */
+    if ((o->batch != -1 && o->batch < 1) || (o->seq != -1 && o->seq < 1))
+        return err_set(err, "stats --memory: --batch and --seq must be positive");
     int64_t batch = o->batch > 0 ? o->batch : 1, seq = o->seq > 0 ? o->seq : 4096;
     Graph *g = m->graph;
     const char *target = has_output(g, "total_loss") ? "total_loss" : has_output(g, "loss") ? "loss" : NULL;

@@ -13,7 +13,9 @@ typedef struct Command {
 
 static const Command commands[] = {
     {"check", cmd_check, "check MODEL.v3 [--checkpoint DIR|--config F] [--set k=v,...]   parse, lower, verify"},
-    {"stats", cmd_stats, "stats MODEL.v3 [--checkpoint DIR|--config F] [--set k=v,...]   parameter counts"},
+    {"stats", cmd_stats,
+     "stats MODEL.v3 [--checkpoint DIR|--config F] [--set k=v,...] [--memory --batch B --seq T]\n"
+     "      parameter counts; with --memory, a training step's peak activation bytes with and without recompute"},
     {"dump", cmd_dump,
      "dump  MODEL.v3|FILE.v3ir [--passes LIST] [--print-after P|all] [--dump-dir D] [--verify-each]\n"
      "      [--time-passes] [--format text|dot] [--annotate --batch B --seq T] [-o FILE]"},

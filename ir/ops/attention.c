@@ -22,8 +22,8 @@ int rope_infer(const Type *in, int nin, const Node *n, Type *out, Err *err) {
 int rope_interp(const Tensor *const *in, int nin, const Node *n, Tensor *const *out, Err *err) {
     (void)nin, (void)err;
     const Tensor *x = in[0];
-    const float *inv_freq = tensor_f32(in[1]), *xs = tensor_f32(x);
-    float *ys = tensor_f32(out[0]);
+    const real *inv_freq = tensor_real(in[1]), *xs = tensor_real(x);
+    real *ys = tensor_real(out[0]);
     double scale = node_float(n, "scale", 1.0);
     int64_t d = x->shape[x->rank - 1], seq = x->shape[1], per_pos = shape_product(x, 2, x->rank - 1);
     int64_t vectors = x->numel / (d ? d : 1);
@@ -32,8 +32,8 @@ int rope_interp(const Tensor *const *in, int nin, const Node *n, Tensor *const *
         for (int64_t j = 0; j < d / 2; j++) {
             double angle = pos * inv_freq[j], c = cos(angle) * scale, s = sin(angle) * scale;
             double x0 = xs[v * d + 2 * j], x1 = xs[v * d + 2 * j + 1];
-            ys[v * d + 2 * j] = (float)(x0 * c - x1 * s);
-            ys[v * d + 2 * j + 1] = (float)(x0 * s + x1 * c);
+            ys[v * d + 2 * j] = (real)(x0 * c - x1 * s);
+            ys[v * d + 2 * j + 1] = (real)(x0 * s + x1 * c);
         }
     }
     tensor_round(out[0]);
@@ -69,8 +69,8 @@ int sdpa_infer(const Type *in, int nin, const Node *n, Type *out, Err *err) {
 }
 
 typedef struct SdpaJob {
-    const float *q, *k, *v;
-    float *o;
+    const real *q, *k, *v;
+    real *o;
     int64_t t, s, h, dk, dv;
     double scale;
     int causal;
@@ -78,22 +78,22 @@ typedef struct SdpaJob {
 
 /* One query row (b, t, head): scores, softmax and weighted sum, all in fp64. */
 static void sdpa_row(const SdpaJob *j, int64_t b, int64_t t, int64_t hd, double *p) {
-    const float *q = j->q + ((b * j->t + t) * j->h + hd) * j->dk;
+    const real *q = j->q + ((b * j->t + t) * j->h + hd) * j->dk;
     int64_t visible = j->causal ? t + 1 : j->s;
     double m = -INFINITY, sum = 0;
     for (int64_t s = 0; s < visible; s++) {
-        const float *k = j->k + ((b * j->s + s) * j->h + hd) * j->dk;
+        const real *k = j->k + ((b * j->s + s) * j->h + hd) * j->dk;
         double dot = 0;
         for (int64_t i = 0; i < j->dk; i++) dot += (double)q[i] * k[i];
         p[s] = j->scale * dot;
         m = p[s] > m ? p[s] : m;
     }
     for (int64_t s = 0; s < visible; s++) sum += p[s] = exp(p[s] - m);
-    float *o = j->o + ((b * j->t + t) * j->h + hd) * j->dv;
+    real *o = j->o + ((b * j->t + t) * j->h + hd) * j->dv;
     for (int64_t c = 0; c < j->dv; c++) {
         double acc = 0;
         for (int64_t s = 0; s < visible; s++) acc += p[s] * j->v[((b * j->s + s) * j->h + hd) * j->dv + c];
-        o[c] = (float)(acc / sum);
+        o[c] = (real)(acc / sum);
     }
 }
 
@@ -107,7 +107,7 @@ static void sdpa_rows(void *ctx, int64_t lo, int64_t hi) {
 int sdpa_interp(const Tensor *const *in, int nin, const Node *n, Tensor *const *out, Err *err) {
     (void)nin;
     const Tensor *q = in[0], *k = in[1], *v = in[2];
-    SdpaJob j = {tensor_f32(q), tensor_f32(k), tensor_f32(v), tensor_f32(out[0]), q->shape[1], k->shape[1],
+    SdpaJob j = {tensor_real(q), tensor_real(k), tensor_real(v), tensor_real(out[0]), q->shape[1], k->shape[1],
                  q->shape[2], q->shape[3], v->shape[3], node_float(n, "scale", 1.0), (int)node_int(n, "causal", 1)};
     if (j.s == 0 && q->numel > 0) return err_set(err, "sdpa: there are no keys to attend to");
     int64_t rows = q->shape[0] * j.t * j.h;

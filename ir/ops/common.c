@@ -77,7 +77,7 @@ int64_t index_at(const Tensor *t, int64_t i) {
 
 void tensor_round(Tensor *t) {
     if (t->dtype != DT_BF16 && t->dtype != DT_F16) return;
-    float *d = tensor_f32(t);
+    real *d = tensor_real(t);
     for (int64_t i = 0; i < t->numel; i++) d[i] = round_to_dtype(t->dtype, d[i]);
 }
 
@@ -99,3 +99,5 @@ int64_t broadcast_offset(const Tensor *out, const int64_t *strides, int64_t i) {
     }
     return off;
 }
+
+size_t real_size(void) { return sizeof(real); }

@@ -28,9 +28,9 @@ int unary_infer(const Type *in, int nin, const Node *n, Type *out, Err *err) {
 int unary_interp(const Tensor *const *in, int nin, const Node *n, Tensor *const *out, Err *err) {
     (void)nin, (void)err;
     UnaryFn fn = unary_fns[n->op];
-    const float *x = tensor_f32(in[0]);
-    float *y = tensor_f32(out[0]);
-    for (int64_t i = 0; i < out[0]->numel; i++) y[i] = (float)fn(x[i]);
+    const real *x = tensor_real(in[0]);
+    real *y = tensor_real(out[0]);
+    for (int64_t i = 0; i < out[0]->numel; i++) y[i] = (real)fn(x[i]);
     tensor_round(out[0]);
     return 0;
 }
@@ -77,18 +77,18 @@ static double round_int_bits(int64_t v, int bits) {
 
 static float int_to_float(DType t, int64_t v) {
     int bits = t == DT_BF16 ? 8 : t == DT_F16 ? 11 : 24;
-    return round_to_dtype(t, (float)round_int_bits(v, bits));
+    return round_to_dtype(t, (real)round_int_bits(v, bits));
 }
 
 static int cast_to_int(const Tensor *x, Tensor *y, int64_t i, Err *err) {
-    double lo, hi, v = dtype_is_int(x->dtype) ? (double)index_at(x, i) : trunc(tensor_f32(x)[i]);
+    double lo, hi, v = dtype_is_int(x->dtype) ? (double)index_at(x, i) : trunc(tensor_real(x)[i]);
     int_range(y->dtype, &lo, &hi);
     /* hi of i64 rounds up to 2^63 as a double, so compare with < there. */
     int above = y->dtype == DT_I64 ? v >= hi : v > hi;
     if (isnan(v) || v < lo || above) {
         char text[64];
         if (dtype_is_int(x->dtype)) snprintf(text, sizeof text, "%lld", (long long)index_at(x, i));
-        else snprintf(text, sizeof text, "%g", tensor_f32(x)[i]);
+        else snprintf(text, sizeof text, "%g", tensor_real(x)[i]);
         return err_set(err, "cast: value %s at element %lld does not fit %s", text, (long long)i,
                        dtype_name(y->dtype));
     }
@@ -104,9 +104,9 @@ int cast_interp(const Tensor *const *in, int nin, const Node *n, Tensor *const *
         if (dtype_is_int(y->dtype)) {
             if (cast_to_int(x, y, i, err)) return -1;
         } else if (dtype_is_int(x->dtype)) {
-            tensor_f32(y)[i] = int_to_float(y->dtype, index_at(x, i));
+            tensor_real(y)[i] = int_to_float(y->dtype, index_at(x, i));
         } else {
-            tensor_f32(y)[i] = round_to_dtype(y->dtype, tensor_f32(x)[i]);
+            tensor_real(y)[i] = round_to_dtype(y->dtype, tensor_real(x)[i]);
         }
     }
     return 0;
@@ -153,10 +153,10 @@ int binary_interp(const Tensor *const *in, int nin, const Node *n, Tensor *const
     int64_t sa[IR_MAX_RANK], sb[IR_MAX_RANK];
     broadcast_strides(in[0], out[0], sa);
     broadcast_strides(in[1], out[0], sb);
-    const float *a = tensor_f32(in[0]), *b = tensor_f32(in[1]);
-    float *y = tensor_f32(out[0]);
+    const real *a = tensor_real(in[0]), *b = tensor_real(in[1]);
+    real *y = tensor_real(out[0]);
     for (int64_t i = 0; i < out[0]->numel; i++)
-        y[i] = (float)fn(a[broadcast_offset(out[0], sa, i)], b[broadcast_offset(out[0], sb, i)]);
+        y[i] = (real)fn(a[broadcast_offset(out[0], sa, i)], b[broadcast_offset(out[0], sb, i)]);
     tensor_round(out[0]);
     return 0;
 }
@@ -179,8 +179,8 @@ int where_interp(const Tensor *const *in, int nin, const Node *n, Tensor *const 
     (void)nin, (void)n, (void)err;
     int64_t s[3][IR_MAX_RANK];
     for (int k = 0; k < 3; k++) broadcast_strides(in[k], out[0], s[k]);
-    const float *c = tensor_f32(in[0]), *a = tensor_f32(in[1]), *b = tensor_f32(in[2]);
-    float *y = tensor_f32(out[0]);
+    const real *c = tensor_real(in[0]), *a = tensor_real(in[1]), *b = tensor_real(in[2]);
+    real *y = tensor_real(out[0]);
     for (int64_t i = 0; i < out[0]->numel; i++)
         y[i] = c[broadcast_offset(out[0], s[0], i)] != 0.0f ? a[broadcast_offset(out[0], s[1], i)]
                                                              : b[broadcast_offset(out[0], s[2], i)];

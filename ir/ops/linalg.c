@@ -20,8 +20,8 @@ int linear_infer(const Type *in, int nin, const Node *n, Type *out, Err *err) {
 }
 
 typedef struct LinearJob {
-    const float *x, *w;
-    float *y;
+    const real *x, *w;
+    real *y;
     int64_t n, k;
 } LinearJob;
 
@@ -30,16 +30,16 @@ static void linear_rows(void *ctx, int64_t lo, int64_t hi) {
     const LinearJob *j = ctx;
     for (int64_t r = lo; r < hi; r++)
         for (int64_t c = 0; c < j->n; c++) {
-            const float *xr = j->x + r * j->k, *wc = j->w + c * j->k;
+            const real *xr = j->x + r * j->k, *wc = j->w + c * j->k;
             double s = 0;
             for (int64_t i = 0; i < j->k; i++) s += (double)xr[i] * wc[i];
-            j->y[r * j->n + c] = (float)s;
+            j->y[r * j->n + c] = (real)s;
         }
 }
 
 int linear_interp(const Tensor *const *in, int nin, const Node *n, Tensor *const *out, Err *err) {
     (void)nin, (void)n, (void)err;
-    LinearJob j = {tensor_f32(in[0]), tensor_f32(in[1]), tensor_f32(out[0]), in[1]->shape[0], in[1]->shape[1]};
+    LinearJob j = {tensor_real(in[0]), tensor_real(in[1]), tensor_real(out[0]), in[1]->shape[0], in[1]->shape[1]};
     int64_t rows = shape_product(in[0], 0, in[0]->rank - 1);
     parallel_for(rows, j.n * j.k, linear_rows, &j);
     tensor_round(out[0]);
@@ -66,7 +66,7 @@ int embedding_interp(const Tensor *const *in, int nin, const Node *n, Tensor *co
         if (id < 0 || id >= vocab)
             return err_set(err, "embedding: id %lld at position %lld is outside [0, %lld)", (long long)id,
                            (long long)i, (long long)vocab);
-        memcpy(tensor_f32(out[0]) + i * hidden, tensor_f32(in[0]) + id * hidden, sizeof(float) * (size_t)hidden);
+        memcpy(tensor_real(out[0]) + i * hidden, tensor_real(in[0]) + id * hidden, sizeof(real) * (size_t)hidden);
     }
     return 0;
 }

@@ -15,7 +15,7 @@ int cross_entropy_infer(const Type *in, int nin, const Node *n, Type *out, Err *
     return 0;
 }
 
-static double row_loss(const float *x, int64_t v, int64_t target) {
+static double row_loss(const real *x, int64_t v, int64_t target) {
     double m = -INFINITY, s = 0;
     for (int64_t i = 0; i < v; i++) m = x[i] > m ? x[i] : m;
     for (int64_t i = 0; i < v; i++) s += exp((double)x[i] - m);
@@ -31,7 +31,7 @@ int cross_entropy_interp(const Tensor *const *in, int nin, const Node *n, Tensor
         if (target < 0 || target >= v)
             return err_set(err, "cross_entropy: target %lld at position %lld is outside [0, %lld)", (long long)target,
                            (long long)r, (long long)v);
-        tensor_f32(out[0])[r] = (float)row_loss(tensor_f32(logits) + r * v, v, target);
+        tensor_real(out[0])[r] = (real)row_loss(tensor_real(logits) + r * v, v, target);
     }
     return 0;
 }

@@ -10,10 +10,22 @@
 #include "../../base/numeric.h"
 #include "../ir.h"
 
+/* ---- float storage ----
+ * Float tensors (f32, bf16, f16) hold `real` per element: float normally;
+ * double when the ir sources are compiled with -DV3C_REAL=double, which the
+ * finite-difference tests (tests/test_vjp_fd.c) use to check VJPs in fp64. */
+#ifndef V3C_REAL
+#define V3C_REAL float
+#endif
+typedef V3C_REAL real;
+static inline real *tensor_real(const Tensor *t) { return (real *)t->data; }
+/* sizeof(real): what dtype_host_size gives for float dtypes (ir/graph.c). */
+size_t real_size(void);
+
 /* ---- dtype rounding (RNE) ----
  * The interpreter holds bf16/f16 values as float, rounded to what the dtype can represent. */
-static inline float round_to_dtype(DType t, float x) {
-    return t == DT_BF16 ? round_to_bf16(x) : t == DT_F16 ? round_to_f16(x) : x;
+static inline real round_to_dtype(DType t, real x) {
+    return t == DT_BF16 ? round_to_bf16((float)x) : t == DT_F16 ? round_to_f16((float)x) : x;
 }
 
 /* Rounds every element of a float tensor to its dtype. */
@@ -55,6 +67,14 @@ int64_t broadcast_offset(const Tensor *out, const int64_t *strides, int64_t i);
 typedef void (*RangeFn)(void *ctx, int64_t lo, int64_t hi);
 void parallel_for(int64_t n, int64_t cost, RangeFn fn, void *ctx);
 
+/* ---- MoE row bookkeeping (routing.c), shared with the backward ops ---- */
+/* rows[p] = the dispatched row of pair p = token*K + slot; counts[e] per expert. */
+int moe_rows(const Tensor *idx, int64_t experts, int64_t *rows, int64_t *counts, Err *err);
+/* The expert of each of m rows from per-expert counts (NULL, err set, unless they cover m exactly). */
+int64_t *experts_of_rows(const Tensor *counts, int64_t m, Err *err);
+/* The largest expert index in idx, -1 when empty. */
+int64_t max_expert(const Tensor *idx);
+
 /* ---- the ops ---- */
 #define DECLARE_OP(fn)                                                             \
     int fn##_infer(const Type *in, int nin, const Node *n, Type *out, Err *err);   \
@@ -93,6 +113,18 @@ DECLARE_OP(rope)
 DECLARE_OP(sdpa)
 /* loss.c */
 DECLARE_OP(cross_entropy)
+/* grad.c: the backward ops autodiff emits */
+DECLARE_OP(transpose)
+DECLARE_OP(sum_to)
+DECLARE_OP(pad)
+DECLARE_OP(linear_wgrad)
+DECLARE_OP(embedding_grad)
+DECLARE_OP(scatter_add)
+DECLARE_OP(mean_all_grad)
+DECLARE_OP(cross_entropy_grad)
+DECLARE_OP(sdpa_grad)
+DECLARE_OP(moe_combine_grad)
+DECLARE_OP(grouped_linear_wgrad)
 #undef DECLARE_OP
 
 #endif

@@ -28,7 +28,7 @@ int reduce_infer(const Type *in, int nin, const Node *n, Type *out, Err *err) {
     return 0;
 }
 
-static double reduce_line(OpKind op, const float *x, int64_t len, int64_t stride) {
+static double reduce_line(OpKind op, const real *x, int64_t len, int64_t stride) {
     if (op == OP_MAX) {
         double m = -INFINITY;
         for (int64_t i = 0; i < len; i++) {
@@ -49,11 +49,11 @@ int reduce_interp(const Tensor *const *in, int nin, const Node *n, Tensor *const
     AxisView v = axis_view(in[0], axis);
     if (v.len == 0 && n->op != OP_SUM)
         return err_set(err, "%s: axis %d has size 0", node_op_name(n), axis);
-    const float *x = tensor_f32(in[0]);
-    float *y = tensor_f32(out[0]);
+    const real *x = tensor_real(in[0]);
+    real *y = tensor_real(out[0]);
     for (int64_t o = 0; o < v.outer; o++)
         for (int64_t i = 0; i < v.inner; i++)
-            y[o * v.inner + i] = (float)reduce_line(n->op, x + o * v.len * v.inner + i, v.len, v.inner);
+            y[o * v.inner + i] = (real)reduce_line(n->op, x + o * v.len * v.inner + i, v.len, v.inner);
     tensor_round(out[0]);
     return 0;
 }
@@ -68,7 +68,7 @@ int mean_all_infer(const Type *in, int nin, const Node *n, Type *out, Err *err) 
 int mean_all_interp(const Tensor *const *in, int nin, const Node *n, Tensor *const *out, Err *err) {
     (void)nin;
     if (in[0]->numel == 0) return err_set(err, "%s: input has no elements", node_op_name(n));
-    tensor_f32(out[0])[0] = (float)reduce_line(OP_MEAN, tensor_f32(in[0]), in[0]->numel, 1);
+    tensor_real(out[0])[0] = (real)reduce_line(OP_MEAN, tensor_real(in[0]), in[0]->numel, 1);
     return 0;
 }
 
@@ -80,11 +80,11 @@ int softmax_infer(const Type *in, int nin, const Node *n, Type *out, Err *err) {
     return 0;
 }
 
-static void softmax_line(const float *x, float *y, int64_t len, int64_t stride) {
+static void softmax_line(const real *x, real *y, int64_t len, int64_t stride) {
     double m = -INFINITY, s = 0;
     for (int64_t i = 0; i < len; i++) m = x[i * stride] > m ? x[i * stride] : m;
     for (int64_t i = 0; i < len; i++) s += exp((double)x[i * stride] - m);
-    for (int64_t i = 0; i < len; i++) y[i * stride] = (float)(exp((double)x[i * stride] - m) / s);
+    for (int64_t i = 0; i < len; i++) y[i * stride] = (real)(exp((double)x[i * stride] - m) / s);
 }
 
 int softmax_interp(const Tensor *const *in, int nin, const Node *n, Tensor *const *out, Err *err) {
@@ -95,7 +95,7 @@ int softmax_interp(const Tensor *const *in, int nin, const Node *n, Tensor *cons
     for (int64_t o = 0; o < v.outer; o++)
         for (int64_t i = 0; i < v.inner; i++) {
             int64_t base = o * v.len * v.inner + i;
-            softmax_line(tensor_f32(in[0]) + base, tensor_f32(out[0]) + base, v.len, v.inner);
+            softmax_line(tensor_real(in[0]) + base, tensor_real(out[0]) + base, v.len, v.inner);
         }
     tensor_round(out[0]);
     return 0;

@@ -28,7 +28,7 @@ int topk_infer(const Type *in, int nin, const Node *n, Type *out, Err *err) {
 }
 
 /* Picks the k largest of one row; ties go to the lower index, as a stable sort would. */
-static void topk_row(const float *x, int64_t e, int64_t k, unsigned char *taken, float *vals, int32_t *idx) {
+static void topk_row(const real *x, int64_t e, int64_t k, unsigned char *taken, real *vals, int32_t *idx) {
     memset(taken, 0, (size_t)e);
     for (int64_t j = 0; j < k; j++) {
         int64_t best = -1;
@@ -47,10 +47,10 @@ int topk_interp(const Tensor *const *in, int nin, const Node *n, Tensor *const *
     if (k > e) return err_set(err, "topk: k=%lld exceeds the last axis' size %lld", (long long)k, (long long)e);
     if (e > INT32_MAX) return err_set(err, "topk: last axis of size %lld does not fit i32 indices", (long long)e);
     for (int64_t i = 0; i < x->numel; i++)
-        if (isnan(tensor_f32(x)[i])) return err_set(err, "topk: input element %lld is NaN", (long long)i);
+        if (isnan(tensor_real(x)[i])) return err_set(err, "topk: input element %lld is NaN", (long long)i);
     unsigned char *taken = xmalloc((size_t)(e ? e : 1));
     for (int64_t r = 0; r < rows; r++)
-        topk_row(tensor_f32(x) + r * e, e, k, taken, tensor_f32(out[0]) + r * k, (int32_t *)out[1]->data + r * k);
+        topk_row(tensor_real(x) + r * e, e, k, taken, tensor_real(out[0]) + r * k, (int32_t *)out[1]->data + r * k);
     free(taken);
     return 0;
 }
@@ -103,7 +103,7 @@ int one_hot_interp(const Tensor *const *in, int nin, const Node *n, Tensor *cons
         if (j < 0 || j >= classes)
             return err_set(err, "one_hot: index %lld at position %lld is outside [0, %lld)", (long long)j,
                            (long long)i, (long long)classes);
-        tensor_f32(out[0])[i * classes + j] = 1.0f;
+        tensor_real(out[0])[i * classes + j] = 1.0f;
     }
     return 0;
 }
@@ -111,7 +111,7 @@ int one_hot_interp(const Tensor *const *in, int nin, const Node *n, Tensor *cons
 /* ---- MoE row order ----
  * Pair p = token*K + slot goes to row rows[p]; rows are grouped by expert and,
  * within an expert, ordered by p (token, then slot): a counting sort. */
-static int moe_rows(const Tensor *idx, int64_t experts, int64_t *rows, int64_t *counts, Err *err) {
+int moe_rows(const Tensor *idx, int64_t experts, int64_t *rows, int64_t *counts, Err *err) {
     memset(counts, 0, sizeof(int64_t) * (size_t)experts);
     for (int64_t p = 0; p < idx->numel; p++) {
         int64_t e = index_at(idx, p);
@@ -152,7 +152,7 @@ int moe_dispatch_interp(const Tensor *const *in, int nin, const Node *n, Tensor 
     int64_t *counts = xmalloc(sizeof(int64_t) * (size_t)experts);
     int rc = moe_rows(idx, experts, rows, counts, err);
     for (int64_t p = 0; rc == 0 && p < idx->numel; p++)
-        memcpy(tensor_f32(out[0]) + rows[p] * h, tensor_f32(x) + (p / k) * h, sizeof(float) * (size_t)h);
+        memcpy(tensor_real(out[0]) + rows[p] * h, tensor_real(x) + (p / k) * h, sizeof(real) * (size_t)h);
     for (int64_t e = 0; rc == 0 && e < experts; e++) ((int32_t *)out[1]->data)[e] = (int32_t)counts[e];
     free(rows);
     free(counts);
@@ -178,8 +178,8 @@ int grouped_linear_infer(const Type *in, int nin, const Node *n, Type *out, Err 
 }
 
 typedef struct GroupedJob {
-    const float *x, *w;
-    float *y;
+    const real *x, *w;
+    real *y;
     const int64_t *expert_of_row;
     int64_t n, k;
 } GroupedJob;
@@ -187,17 +187,17 @@ typedef struct GroupedJob {
 static void grouped_rows(void *ctx, int64_t lo, int64_t hi) {
     const GroupedJob *j = ctx;
     for (int64_t r = lo; r < hi; r++) {
-        const float *xr = j->x + r * j->k, *we = j->w + j->expert_of_row[r] * j->n * j->k;
+        const real *xr = j->x + r * j->k, *we = j->w + j->expert_of_row[r] * j->n * j->k;
         for (int64_t c = 0; c < j->n; c++) {
             double s = 0;
             for (int64_t i = 0; i < j->k; i++) s += (double)xr[i] * we[c * j->k + i];
-            j->y[r * j->n + c] = (float)s;
+            j->y[r * j->n + c] = (real)s;
         }
     }
 }
 
 /* Which expert each row belongs to; counts must cover the rows exactly. */
-static int64_t *experts_of_rows(const Tensor *counts, int64_t m, Err *err) {
+int64_t *experts_of_rows(const Tensor *counts, int64_t m, Err *err) {
     int64_t *of = xmalloc(sizeof(int64_t) * (size_t)(m ? m : 1)), at = 0;
     for (int64_t e = 0; e < counts->numel; e++) {
         int64_t c = index_at(counts, e);
@@ -220,7 +220,7 @@ int grouped_linear_interp(const Tensor *const *in, int nin, const Node *n, Tenso
     int64_t m = in[0]->shape[0];
     int64_t *of = experts_of_rows(in[1], m, err);
     if (!of) return -1;
-    GroupedJob j = {tensor_f32(in[0]), tensor_f32(in[2]), tensor_f32(out[0]), of, in[2]->shape[1], in[2]->shape[2]};
+    GroupedJob j = {tensor_real(in[0]), tensor_real(in[2]), tensor_real(out[0]), of, in[2]->shape[1], in[2]->shape[2]};
     parallel_for(m, j.n * j.k, grouped_rows, &j);
     free(of);
     tensor_round(out[0]);
@@ -247,19 +247,19 @@ int moe_combine_infer(const Type *in, int nin, const Node *n, Type *out, Err *er
     return 0;
 }
 
-static int64_t max_expert(const Tensor *idx) {
+int64_t max_expert(const Tensor *idx) {
     int64_t m = -1;
     for (int64_t p = 0; p < idx->numel; p++) m = index_at(idx, p) > m ? index_at(idx, p) : m;
     return m;
 }
 
-static void combine_token(const Tensor *yd, const Tensor *w, const int64_t *rows, int64_t t, int64_t k, float *y) {
+static void combine_token(const Tensor *yd, const Tensor *w, const int64_t *rows, int64_t t, int64_t k, real *y) {
     int64_t h = yd->shape[1];
     for (int64_t c = 0; c < h; c++) {
         double s = 0;
         for (int64_t j = 0; j < k; j++)
-            s += (double)tensor_f32(w)[t * k + j] * tensor_f32(yd)[rows[t * k + j] * h + c];
-        y[c] = (float)s;
+            s += (double)tensor_real(w)[t * k + j] * tensor_real(yd)[rows[t * k + j] * h + c];
+        y[c] = (real)s;
     }
 }
 
@@ -272,7 +272,7 @@ int moe_combine_interp(const Tensor *const *in, int nin, const Node *n, Tensor *
     int64_t *counts = xmalloc(sizeof(int64_t) * (size_t)(experts ? experts : 1));
     int rc = moe_rows(idx, experts, rows, counts, err);
     for (int64_t t = 0; rc == 0 && t < tokens; t++)
-        combine_token(yd, w, rows, t, k, tensor_f32(out[0]) + t * yd->shape[1]);
+        combine_token(yd, w, rows, t, k, tensor_real(out[0]) + t * yd->shape[1]);
     free(rows);
     free(counts);
     if (rc) return err_wrap(err, "moe_combine: ");

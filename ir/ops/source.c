@@ -21,7 +21,7 @@ int const_infer(const Type *in, int nin, const Node *n, Type *out, Err *err) {
 
 int const_interp(const Tensor *const *in, int nin, const Node *n, Tensor *const *out, Err *err) {
     (void)in, (void)nin, (void)err;
-    tensor_f32(out[0])[0] = (float)node_float(n, "value", 0.0);
+    tensor_real(out[0])[0] = (real)node_float(n, "value", 0.0);
     return 0;
 }
 
@@ -35,7 +35,7 @@ int iota_infer(const Type *in, int nin, const Node *n, Type *out, Err *err) {
 
 int iota_interp(const Tensor *const *in, int nin, const Node *n, Tensor *const *out, Err *err) {
     (void)in, (void)nin, (void)n, (void)err;
-    float *o = tensor_f32(out[0]);
-    for (int64_t i = 0; i < out[0]->numel; i++) o[i] = (float)i;
+    real *o = tensor_real(out[0]);
+    for (int64_t i = 0; i < out[0]->numel; i++) o[i] = (real)i;
     return 0;
 }
