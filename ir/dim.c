@@ -26,7 +26,7 @@ Dim dim_sym_t(void) {
 }
 
 int dim_is_const(Dim d) {
-    return d.nterms == 0 || (d.nterms == 1 && d.t[0].pow_b == 0 && d.t[0].pow_t == 0);
+    return d.ceil_den == 0 && (d.nterms == 0 || (d.nterms == 1 && d.t[0].pow_b == 0 && d.t[0].pow_t == 0));
 }
 
 int64_t dim_const_value(Dim d) { return d.nterms ? d.t[0].coef : 0; }
@@ -60,13 +60,23 @@ static int dim_add_term(Dim *d, DimTerm t, Err *err) {
 }
 
 int dim_equal(Dim a, Dim b) {
-    if (a.nterms != b.nterms) return 0;
+    if (a.nterms != b.nterms || a.ceil_den != b.ceil_den) return 0;
     for (int i = 0; i < a.nterms; i++)
         if (a.t[i].coef != b.t[i].coef || term_order(a.t[i], b.t[i]) != 0) return 0;
     return 1;
 }
 
+/* A ceiling has no polynomial sum or product; callers that need one get an error. */
+static int reject_ceilings(Dim a, Dim b, Err *err) {
+    Dim c = a.ceil_den ? a : b;
+    if (!c.ceil_den) return 0;
+    char s[128];
+    dim_print(c, s, sizeof s);
+    return err_set(err, "dimension %s is a ceiling; it takes no further arithmetic", s);
+}
+
 int dim_add(Dim a, Dim b, Dim *out, Err *err) {
+    if (reject_ceilings(a, b, err)) return -1;
     Dim r = a;
     for (int i = 0; i < b.nterms; i++)
         if (dim_add_term(&r, b.t[i], err)) return -1;
@@ -75,6 +85,7 @@ int dim_add(Dim a, Dim b, Dim *out, Err *err) {
 }
 
 int dim_sub(Dim a, Dim b, Dim *out, Err *err) {
+    if (reject_ceilings(a, b, err)) return -1;
     Dim r = a;
     for (int i = 0; i < b.nterms; i++) {
         DimTerm t = b.t[i];
@@ -86,6 +97,7 @@ int dim_sub(Dim a, Dim b, Dim *out, Err *err) {
 }
 
 int dim_mul(Dim a, Dim b, Dim *out, Err *err) {
+    if (reject_ceilings(a, b, err)) return -1;
     Dim r = {0};
     for (int i = 0; i < a.nterms; i++)
         for (int j = 0; j < b.nterms; j++) {
@@ -100,6 +112,7 @@ int dim_mul(Dim a, Dim b, Dim *out, Err *err) {
 
 int dim_div_const(Dim a, int64_t d, Dim *out, Err *err) {
     if (d == 0) return err_set(err, "division of a dimension by zero");
+    if (reject_ceilings(a, a, err)) return -1;
     Dim r = a;
     for (int i = 0; i < r.nterms; i++) {
         if (r.t[i].coef % d) {
@@ -110,6 +123,31 @@ int dim_div_const(Dim a, int64_t d, Dim *out, Err *err) {
         r.t[i].coef /= d;
     }
     *out = r;
+    return 0;
+}
+
+static int64_t gcd64(int64_t a, int64_t b) {
+    a = a < 0 ? -a : a;
+    while (b) {
+        int64_t t = a % b;
+        a = b;
+        b = t < 0 ? -t : t;
+    }
+    return a;
+}
+
+static int64_t ceil_div_i64(int64_t a, int64_t d) { return a / d + (a % d > 0); }
+
+int dim_ceil_div(Dim a, int64_t d, Dim *out, Err *err) {
+    if (d < 1) return err_set(err, "ceiling division of a dimension by %lld; the divisor must be >= 1", (long long)d);
+    if (a.ceil_den && mul_overflows_i64(a.ceil_den, d, &d)) return err_set(err, "dimension overflows 64 bits");
+    a.ceil_den = 0;
+    if (dim_is_const(a)) return *out = dim_const(ceil_div_i64(dim_const_value(a), d)), 0;
+    int64_t g = d;
+    for (int i = 0; i < a.nterms; i++) g = gcd64(a.t[i].coef, g);
+    for (int i = 0; i < a.nterms; i++) a.t[i].coef /= g;
+    a.ceil_den = d / g == 1 ? 0 : d / g;
+    *out = a;
     return 0;
 }
 
@@ -137,7 +175,7 @@ int dim_eval(Dim d, int64_t b, int64_t t, int64_t *out, Err *err) {
         return err_set(err, "dimension %s is negative (%lld) at B=%lld T=%lld", s, (long long)sum,
                        (long long)b, (long long)t);
     }
-    *out = sum;
+    *out = d.ceil_den ? ceil_div_i64(sum, d.ceil_den) : sum;
     return 0;
 }
 
@@ -158,13 +196,25 @@ static int print_term(DimTerm t, int first, char *out, int n) {
     return k;
 }
 
-void dim_print(Dim d, char *out, int n) {
+static void print_polynomial(Dim d, char *out, int n) {
     if (d.nterms == 0) {
         snprintf(out, (size_t)n, "0");
         return;
     }
     int k = 0;
     for (int i = 0; i < d.nterms && k < n; i++) k += print_term(d.t[i], i == 0, out + k, n - k);
+}
+
+void dim_print(Dim d, char *out, int n) {
+    if (!d.ceil_den) {
+        print_polynomial(d, out, n);
+        return;
+    }
+    int k = snprintf(out, (size_t)n, "ceil(");
+    if (k >= n) return;
+    print_polynomial(d, out + k, n - k);
+    k += (int)strlen(out + k);
+    snprintf(out + k, (size_t)(n - k), "/%lld)", (long long)d.ceil_den);
 }
 
 /* factor := INT | 'B' | 'T';  term := factor ('*' factor)*;  dim := ['-'] term (('+'|'-') term)* */
@@ -195,7 +245,7 @@ static int parse_term(const char *s, DimTerm *t, Err *err) {
     }
 }
 
-int dim_parse(const char *s, Dim *out, Err *err) {
+static int parse_polynomial(const char *s, Dim *out, Err *err) {
     Dim d = {0};
     int i = 0, neg = 0;
     if (s[i] == '-') {
@@ -215,4 +265,23 @@ int dim_parse(const char *s, Dim *out, Err *err) {
     }
     *out = d;
     return i;
+}
+
+/* "ceil(" polynomial "/" INT ")" */
+static int parse_ceiling(const char *s, Dim *out, Err *err) {
+    Dim p;
+    int i = 5, k = parse_polynomial(s + i, &p, err);
+    if (k < 0) return -1;
+    i += k;
+    if (s[i] != '/' || !isdigit((unsigned char)s[i + 1])) return err_set(err, "expected '/' and a divisor in ceil(...)");
+    int64_t d = 0;
+    for (i++; isdigit((unsigned char)s[i]); i++)
+        if (mul_overflows_i64(d, 10, &d) || add_overflows_i64(d, s[i] - '0', &d))
+            return err_set(err, "dimension literal too large");
+    if (s[i] != ')') return err_set(err, "expected ')' closing ceil(...)");
+    return dim_ceil_div(p, d, out, err) ? -1 : i + 1;
+}
+
+int dim_parse(const char *s, Dim *out, Err *err) {
+    return strncmp(s, "ceil(", 5) == 0 ? parse_ceiling(s, out, err) : parse_polynomial(s, out, err);
 }

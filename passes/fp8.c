@@ -54,11 +54,42 @@ static int wants_pow2(const Graph *g, const Fp8Options *opt, ValueId x, const ch
     return opt->pow2_scales && (ends_with(weight, "o_proj.weight") || is_swiglu_product(g, x));
 }
 
+/* A weight's gradient output, "grad.<name>", when v is one (autodiff_graph). */
+static const char *grad_output_name(const Graph *g, ValueId v) {
+    for (size_t i = 0; i < g->outputs.len; i++)
+        if (g->outputs.data[i].value == v && strncmp(g->outputs.data[i].name, "grad.", 5) == 0)
+            return g->outputs.data[i].name + 5;
+    return NULL;
+}
+
+static int quantized_name(const char *name) {
+    for (size_t i = 0; i < sizeof high_precision_weights / sizeof high_precision_weights[0]; i++)
+        if (ends_with(name, high_precision_weights[i])) return 0;
+    return 1;
+}
+
+/* A linear_wgrad whose result is the gradient of a weight the recipe quantizes. */
+static int is_fp8_wgrad(const Graph *g, const Node *n) {
+    const char *name;
+    return n->op == OP_LINEAR_WGRAD && (name = grad_output_name(g, n->out[0])) && quantized_name(name);
+}
+
+/* The param behind w = transpose(param) (Dgrad's weight operand), else -1. */
+static ValueId transposed_weight(const Graph *g, ValueId w) {
+    const Node *p = producer(g, w);
+    return p->op == OP_TRANSPOSE ? p->in[0] : -1;
+}
+
 typedef struct Rebuild {
     const Graph *old;
     Graph *g;
     ValueId *map; /* old value -> new value */
     const Fp8Options *opt;
+    /* Per old value x that a Wgrad reads: 1 if it is wanted in 128x1 tiles; then
+     * saved[x] holds what forward made of it (quantized q, scales for Linear;
+     * the dequantized round trip and -1 for experts), else -1. */
+    char *wants_128x1;
+    ValueId (*saved)[2];
 } Rebuild;
 
 static ValueId quantize(Rebuild *r, ValueId x, const char *tile, int pow2, ValueId q[2], Err *err) {
@@ -74,9 +105,22 @@ static int fp8_round_trip(Rebuild *r, ValueId x, const char *tile, int pow2, Val
     return ir_emit(r->g, OP_DEQUANTIZE, q, 2, a, 2, out, err) < 0 ? -1 : 0;
 }
 
+/* FP8 storage of the activation Linear backward keeps: the Wgrad's 128x1 copy
+ * of x, quantized here in forward from the high-precision x (never from the
+ * 1x128 copy), so the high-precision x need not live until backward. */
+static int save_for_wgrad(Rebuild *r, ValueId old_x, int pow2, Err *err) {
+    if (!r->wants_128x1[old_x] || r->saved[old_x][0] >= 0) return 0;
+    return quantize(r, r->map[old_x], "128x1", pow2, r->saved[old_x], err) < 0 ? -1 : 0;
+}
+
+/* y = x @ w^T as an FP8 GEMM: forward (w a param) and Dgrad (x the output
+ * gradient, w = transpose(param), quantized afresh in 128x128 blocks: a block's
+ * amax is the same either way, so this is the forward's quantized weight transposed). */
 static int rewrite_linear(Rebuild *r, const Node *n, const char *weight, Err *err) {
     ValueId x = r->map[n->in[0]], w = r->map[n->in[1]], qx[2], qw[2], y;
-    int pow2 = wants_pow2(r->old, r->opt, n->in[0], weight);
+    int backward = (n->flags & NODE_BACKWARD) != 0;
+    int pow2 = !backward && wants_pow2(r->old, r->opt, n->in[0], weight);
+    if (!backward && save_for_wgrad(r, n->in[0], pow2, err)) return -1;
     if (quantize(r, x, "1x128", pow2, qx, err) < 0 || quantize(r, w, "128x128", 0, qw, err) < 0) return -1;
     ValueId in[4] = {qx[0], qx[1], qw[0], qw[1]};
     Attr out = attr_dtype("out", ir_type(r->old, n->out[0])->dtype);
@@ -85,9 +129,39 @@ static int rewrite_linear(Rebuild *r, const Node *n, const char *weight, Err *er
     return 0;
 }
 
+/* dw = linear_wgrad(g, x) as the Wgrad FP8 GEMM: g quantized 128x1 here, x's
+ * 128x1 copy from forward. */
+static int rewrite_wgrad(Rebuild *r, const Node *n, Err *err) {
+    ValueId qg[2], y;
+    if (quantize(r, r->map[n->in[0]], "128x1", 0, qg, err) < 0) return -1;
+    ValueId in[4] = {qg[0], qg[1], r->saved[n->in[1]][0], r->saved[n->in[1]][1]};
+    Attr a[2] = {attr_dtype("out", ir_type(r->old, n->out[0])->dtype), attr_int("wgrad", 1)};
+    if (ir_emit(r->g, OP_FP8_MATMUL, in, 4, a, 2, &y, err) < 0) return -1;
+    r->map[n->out[0]] = y;
+    return 0;
+}
+
+/* Experts' Wgrad, grouped_linear_wgrad(g, counts, x): both operands carry their
+ * 128x1 FP8 values (x's round trip made in forward). */
+static int rewrite_grouped_wgrad(Rebuild *r, const Node *n, Err *err) {
+    ValueId in[3] = {0, r->map[n->in[1]], r->saved[n->in[2]][0]}, y;
+    if (fp8_round_trip(r, r->map[n->in[0]], "128x1", 0, &in[0], err)) return -1;
+    if (ir_emit(r->g, OP_GROUPED_LINEAR_WGRAD, in, 3, NULL, 0, &y, err) < 0) return -1;
+    r->map[n->out[0]] = y;
+    return 0;
+}
+
+static int save_grouped_for_wgrad(Rebuild *r, ValueId old_x, int pow2, Err *err) {
+    if (!r->wants_128x1[old_x] || r->saved[old_x][0] >= 0) return 0;
+    return fp8_round_trip(r, r->map[old_x], "128x1", pow2, &r->saved[old_x][0], err);
+}
+
+/* Forward (w a stack of params) and Dgrad (w = transpose(stack)). */
 static int rewrite_grouped(Rebuild *r, const Node *n, const char *weight, Err *err) {
     ValueId x, w, in[3], y;
-    int pow2 = wants_pow2(r->old, r->opt, n->in[0], weight);
+    int backward = (n->flags & NODE_BACKWARD) != 0;
+    int pow2 = !backward && wants_pow2(r->old, r->opt, n->in[0], weight);
+    if (!backward && save_grouped_for_wgrad(r, n->in[0], pow2, err)) return -1;
     if (fp8_round_trip(r, r->map[n->in[0]], "1x128", pow2, &x, err) ||
         fp8_round_trip(r, r->map[n->in[2]], "128x128", 0, &w, err))
         return -1;
@@ -131,17 +205,29 @@ static int dispatch_takes_fp8(const Graph *g, const Node *n) {
     return x->rank >= 1 && dim_is_const(x->dims[x->rank - 1]) && x->dtype != DT_E4M3;
 }
 
+/* The weight operand's param (or stack of params): w itself in forward,
+ * transpose(w) in Dgrad. */
+static ValueId weight_source(const Graph *g, const Node *n, ValueId w) {
+    ValueId t = transposed_weight(g, w);
+    return (n->flags & NODE_BACKWARD) && t >= 0 ? t : w;
+}
+
 static int rebuild_node(Rebuild *r, const Node *n, Err *err) {
     const char *weight;
+    ValueId w;
     r->g->cur_scope = graph_intern(r->g, n->scope);
     r->g->cur_chunk = n->chunk;
     r->g->cur_flags = n->flags;
-    if (n->op == OP_LINEAR && (weight = fp8_weight_name(r->old, n->in[1])) &&
-        producer(r->old, n->in[1])->op == OP_PARAM)
+    if (n->op == OP_LINEAR && (w = weight_source(r->old, n, n->in[1])) >= 0 &&
+        (weight = fp8_weight_name(r->old, w)) && producer(r->old, w)->op == OP_PARAM)
         return rewrite_linear(r, n, weight, err);
-    if (n->op == OP_GROUPED_LINEAR && stack_of_params(r->old, n->in[2]) && (weight = fp8_weight_name(r->old, n->in[2])))
+    if (n->op == OP_GROUPED_LINEAR && (w = weight_source(r->old, n, n->in[2])) >= 0 && stack_of_params(r->old, w) &&
+        (weight = fp8_weight_name(r->old, w)))
         return rewrite_grouped(r, n, weight, err);
-    if (n->op == OP_MOE_DISPATCH && r->opt->fp8_dispatch && dispatch_takes_fp8(r->old, n))
+    if (n->op == OP_LINEAR_WGRAD && r->saved[n->in[1]][0] >= 0 && is_fp8_wgrad(r->old, n))
+        return rewrite_wgrad(r, n, err);
+    if (n->op == OP_GROUPED_LINEAR_WGRAD && r->saved[n->in[2]][0] >= 0) return rewrite_grouped_wgrad(r, n, err);
+    if (n->op == OP_MOE_DISPATCH && !(n->flags & NODE_BACKWARD) && r->opt->fp8_dispatch && dispatch_takes_fp8(r->old, n))
         return rewrite_dispatch(r, n, err);
     return copy_node(r, n, err);
 }
@@ -152,8 +238,25 @@ static void swap_graphs(Graph *a, Graph *b) {
     *b = t;
 }
 
+/* Which forward activations a Wgrad will read in 128x1 tiles: the x of every
+ * FP8 linear_wgrad and of every expert grouped_linear_wgrad whose weights are
+ * quantized (their forward grouped_linear is rewritten, so saved[x] gets set). */
+static void find_wgrad_operands(Rebuild *r) {
+    size_t nv = r->old->values.len ? r->old->values.len : 1;
+    r->wants_128x1 = xcalloc(nv, 1);
+    r->saved = xmalloc(sizeof *r->saved * nv);
+    for (size_t v = 0; v < nv; v++) r->saved[v][0] = r->saved[v][1] = -1;
+    for (size_t i = 0; i < r->old->nodes.len; i++) {
+        const Node *n = &r->old->nodes.data[i];
+        if (n->dead) continue;
+        if (is_fp8_wgrad(r->old, n)) r->wants_128x1[n->in[1]] = 1;
+        if (n->op == OP_GROUPED_LINEAR_WGRAD) r->wants_128x1[n->in[2]] = 1;
+    }
+}
+
 int fp8_graph(Graph *g, const Fp8Options *opt, Err *err) {
-    Rebuild r = {g, graph_new(), xmalloc(sizeof(ValueId) * (g->values.len ? g->values.len : 1)), opt};
+    Rebuild r = {g, graph_new(), xmalloc(sizeof(ValueId) * (g->values.len ? g->values.len : 1)), opt, NULL, NULL};
+    find_wgrad_operands(&r);
     int rc = 0;
     for (size_t i = 0; i < g->nodes.len && !rc; i++)
         if (!g->nodes.data[i].dead) rc = rebuild_node(&r, &g->nodes.data[i], err);
@@ -167,6 +270,8 @@ int fp8_graph(Graph *g, const Fp8Options *opt, Err *err) {
     }
     graph_free(r.g);
     free(r.map);
+    free(r.wants_128x1);
+    free(r.saved);
     return rc ? err_wrap(err, "fp8: ") : 0;
 }
 

@@ -5,7 +5,9 @@
  * promotion every 128 of K. Expert (grouped) linears get the same quantization
  * of both operands, written as quantize + dequantize in front of grouped_linear
  * (the op table has no grouped FP8 GEMM; a backend fuses the pair). Norms,
- * attention core, gate and heads are untouched. */
+ * attention core, gate and heads are untouched. After autodiff the same linears
+ * run Dgrad as FP8 GEMMs (g 1x128, w^T 128x128) and Wgrad as fp8_matmul wgrad=1
+ * (g and x in 128x1 tiles, x quantized in forward); docs/ops.md "FP8". */
 #ifndef V3C_PASSES_FP8_H
 #define V3C_PASSES_FP8_H
 

@@ -171,7 +171,7 @@ static int convert_all(const Checkpoint *c, Target to, TensorSet *out, Err *err)
 }
 
 int cmd_convert(const Options *o, Err *err) {
-    Target to;
+    Target to = TO_F32; /* set by parse_target before use; -O3 cannot see through the error return */
     if (!o->checkpoint || !o->output) return err_set(err, "'v3c convert' needs --checkpoint IN, --output OUT and --to");
     if (parse_target(o->to, &to, err)) return -1;
     struct stat sb;

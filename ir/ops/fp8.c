@@ -1,6 +1,9 @@
 /* FP8 (DeepSeek-V3's recipe, docs/ops.md "FP8"): quantize to E4M3 with one fp32
- * scale per tile, dequantize, and the blockwise-scaled FP8 GEMM. */
+ * scale per tile, dequantize, and the blockwise-scaled FP8 GEMMs (forward/Dgrad
+ * form and the Wgrad form that contracts over tokens). Float tensors hold `real`
+ * (ops_internal.h); scales are f32 tensors, so they hold `real` too. */
 #include <stdio.h>
+#include <stdlib.h>
 
 #include "../../base/fp8.h"
 #include "ops_internal.h"
@@ -13,18 +16,22 @@ enum { FP8_BLOCK = 128 };
 
 const AttrSpec fp8_quantize_attrs[] = {{"tile", ATTR_STR, 1}, {"pow2", ATTR_INT, 0}, {0}};
 const AttrSpec fp8_dequantize_attrs[] = {{"tile", ATTR_STR, 1}, {"to", ATTR_DTYPE, 0}, {0}};
-const AttrSpec fp8_matmul_attrs[] = {{"out", ATTR_DTYPE, 0}, {0}};
+const AttrSpec fp8_matmul_attrs[] = {{"out", ATTR_DTYPE, 0}, {"wgrad", ATTR_INT, 0}, {0}};
 
 /* Tile height (rows, the second-to-last axis) and width (the last axis). */
+/* batched: the tiles cover the last two axes and every leading axis is a batch
+ * (stacked expert weights); otherwise every leading axis is flattened into the
+ * token axis, so "128x1" tiles 128 consecutive tokens of B*T, across sequences. */
 typedef struct TileShape {
     const char *name;
     int64_t rows, cols;
+    int batched;
 } TileShape;
 
 static const TileShape tile_shapes[] = {
-    {"1x128", 1, FP8_BLOCK},         /* activations: a token's 128 channels along K */
-    {"128x1", FP8_BLOCK, 1},         /* the wgrad GEMM's activation: 128 tokens of one channel */
-    {"128x128", FP8_BLOCK, FP8_BLOCK}, /* weights */
+    {"1x128", 1, FP8_BLOCK, 0},           /* activations: a token's 128 channels along K */
+    {"128x1", FP8_BLOCK, 1, 0},           /* Wgrad operands: 128 tokens of one channel */
+    {"128x128", FP8_BLOCK, FP8_BLOCK, 1}, /* weights */
 };
 
 static int tile_of(const Node *n, TileShape *out, Err *err) {
@@ -39,28 +46,30 @@ static int tile_of(const Node *n, TileShape *out, Err *err) {
 
 static int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
-/* Replaces a tiled axis by its tile count; symbolic dims have no ceiling
- * division, so a tiled axis must be constant unless the tile is 1 wide. */
-static int tile_axis(const Node *n, const Type *x, int axis, int64_t tile, Dim *out, Err *err) {
-    if (tile == 1) return 0;
-    if (!dim_is_const(out[axis]))
-        return err_set(err, "%s: axis %d of %s is tiled by %lld and must be a constant size", node_op_name(n), axis,
-                       TY(x), (long long)tile);
-    out[axis] = dim_const(ceil_div(dim_const_value(out[axis]), tile));
+/* Replaces a tiled axis by its tile count, ceil(size/tile): exact for symbolic
+ * sizes too (Dim's ceiling form, e.g. ceil(B*T/128)). */
+static int tile_axis(const Node *n, int axis, int64_t tile, Dim *dims, Err *err) {
+    if (dim_ceil_div(dims[axis], tile, &dims[axis], err)) return err_wrap(err, "%s: axis %d: ", node_op_name(n), axis);
     return 0;
 }
 
 /* The f32 scales' type for x quantized in tiles: x's shape, each tiled axis
- * replaced by its tile count (1x128: [...,ceil(K/128)]; 128x1: [...,ceil(M/128),K];
- * 128x128: [...,ceil(N/128),ceil(K/128)]). */
+ * replaced by its tile count (1x128: [...,ceil(K/128)]; 128x128:
+ * [...,ceil(N/128),ceil(K/128)]; 128x1, tokens M = the product of the leading
+ * axes: [ceil(M/128),K]). */
 static int scales_type(const Node *n, const Type *x, const TileShape *tile, Type *out, Err *err) {
     int need = tile->rows > 1 ? 2 : 1;
     if (x->rank < need)
         return err_set(err, "%s: %s tiles need rank >= %d, got %s", node_op_name(n), tile->name, need, TY(x));
     *out = *x;
     out->dtype = DT_F32;
-    if (tile_axis(n, x, x->rank - 1, tile->cols, out->dims, err)) return -1;
-    return tile->rows > 1 ? tile_axis(n, x, x->rank - 2, tile->rows, out->dims, err) : 0;
+    if (tile->rows > 1 && !tile->batched) {
+        out->rank = 2;
+        out->dims[1] = x->dims[x->rank - 1];
+        if (dims_product(x->dims, 0, x->rank - 1, &out->dims[0], err)) return -1;
+    }
+    if (tile_axis(n, out->rank - 1, tile->cols, out->dims, err)) return -1;
+    return tile->rows > 1 ? tile_axis(n, out->rank - 2, tile->rows, out->dims, err) : 0;
 }
 
 static int require_e4m3(const Node *n, const char *what, const Type *t, Err *err) {
@@ -88,7 +97,7 @@ typedef struct TiledView {
 
 static TiledView tiled_view(const Tensor *x, const TileShape *tile) {
     TiledView v = {.cols = x->shape[x->rank - 1], .tile_rows = tile->rows, .tile_cols = tile->cols};
-    if (tile->rows > 1) {
+    if (tile->batched) {
         v.rows = x->shape[x->rank - 2];
         v.batch = shape_product(x, 0, x->rank - 2);
     } else {
@@ -141,22 +150,22 @@ static float tile_scale(float amax, int pow2) {
     return ldexpf(1.0f, frac == 0.5f ? e - 1 : e);
 }
 
-static int quantize_tile(const TiledView *v, const TileBox *b, const float *x, uint8_t *q, float *scale, int pow2,
+static int quantize_tile(const TiledView *v, const TileBox *b, const real *x, uint8_t *q, real *scale, int pow2,
                          Err *err) {
-    float amax = 0;
+    real amax = 0;
     for (int64_t r = b->r0; r < b->r1; r++)
         for (int64_t c = b->c0; c < b->c1; c++) {
             int64_t i = b->base + r * v->cols + c;
             if (!isfinite(x[i]))
                 return err_set(err, "quantize: element %lld is %s; FP8 quantization needs finite values",
                                (long long)i, isnan(x[i]) ? "NaN" : "infinite");
-            amax = fmaxf(amax, fabsf(x[i]));
+            amax = fmax(amax, fabs(x[i]));
         }
-    *scale = tile_scale(amax, pow2);
+    *scale = tile_scale((float)amax, pow2);
     for (int64_t r = b->r0; r < b->r1; r++)
         for (int64_t c = b->c0; c < b->c1; c++) {
             int64_t i = b->base + r * v->cols + c;
-            q[i] = fp8_from_float(FP8_E4M3, x[i] / *scale); /* true division, as the recipe says */
+            q[i] = fp8_from_float(FP8_E4M3, (float)(x[i] / *scale)); /* true division, as the recipe says */
         }
     return 0;
 }
@@ -167,8 +176,8 @@ int quantize_interp(const Tensor *const *in, int nin, const Node *n, Tensor *con
     if (tile_of(n, &tile, err)) return -1;
     TiledView v = tiled_view(in[0], &tile);
     int pow2 = (int)node_int(n, "pow2", 0);
-    const float *x = tensor_f32(in[0]);
-    float *scales = tensor_f32(out[1]);
+    const real *x = tensor_real(in[0]);
+    real *scales = tensor_real(out[1]);
     for (int64_t t = 0; t < out[1]->numel; t++) {
         TileBox b = tile_box(&v, t);
         if (quantize_tile(&v, &b, x, out[0]->data, &scales[t], pow2, err)) return -1;
@@ -197,8 +206,8 @@ int dequantize_interp(const Tensor *const *in, int nin, const Node *n, Tensor *c
     if (tile_of(n, &tile, err)) return -1;
     TiledView v = tiled_view(in[0], &tile);
     const uint8_t *q = in[0]->data;
-    const float *scales = tensor_f32(in[1]);
-    float *y = tensor_f32(out[0]);
+    const real *scales = tensor_real(in[1]);
+    real *y = tensor_real(out[0]);
     for (int64_t t = 0; t < in[1]->numel; t++) {
         TileBox b = tile_box(&v, t);
         for (int64_t r = b.r0; r < b.r1; r++)
@@ -211,17 +220,24 @@ int dequantize_interp(const Tensor *const *in, int nin, const Node *n, Tensor *c
     return 0;
 }
 
-/* ---- fp8_matmul ---- */
+/* ---- fp8_matmul ----
+ * wgrad=0 (forward, Dgrad): y[...,N] = qa[...,K] (1x128) @ qb[N,K]^T (128x128).
+ * wgrad=1 (Wgrad): y[N,K] = qa[...,N]^T @ qb[...,K] summed over the M tokens of
+ * the leading axes, both operands in 128x1 tiles: linear_wgrad on FP8 operands,
+ * the GEMM's inner dimension being the tokens. */
 static const TileShape *act_tile(void) { return &tile_shapes[0]; }
+static const TileShape *token_tile(void) { return &tile_shapes[1]; }
 static const TileShape *weight_tile(void) { return &tile_shapes[2]; }
 
-int fp8_matmul_infer(const Type *in, int nin, const Node *n, Type *out, Err *err) {
-    (void)nin;
+static int wgrad_form(const Node *n, int *out, Err *err) {
+    int64_t w = node_int(n, "wgrad", 0);
+    if (w != 0 && w != 1) return err_set(err, "fp8_matmul: wgrad=%lld must be 0 or 1", (long long)w);
+    *out = (int)w;
+    return 0;
+}
+
+static int infer_nt(const Node *n, const Type *in, Type *out, Err *err) {
     const Type *qa = &in[0], *qb = &in[2];
-    const Attr *a = node_attr(n, "out");
-    DType to = a ? a->dtype : DT_F32;
-    if (to != DT_F32 && to != DT_BF16) return err_set(err, "fp8_matmul: out=%s must be f32 or bf16", dtype_name(to));
-    if (require_e4m3(n, "qa", qa, err) || require_e4m3(n, "qb", qb, err)) return -1;
     if (qa->rank < 1 || qb->rank != 2)
         return err_set(err, "fp8_matmul: qa %s must have rank >= 1 and qb %s rank 2", TY(qa), TY(qb));
     if (!dim_equal(qa->dims[qa->rank - 1], qb->dims[1]))
@@ -229,16 +245,42 @@ int fp8_matmul_infer(const Type *in, int nin, const Node *n, Type *out, Err *err
     if (check_scales(n, "sa", qa, &in[1], act_tile(), err) || check_scales(n, "sb", qb, &in[3], weight_tile(), err))
         return -1;
     *out = *qa;
-    out->dtype = to;
     out->dims[qa->rank - 1] = qb->dims[0];
+    return 0;
+}
+
+static int infer_wgrad(const Node *n, const Type *in, Type *out, Err *err) {
+    const Type *qa = &in[0], *qb = &in[2];
+    if (qa->rank < 2 || qa->rank != qb->rank || !same_leading(qa, qb))
+        return err_set(err, "fp8_matmul: wgrad=1 operands qa %s and qb %s must share their token axes (rank >= 2)",
+                       TY(qa), TY(qb));
+    if (check_scales(n, "sa", qa, &in[1], token_tile(), err) || check_scales(n, "sb", qb, &in[3], token_tile(), err))
+        return -1;
+    *out = *qa;
+    out->rank = 2;
+    out->dims[0] = qa->dims[qa->rank - 1];
+    out->dims[1] = qb->dims[qb->rank - 1];
+    return 0;
+}
+
+int fp8_matmul_infer(const Type *in, int nin, const Node *n, Type *out, Err *err) {
+    (void)nin;
+    const Attr *a = node_attr(n, "out");
+    DType to = a ? a->dtype : DT_F32;
+    int wgrad = 0; /* set by wgrad_form before use; -O3 cannot see through its error return */
+    if (to != DT_F32 && to != DT_BF16) return err_set(err, "fp8_matmul: out=%s must be f32 or bf16", dtype_name(to));
+    if (require_e4m3(n, "qa", &in[0], err) || require_e4m3(n, "qb", &in[2], err) || wgrad_form(n, &wgrad, err))
+        return -1;
+    if ((wgrad ? infer_wgrad : infer_nt)(n, in, out, err)) return -1;
+    out->dtype = to;
     return 0;
 }
 
 typedef struct Fp8MatmulJob {
     const uint8_t *qa, *qb;
-    const float *sa, *sb;
-    float *y;
-    int64_t n, k, k_blocks;
+    const real *sa, *sb;
+    real *y;
+    int64_t m, n, k, blocks; /* blocks of 128 along the contracted axis */
     float decode[256];
 } Fp8MatmulJob;
 
@@ -251,22 +293,50 @@ static double block_dot(const Fp8MatmulJob *j, const uint8_t *a, const uint8_t *
 }
 
 /* Every 128 of K the exact partial sum is scaled by both scales and added into
- * an fp32 accumulator: one fp32 rounding per promotion, as on the GPU's CUDA cores. */
-static float promoted_dot(const Fp8MatmulJob *j, int64_t r, int64_t c) {
+ * the accumulator: one rounding to `real` (fp32) per promotion, as on the GPU's CUDA cores. */
+static real promoted_dot(const Fp8MatmulJob *j, int64_t r, int64_t c) {
     const uint8_t *a = j->qa + r * j->k, *b = j->qb + c * j->k;
-    const float *sa = j->sa + r * j->k_blocks, *sb = j->sb + (c / FP8_BLOCK) * j->k_blocks;
-    float acc = 0;
-    for (int64_t kb = 0; kb < j->k_blocks; kb++) {
+    const real *sa = j->sa + r * j->blocks, *sb = j->sb + (c / FP8_BLOCK) * j->blocks;
+    real acc = 0;
+    for (int64_t kb = 0; kb < j->blocks; kb++) {
         int64_t k0 = kb * FP8_BLOCK, k1 = k0 + FP8_BLOCK < j->k ? k0 + FP8_BLOCK : j->k;
-        acc = (float)((double)acc + block_dot(j, a, b, k0, k1) * sa[kb] * sb[kb]);
+        acc = (real)((double)acc + block_dot(j, a, b, k0, k1) * sa[kb] * sb[kb]);
     }
     return acc;
 }
 
-static void fp8_matmul_rows(void *ctx, int64_t lo, int64_t hi) {
+static void nt_rows(void *ctx, int64_t lo, int64_t hi) {
     const Fp8MatmulJob *j = ctx;
     for (int64_t r = lo; r < hi; r++)
         for (int64_t c = 0; c < j->n; c++) j->y[r * j->n + c] = promoted_dot(j, r, c);
+}
+
+/* Exact partial sums (as in block_dot) over the tokens of block mb for row r of
+ * the output and every column. */
+static void wgrad_block(const Fp8MatmulJob *j, int64_t r, int64_t mb, double *part) {
+    int64_t m0 = mb * FP8_BLOCK, m1 = m0 + FP8_BLOCK < j->m ? m0 + FP8_BLOCK : j->m;
+    memset(part, 0, sizeof(double) * (size_t)j->k);
+    for (int64_t m = m0; m < m1; m++) {
+        double a = j->decode[j->qa[m * j->n + r]];
+        const uint8_t *b = j->qb + m * j->k;
+        for (int64_t c = 0; c < j->k; c++) part[c] += a * j->decode[b[c]];
+    }
+}
+
+/* y[r,:] with a promotion every 128 tokens; the scales are per (token block, channel). */
+static void wgrad_rows(void *ctx, int64_t lo, int64_t hi) {
+    const Fp8MatmulJob *j = ctx;
+    double *part = xmalloc(sizeof(double) * (size_t)(j->k ? j->k : 1));
+    for (int64_t r = lo; r < hi; r++) {
+        real *y = j->y + r * j->k;
+        for (int64_t c = 0; c < j->k; c++) y[c] = 0;
+        for (int64_t mb = 0; mb < j->blocks; mb++) {
+            wgrad_block(j, r, mb, part);
+            for (int64_t c = 0; c < j->k; c++)
+                y[c] = (real)((double)y[c] + part[c] * j->sa[mb * j->n + r] * j->sb[mb * j->k + c]);
+        }
+    }
+    free(part);
 }
 
 /* quantize never emits NaN, but fed operands might: refuse rather than return NaN sums. */
@@ -279,13 +349,19 @@ static int require_no_nan(const char *what, const Tensor *q, Err *err) {
 }
 
 int fp8_matmul_interp(const Tensor *const *in, int nin, const Node *n, Tensor *const *out, Err *err) {
-    (void)nin, (void)n;
-    Fp8MatmulJob j = {in[0]->data, in[2]->data, tensor_f32(in[1]), tensor_f32(in[3]), tensor_f32(out[0]),
-                      in[2]->shape[0], in[2]->shape[1], ceil_div(in[2]->shape[1], FP8_BLOCK), {0}};
-    for (int b = 0; b < 256; b++) j.decode[b] = fp8_to_float(FP8_E4M3, (uint8_t)b);
-    if (require_no_nan("qa", in[0], err) || require_no_nan("qb", in[2], err)) return -1;
-    int64_t rows = shape_product(in[0], 0, in[0]->rank - 1);
-    parallel_for(rows, j.n * j.k, fp8_matmul_rows, &j);
+    (void)nin;
+    const Tensor *a = in[0], *b = in[2];
+    Fp8MatmulJob j = {a->data, b->data, tensor_real(in[1]), tensor_real(in[3]), tensor_real(out[0]), 0, 0, 0, 0, {0}};
+    for (int i = 0; i < 256; i++) j.decode[i] = fp8_to_float(FP8_E4M3, (uint8_t)i);
+    if (require_no_nan("qa", a, err) || require_no_nan("qb", b, err)) return -1;
+    j.m = shape_product(a, 0, a->rank - 1);
+    if (node_int(n, "wgrad", 0)) {
+        j.n = a->shape[a->rank - 1], j.k = b->shape[b->rank - 1], j.blocks = ceil_div(j.m, FP8_BLOCK);
+        parallel_for(j.n, j.m * j.k, wgrad_rows, &j);
+    } else {
+        j.n = b->shape[0], j.k = b->shape[1], j.blocks = ceil_div(j.k, FP8_BLOCK);
+        parallel_for(j.m, j.n * j.k, nt_rows, &j);
+    }
     tensor_round(out[0]);
     return 0;
 }
