@@ -29,4 +29,12 @@ void program_set_limits(Program *p, int64_t max_iterations, int64_t max_nodes);
 /* Runs the program's statements, emitting the graph. */
 Graph *program_lower(Program *p, Err *err);
 
+/* frontend/hyper_list.c: the declared hyperparameters in declaration order, and
+ * all of them as a config.json object text (dotted names nested one level:
+ * "rope_scaling.factor" -> "rope_scaling": {"factor": ...}) that
+ * program_bind_config reads back to the same values. Caller frees the text. */
+int program_hyper_count(const Program *p);
+const char *program_hyper_name(const Program *p, int i); /* NULL when out of range */
+char *program_hypers_json(const Program *p);
+
 #endif

@@ -1,4 +1,5 @@
 /* Backend dispatch: a table from backend name to its runner. */
+#include <stdlib.h>
 #include <string.h>
 
 #include "cpu_backend.h"
@@ -27,6 +28,40 @@ int exec_run(const char *backend, const Graph *g, const TensorSet *feeds, const 
     for (size_t i = 0; i < sizeof backends / sizeof backends[0]; i++)
         if (strcmp(backends[i].name, backend) == 0) return backends[i].run(g, feeds, opt, results, err);
     return err_set(err, "unknown backend '%s' (available: interp, cpu)", backend);
+}
+
+struct Executor {
+    const Graph *g;
+    InterpOptions opt;
+    CpuPlan *plan; /* NULL: the interpreter */
+};
+
+static int known_backend(const char *backend, Err *err) {
+    for (size_t i = 0; i < sizeof backends / sizeof backends[0]; i++)
+        if (strcmp(backends[i].name, backend) == 0) return 0;
+    return err_set(err, "unknown backend '%s' (available: interp, cpu)", backend);
+}
+
+Executor *exec_prepare(const char *backend, const Graph *g, const InterpOptions *opt, Err *err) {
+    if (known_backend(backend, err)) return NULL;
+    Executor *x = xcalloc(1, sizeof *x);
+    x->g = g;
+    x->opt = *opt;
+    if (strcmp(backend, "cpu") == 0 && !(x->plan = cpu_plan_build(g, opt, NULL, err))) {
+        free(x);
+        return NULL;
+    }
+    return x;
+}
+
+int exec_step(Executor *x, const TensorSet *feeds, TensorSet *results, Err *err) {
+    return x->plan ? cpu_plan_run(x->plan, feeds, results, err) : interp_run(x->g, feeds, &x->opt, results, err);
+}
+
+void exec_free(Executor *x) {
+    if (!x) return;
+    if (x->plan) cpu_plan_free(x->plan);
+    free(x);
 }
 
 int exec_dump_kernels(const Graph *g, const InterpOptions *opt, const char *dir, Err *err) {

@@ -10,6 +10,13 @@
 int exec_run(const char *backend, const Graph *g, const TensorSet *feeds, const InterpOptions *opt, TensorSet *results,
              Err *err);
 /* Writes the LLVM IR of every kernel the cpu backend generates for g at opt's B, T into dir. */
+/* A graph prepared once for a backend and run many times (training steps):
+ * the cpu backend compiles its kernels at prepare. */
+typedef struct Executor Executor;
+Executor *exec_prepare(const char *backend, const Graph *g, const InterpOptions *opt, Err *err);
+int exec_step(Executor *x, const TensorSet *feeds, TensorSet *results, Err *err);
+void exec_free(Executor *x);
+
 int exec_dump_kernels(const Graph *g, const InterpOptions *opt, const char *dir, Err *err);
 
 #endif

@@ -7,22 +7,19 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "../passes/autodiff.h"
 #include "../passes/memplan.h"
+#include "../passes/fp8.h"
 #include "../passes/recompute.h"
+#include "../runtime/exec.h"
 #include "../runtime/train.h"
 #include "cli.h"
 
-#if __has_include("../passes/autodiff.h")
-#include "../passes/autodiff.h"
-#define V3C_HAVE_AUTODIFF 1
-#else
-#define V3C_HAVE_AUTODIFF 0
-#endif
 
 /* Defaults chosen so `v3c train models/tiny.v3` takes a few minutes on two cores
  * (docs/training.md has the measurements). */
 static const char *const default_corpus = "data/kjv.txt";
-enum { DEFAULT_STEPS = 300, DEFAULT_BATCH = 8, DEFAULT_SEQ = 64, DEFAULT_WARMUP = 10, DEFAULT_SEED = 1 };
+enum { DEFAULT_STEPS = 300, DEFAULT_BATCH = 4, DEFAULT_SEQ = 64, DEFAULT_WARMUP = 10, DEFAULT_SEED = 1 };
 static const double default_lr = 3e-3, default_gamma = 1e-3;
 
 /* A --flag value that must be a finite number >= 0. */
@@ -44,8 +41,8 @@ static int apply_options(const Options *o, TrainProgress *pr, int64_t *steps, Er
     if (o->batch > 0) pr->batch = o->batch;
     if (o->seq > 0) pr->seq = o->seq;
     if (o->seed >= 0) pr->seed = o->seed;
-    if (o->steps > 0) *steps = o->steps;
-    if (o->warmup > 0) pr->optim.warmup = o->warmup;
+    if (o->steps >= 0) *steps = o->steps;
+    if (o->warmup >= 0) pr->optim.warmup = o->warmup;
     if (o->seq > 0 && o->seq < 2) return err_set(err, "--seq must be at least 2 (one next-token target)");
     OptimConfig *c = &pr->optim;
     if (parse_real("--lr", o->lr, &c->lr, err) || parse_real("--weight-decay", o->weight_decay, &c->weight_decay, err) ||
@@ -80,9 +77,6 @@ static char *hyper_sets(const Options *o, Err *err) {
 }
 
 static int check_train_options(const Options *o, Err *err) {
-    if (o->backend && strcmp(o->backend, "interp") != 0)
-        return err_set(err, "backend '%s' is not available for training in this build (available: interp)", o->backend);
-    if (o->fp8) return err_set(err, "--fp8 training needs the fp8 pass, which this build does not have yet");
     if (o->resume && o->checkpoint)
         return err_set(err, "give --checkpoint (start from weights) or --resume (continue a run), not both");
     if (o->resume && o->config) return err_set(err, "--resume takes the model's config.json from %s; drop --config", o->resume);
@@ -100,28 +94,28 @@ static int build_model(const Options *o, Model *m, Err *err) {
     Options mo = *o;
     mo.sets = sets[0] ? sets : NULL;
     if (o->resume) mo.checkpoint = o->resume;
+    mo.fp8 = 0; /* FP8 rewrites the backward GEMMs too: prepare_graph applies it after autodiff */
     int rc = model_build(&mo, m, err);
     if (rc && o->resume) err_wrap(err, "--resume %s: ", o->resume);
     free(sets);
     return rc;
 }
 
-static int has_output(const Graph *g, const char *name) {
-    for (size_t i = 0; i < g->outputs.len; i++)
-        if (strcmp(g->outputs.data[i].name, name) == 0) return 1;
-    return 0;
-}
+static int has_output(const Graph *g, const char *name) { return ir_find_output(g, name) >= 0; }
 
 /* Appends the backward graph of the objective and, with --recompute, re-emits
- * the marked activations in backward instead of storing them. */
+ * the marked activations in backward instead of storing them; then drops what
+ * nothing reads any more. */
 static int prepare_graph(const Options *o, Graph *g, const char **objective, Err *err) {
     *objective = has_output(g, "total_loss") ? "total_loss" : "loss";
     if (!has_output(g, *objective)) return err_set(err, "%s has no 'loss' output to train on", o->model);
-#if V3C_HAVE_AUTODIFF
     if (autodiff_graph(g, *objective, err)) return -1;
-#endif
+    Fp8Options f8 = fp8_default_options();
+    if (o->fp8 && fp8_graph(g, &f8, err)) return -1;
     if (o->recompute && recompute_graph(g, NULL, err)) return -1;
-    return 0;
+    /* Not cse: it would merge recompute's clones back into the stored values. */
+    PipelineOptions sweep = {.passes = "dce,verify", .log = stderr};
+    return run_pipeline(g, &sweep, err);
 }
 
 /* Everything one training run holds, released together. */
@@ -211,9 +205,12 @@ int cmd_train(const Options *o, Err *err) {
         c.progress = stderr;
         c.progress_bar = isatty(STDERR_FILENO);
         c.report_every = steps >= 20 ? steps / 20 : 1;
+        InterpOptions io = {.batch = r.pr.batch, .seq = r.pr.seq};
+        c.exec = exec_prepare(o->backend ? o->backend : "interp", c.graph, &io, err);
         TrainSummary sum;
-        rc = train_run(&c, &r.weights, &r.opt, &r.pr, &sum, err);
+        rc = c.exec ? train_run(&c, &r.weights, &r.opt, &r.pr, &sum, err) : -1;
         if (rc == 0) print_summary(&sum, &r.pr);
+        exec_free(c.exec);
     }
     run_free(&r);
     return rc;

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The main job: build v3c, compile the bundled small model, show its IR summary and
-# parameter counts, and measure its loss on the bundled corpus.
+# The main job: build v3c, show the bundled small model's IR summary and parameter
+# counts, then train it on the bundled corpus (CPU backend: LLVM-generated kernels
+# and OpenBLAS GEMMs) with a progress line and a loss summary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tools/deps.sh
@@ -8,5 +9,9 @@ cmake -S . -B build/release -G Ninja -DCMAKE_BUILD_TYPE=Release -DV3C_TESTS=OFF 
 ninja -C build/release v3c >/dev/null
 echo "== v3c stats models/tiny.v3"
 build/release/v3c stats models/tiny.v3
-echo "== v3c eval models/tiny.v3 (forward on data/kjv.txt)"
-build/release/v3c eval models/tiny.v3 --data data/kjv.txt --batch 4 --seq 64 "$@"
+echo "== v3c eval models/tiny.v3 (untrained: IR summary and loss on data/kjv.txt)"
+build/release/v3c eval models/tiny.v3 --data data/kjv.txt --backend cpu
+echo "== v3c train models/tiny.v3 --steps 300 (log: build/train.jsonl, checkpoint: build/tiny-trained)"
+rm -rf build/tiny-trained
+build/release/v3c train models/tiny.v3 --data data/kjv.txt --steps 300 --backend cpu \
+  --log build/train.jsonl --save build/tiny-trained "$@"

@@ -94,7 +94,7 @@ static const OptSpec *find_option(const char *arg) {
 int parse_options(int argc, char **argv, const char *command, Options *o, Err *err) {
     memset(o, 0, sizeof *o);
     o->command = command;
-    o->batch = o->seq = o->seed = -1;
+    o->batch = o->seq = o->seed = o->steps = o->warmup = o->save_every = -1;
     for (int i = 0; i < argc; i++) {
         const char *arg = argv[i];
         if (arg[0] != '-' || arg[1] == 0) {
