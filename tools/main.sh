@@ -5,13 +5,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tools/deps.sh
-cmake -S . -B build/release -G Ninja -DCMAKE_BUILD_TYPE=Release -DV3C_TESTS=OFF >/dev/null
-ninja -C build/release v3c >/dev/null
+cmake -S . -B build/main -G Ninja -DCMAKE_BUILD_TYPE=Release -DV3C_TESTS=OFF >/dev/null
+ninja -C build/main v3c >/dev/null
 echo "== v3c stats models/tiny.v3"
-build/release/v3c stats models/tiny.v3
+build/main/v3c stats models/tiny.v3
 echo "== v3c eval models/tiny.v3 (untrained: IR summary and loss on data/kjv.txt)"
-build/release/v3c eval models/tiny.v3 --data data/kjv.txt --backend cpu
+build/main/v3c eval models/tiny.v3 --data data/kjv.txt --backend cpu
 echo "== v3c train models/tiny.v3 --steps 300 (log: build/train.jsonl, checkpoint: build/tiny-trained)"
 rm -rf build/tiny-trained
-build/release/v3c train models/tiny.v3 --data data/kjv.txt --steps 300 --backend cpu \
+build/main/v3c train models/tiny.v3 --data data/kjv.txt --steps 300 --backend cpu \
   --log build/train.jsonl --save build/tiny-trained "$@"

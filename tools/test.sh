@@ -8,9 +8,9 @@ jobs=$(nproc)
 # Builds quietly; on failure shows the compiler's output.
 quiet() { local log; log=$(mktemp); "$@" >"$log" 2>&1 || { tail -n 60 "$log"; rm -f "$log"; exit 1; }; rm -f "$log"; }
 echo "== building (ASan+UBSan debug, release)"
-quiet cmake -S . -B build/asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DV3C_SANITIZE=ON
+quiet cmake -S . -B build/asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DV3C_SANITIZE=ON -DV3C_TESTS=ON
 quiet ninja -C build/asan -j "$jobs"
-quiet cmake -S . -B build/release -G Ninja -DCMAKE_BUILD_TYPE=Release
+quiet cmake -S . -B build/release -G Ninja -DCMAKE_BUILD_TYPE=Release -DV3C_TESTS=ON
 quiet ninja -C build/release -j "$jobs"
 echo "== fuzzing (bounded)"
 fuzz/run.sh build/fuzz "${V3C_FUZZ_SECONDS:-20}"
