@@ -46,19 +46,17 @@ static void mark_wanted(Autodiff *a, ValueId target, const unsigned char *depend
 }
 
 static int check_target(const Graph *g, const char *target, ValueId *out, Err *err) {
-    for (size_t i = 0; i < g->outputs.len; i++) {
-        if (strcmp(g->outputs.data[i].name, target) != 0) continue;
-        const Type *t = ir_type(g, g->outputs.data[i].value);
-        int scalar = t->rank == 0 || (t->rank == 1 && dim_is_const(t->dims[0]) && dim_const_value(t->dims[0]) == 1);
-        if (t->dtype != DT_F32 || !scalar) {
-            char text[256];
-            type_print(t, text, sizeof text);
-            return err_set(err, "autodiff: output '%s' is %s, but the loss must be f32[] or f32[1]", target, text);
-        }
-        *out = g->outputs.data[i].value;
-        return 0;
+    int at = ir_find_output(g, target);
+    if (at < 0) return err_set(err, "autodiff: the graph has no output named '%s'", target);
+    const Type *t = ir_type(g, g->outputs.data[at].value);
+    int scalar = t->rank == 0 || (t->rank == 1 && dim_is_const(t->dims[0]) && dim_const_value(t->dims[0]) == 1);
+    if (t->dtype != DT_F32 || !scalar) {
+        char text[256];
+        type_print(t, text, sizeof text);
+        return err_set(err, "autodiff: output '%s' is %s, but the loss must be f32[] or f32[1]", target, text);
     }
-    return err_set(err, "autodiff: the graph has no output named '%s'", target);
+    *out = g->outputs.data[at].value;
+    return 0;
 }
 
 static int accumulate(Autodiff *a, ValueId v, ValueId gv, Err *err) {
@@ -109,28 +107,16 @@ static int seed(Autodiff *a, ValueId target, Err *err) {
     return accumulate(a, target, e, err);
 }
 
-/* ir_add_output checks each name against every output (quadratic for the
- * full model's ~20k params), so names are checked here through one map. */
 static int add_grad_outputs(Autodiff *a, Err *err) {
-    StrMap taken;
-    strmap_init(&taken);
-    for (size_t i = 0; i < a->g->outputs.len; i++) strmap_put(&taken, a->g->outputs.data[i].name, 1);
     int rc = 0;
     for (size_t i = 0; rc == 0 && i < a->nodes; i++) {
         const Node *n = &a->g->nodes.data[i];
         if (n->op != OP_PARAM || !a->wanted[n->out[0]]) continue;
         char *name = xsprintf("grad.%s", node_str(n, "name", "?"));
-        int64_t dummy;
         if (a->grad[n->out[0]] < 0) rc = err_internal(err, "autodiff: param %s got no gradient", name + 5);
-        else if (strmap_get(&taken, name, &dummy)) rc = err_set(err, "autodiff: the graph already has an output '%s'", name);
-        else {
-            GraphOutput o = {graph_intern(a->g, name), a->grad[n->out[0]]};
-            strmap_put(&taken, name, 1);
-            VEC_PUSH(a->g->outputs, o);
-        }
+        else if (ir_add_output(a->g, name, a->grad[n->out[0]], err)) rc = err_wrap(err, "autodiff: ");
         free(name);
     }
-    strmap_free(&taken);
     return rc;
 }
 
@@ -225,7 +211,5 @@ int autodiff_graph(Graph *g, const char *target, Err *err) {
 /* The registry pass: the training loss when the graph has one, else `loss`. */
 int pass_autodiff(Graph *g, PassContext *ctx, Err *err) {
     (void)ctx;
-    for (size_t i = 0; i < g->outputs.len; i++)
-        if (strcmp(g->outputs.data[i].name, "total_loss") == 0) return autodiff_graph(g, "total_loss", err);
-    return autodiff_graph(g, "loss", err);
+    return autodiff_graph(g, ir_find_output(g, "total_loss") >= 0 ? "total_loss" : "loss", err);
 }

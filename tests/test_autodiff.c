@@ -17,8 +17,6 @@
 
 static const char *golden_dir = "../shared/golden/tiny";
 
-static int starts_with(const char *s, const char *p) { return strncmp(s, p, strlen(p)) == 0; }
-
 /* The model lowered for a checkpoint's config, differentiated for `target`. */
 static Graph *build_graph(const Checkpoint *ck, const char *target) {
     Err e = {0};
@@ -31,23 +29,6 @@ static Graph *build_graph(const Checkpoint *ck, const char *target) {
     ck_assert_msg(autodiff_graph(g, target, &e) == 0, "%s", e.msg);
     ck_assert_msg(ir_verify(g, &e) == 0, "%s", e.msg);
     return g;
-}
-
-static int has_output(const Graph *g, const char *name) {
-    for (size_t i = 0; i < g->outputs.len; i++)
-        if (strcmp(g->outputs.data[i].name, name) == 0) return 1;
-    return 0;
-}
-
-/* |got - want| / |want| in double. */
-static double rel_l2(const Tensor *got, const Tensor *want) {
-    double num = 0, den = 0;
-    for (int64_t i = 0; i < want->numel; i++) {
-        double w = tensor_f32(want)[i], d = (double)tensor_f32(got)[i] - w;
-        num += d * d;
-        den += w * w;
-    }
-    return den > 0 ? sqrt(num / den) : sqrt(num);
 }
 
 /* Runs the differentiated model on the reference input and compares every
@@ -154,13 +135,13 @@ START_TEST(test_flags_and_scopes) {
     ck_assert_int_gt(wgrads, 20);
     ck_assert_int_gt(dx_linears, 10);
     ck_assert_int_eq(sdpa_grads, 3); /* the main model's three layers; MTP does not reach `loss` */
-    ck_assert(has_output(g, "grad.model.embed_tokens.weight"));
-    ck_assert(!has_output(g, "grad.model.layers.3.eh_proj.weight"));
+    ck_assert((ir_find_output(g, "grad.model.embed_tokens.weight") >= 0));
+    ck_assert(!(ir_find_output(g, "grad.model.layers.3.eh_proj.weight") >= 0));
     graph_free(g);
     /* total_loss reaches the MTP module too. */
     g = build_graph(ck, "total_loss");
-    ck_assert(has_output(g, "grad.model.layers.3.eh_proj.weight"));
-    ck_assert(!has_output(g, "grad.model.layers.1.mlp.gate.e_score_correction_bias"));
+    ck_assert((ir_find_output(g, "grad.model.layers.3.eh_proj.weight") >= 0));
+    ck_assert(!(ir_find_output(g, "grad.model.layers.1.mlp.gate.e_score_correction_bias") >= 0));
     graph_free(g);
     checkpoint_close(ck);
 }
@@ -178,7 +159,7 @@ START_TEST(test_pass_target_choice) {
     ck_assert_int_eq(ir_add_output(g, "loss", loss, &e), 0);
     PipelineOptions po = {.passes = "autodiff,verify"};
     ck_assert_msg(run_pipeline(g, &po, &e) == 0, "%s", e.msg);
-    ck_assert(has_output(g, "grad.w"));
+    ck_assert((ir_find_output(g, "grad.w") >= 0));
     /* d mean(w*w) / dw = 2w/3: w*w is read twice by nothing, but w twice by mul. */
     TensorSet feeds, out;
     tset_init(&feeds);

@@ -62,18 +62,6 @@ static void feed_all(const Graph *g, const Fill *fills, TensorSet *feeds) {
     }
 }
 
-/* Relative L2 error of got against want, in double. */
-static double rel_l2(const Tensor *got, const Tensor *want) {
-    double num = 0, den = 0;
-    for (int64_t i = 0; i < want->numel; i++) {
-        double w = dtype_is_int(want->dtype) ? (double)((want->dtype == DT_I32) ? ((int32_t *)want->data)[i] : ((int64_t *)want->data)[i]) : tensor_f32(want)[i];
-        double g = dtype_is_int(got->dtype) ? (double)((got->dtype == DT_I32) ? ((int32_t *)got->data)[i] : ((int64_t *)got->data)[i]) : tensor_f32(got)[i];
-        num += (g - w) * (g - w);
-        den += w * w;
-    }
-    return den > 0 ? sqrt(num / den) : sqrt(num);
-}
-
 static void run_both(const Graph *g, const TensorSet *feeds, int threads, TensorSet *cpu, TensorSet *interp) {
     InterpOptions opt = {.batch = BATCH, .seq = SEQ, .threads = threads};
     Err e = {0};

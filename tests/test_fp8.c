@@ -138,16 +138,6 @@ static void assert_same_floats(const Tensor *got, const Tensor *want, const char
                       what, (long long)i, tensor_f32(got)[i], tensor_f32(want)[i]);
 }
 
-static double rel_l2(const Tensor *got, const Tensor *want) {
-    double num = 0, den = 0;
-    for (int64_t i = 0; i < want->numel; i++) {
-        double d = (double)tensor_f32(got)[i] - tensor_f32(want)[i];
-        num += d * d;
-        den += (double)tensor_f32(want)[i] * tensor_f32(want)[i];
-    }
-    return sqrt(num / den);
-}
-
 static const char *const golden_cases[] = {"aligned", "ragged", "deep"};
 
 START_TEST(golden_gemm) {

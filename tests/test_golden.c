@@ -11,19 +11,6 @@
 
 static const char *golden_dir = "../shared/golden/tiny";
 
-/* Relative L2 error of got against want: |got-want| / |want|, in double. */
-static double rel_l2(const Tensor *got, const Tensor *want) {
-    double num = 0, den = 0;
-    const float *g = tensor_f32(got), *w = tensor_f32(want);
-    for (int64_t i = 0; i < want->numel; i++) {
-        double d = (double)g[i] - (double)w[i];
-        num += d * d;
-        den += (double)w[i] * (double)w[i];
-    }
-    return den > 0 ? sqrt(num / den) : sqrt(num);
-}
-
-static int starts_with(const char *s, const char *p) { return strncmp(s, p, strlen(p)) == 0; }
 static int ends_with(const char *s, const char *x) {
     size_t n = strlen(s), k = strlen(x);
     return n >= k && strcmp(s + n - k, x) == 0;

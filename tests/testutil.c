@@ -1,5 +1,6 @@
 #include "testutil.h"
 
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -77,3 +78,22 @@ int run_suite(Suite *s) {
     srunner_free(sr);
     return failed ? EXIT_FAILURE : EXIT_SUCCESS;
 }
+
+double tensor_value(const Tensor *t, int64_t i) {
+    if (t->dtype == DT_I32) return ((const int32_t *)t->data)[i];
+    if (t->dtype == DT_I64) return (double)((const int64_t *)t->data)[i];
+    if (t->dtype == DT_U8) return ((const unsigned char *)t->data)[i];
+    return tensor_f32(t)[i];
+}
+
+double rel_l2(const Tensor *got, const Tensor *want) {
+    double num = 0, den = 0;
+    for (int64_t i = 0; i < want->numel; i++) {
+        double w = tensor_value(want, i), d = tensor_value(got, i) - w;
+        num += d * d;
+        den += w * w;
+    }
+    return den > 0 ? sqrt(num / den) : sqrt(num);
+}
+
+int starts_with(const char *s, const char *prefix) { return strncmp(s, prefix, strlen(prefix)) == 0; }

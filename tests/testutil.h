@@ -4,6 +4,8 @@
 
 #include <check.h>
 
+#include "../ir/ir.h"
+
 /* Runs the v3c binary with a shell-quoted argument string; captures output. */
 typedef struct CmdResult {
     int status; /* exit code, or 128+signal */
@@ -20,6 +22,12 @@ void assert_user_error(const CmdResult *r, const char *needle);
 char *make_temp_dir(void);
 char *path_join(const char *dir, const char *name);
 void write_text(const char *path, const char *text);
+
+/* Element i of a float or integer tensor, as a double. */
+double tensor_value(const Tensor *t, int64_t i);
+/* Relative L2 error |got - want| / |want| in double (absolute when want is 0). */
+double rel_l2(const Tensor *got, const Tensor *want);
+int starts_with(const char *s, const char *prefix);
 
 /* Runs a suite, prints Check's summary, returns the process exit code. */
 int run_suite(Suite *s);
