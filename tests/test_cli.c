@@ -278,6 +278,26 @@ START_TEST(test_bad_input_ids) {
 }
 END_TEST
 
+/* The report's Table 2 bubbles through the command, and its picture. */
+START_TEST(test_schedule_command) {
+    char *dir = make_temp_dir();
+    char *svg = path_join(dir, "dualpipe.svg");
+    CmdResult r = run_v3c("schedule --pp 8 --microbatches 16 --schedule dualpipe --fb 2.5 --svg %s", svg);
+    ck_assert_msg(r.status == 0, "%s", r.err);
+    ck_assert_msg(strstr(r.out, "bubble (largest per-rank idle time) 4.5") && strstr(r.out, "(equal)"), "%s", r.out);
+    cmd_free(&r);
+    Err e = {0};
+    char *text = read_file(svg, NULL, &e);
+    ck_assert_msg(text && strncmp(text, "<svg", 4) == 0 && strstr(text, "</svg>"), "%s", e.msg);
+    free(text);
+    r = run_v3c("schedule --pp 7 --microbatches 14 --schedule dualpipe");
+    assert_user_error(&r, "even");
+    cmd_free(&r);
+    free(svg);
+    free(dir);
+}
+END_TEST
+
 int main(void) {
     Suite *s = suite_create("cli");
     TCase *tc = tcase_create("cli");
@@ -295,6 +315,7 @@ int main(void) {
     tcase_add_test(tc, test_malformed_config);
     tcase_add_test(tc, test_missing_and_misshapen_weight);
     tcase_add_test(tc, test_bad_input_ids);
+    tcase_add_test(tc, test_schedule_command);
     suite_add_tcase(s, tc);
     return run_suite(s);
 }

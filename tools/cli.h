@@ -29,6 +29,9 @@ typedef struct Options {
     const char *to;
     /* compile */
     const char *target, *dump_kernels;
+    /* schedule */
+    int64_t pp, microbatches;
+    const char *schedule, *sched_f, *sched_b, *sched_w, *sched_fb, *svg;
 } Options;
 
 /* Parses argv (after the command name). Unknown or misplaced options are errors. */
@@ -60,5 +63,6 @@ int cmd_run(const Options *o, Err *err);
 int cmd_eval(const Options *o, Err *err);
 int cmd_train(const Options *o, Err *err);   /* tools/cmd_train.c */
 int cmd_convert(const Options *o, Err *err); /* tools/cmd_convert.c */
+int cmd_schedule(const Options *o, Err *err); /* tools/cmd_schedule.c */
 
 #endif

@@ -54,6 +54,14 @@ static const OptSpec options[] = {
     {"--to", OPT_STR, FIELD(to), "convert"},
     {"--target", OPT_STR, FIELD(target), "compile"},
     {"--dump-kernels", OPT_STR, FIELD(dump_kernels), "compile run"},
+    {"--pp", OPT_INT, FIELD(pp), "schedule"},
+    {"--microbatches", OPT_INT, FIELD(microbatches), "schedule"},
+    {"--schedule", OPT_STR, FIELD(schedule), "schedule"},
+    {"--f", OPT_STR, FIELD(sched_f), "schedule"},
+    {"--b", OPT_STR, FIELD(sched_b), "schedule"},
+    {"--w", OPT_STR, FIELD(sched_w), "schedule"},
+    {"--fb", OPT_STR, FIELD(sched_fb), "schedule"},
+    {"--svg", OPT_STR, FIELD(svg), "schedule"},
 };
 
 static int takes(const OptSpec *s, const char *command) {
@@ -112,7 +120,7 @@ int parse_options(int argc, char **argv, const char *command, Options *o, Err *e
         }
         if (set_option(s, value, o, err)) return -1;
     }
-    int needs_model = strcmp(command, "convert") != 0;
+    int needs_model = strcmp(command, "convert") != 0 && strcmp(command, "schedule") != 0;
     if (needs_model && !o->model) return err_set(err, "'v3c %s' needs a model file (see 'v3c help')", command);
     if (!needs_model && o->model) return err_set(err, "'v3c %s' takes no model file, got '%s'", command, o->model);
     return 0;

@@ -25,6 +25,9 @@ static const Command commands[] = {
      "train MODEL.v3 [--checkpoint DIR] [--data FILE] [--steps N] [--log FILE.jsonl] [--save DIR] [--resume DIR]\n"
      "      [--fp8] [--recompute] [--batch B] [--seq T] [--lr X] [--gamma G] [--alpha A] [--mtp-lambda L]"},
     {"convert", cmd_convert, "convert --checkpoint IN --output OUT --to fp8|bf16|f32"},
+    {"schedule", cmd_schedule,
+     "schedule --pp P --microbatches M --schedule 1f1b|zb1p|dualpipe [--f F --b B --w W --fb FB] [--svg FILE]\n"
+     "      per-rank pipeline timeline and bubble (the report's Table 2)"},
     {"eval", cmd_eval,
      "eval  MODEL.v3 [--checkpoint DIR|--seed S] [--data FILE] [--batch B] [--seq T]   loss on text"},
 };
