@@ -67,6 +67,8 @@ START_TEST(test_scalar_expressions) {
     expect_value("none == 0", "false");
     expect_value("len([1, 2] + [3])", "3");
     expect_value("[4, 5, 6][-1]", "6");
+    expect_value("[i * i for i in 0..5][4]", "16");
+    expect_value("len([i for i in 3..3])", "0");
     expect_value("T - 1", "T-1");
     expect_value("B * T * 2", "B*T*2");
     expect_value("T - T + 4", "4");
