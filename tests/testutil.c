@@ -1,5 +1,6 @@
 #include "testutil.h"
 
+#include <dirent.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -97,3 +98,20 @@ double rel_l2(const Tensor *got, const Tensor *want) {
 }
 
 int starts_with(const char *s, const char *prefix) { return strncmp(s, prefix, strlen(prefix)) == 0; }
+
+int for_each_variant(int (*check)(const char *dir), int min_each) {
+    const char *root = "tests/data/variants";
+    DIR *d = opendir(root);
+    ck_assert_msg(d != NULL, "missing %s", root);
+    int variants = 0;
+    struct dirent *ent;
+    while ((ent = readdir(d)) != NULL) {
+        if (ent->d_name[0] == '.') continue;
+        char *dir = path_join(root, ent->d_name);
+        ck_assert_int_ge(check(dir), min_each);
+        free(dir);
+        variants++;
+    }
+    closedir(d);
+    return variants;
+}

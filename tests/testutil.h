@@ -29,6 +29,11 @@ double tensor_value(const Tensor *t, int64_t i);
 double rel_l2(const Tensor *got, const Tensor *want);
 int starts_with(const char *s, const char *prefix);
 
+/* Calls check(dir) for every tests/data/variants/NAME (reference data for configs
+ * the golden does not cover), asserting each compared at least min_each tensors;
+ * returns the number of variants. */
+int for_each_variant(int (*check)(const char *dir), int min_each);
+
 /* Runs a suite, prints Check's summary, returns the process exit code. */
 int run_suite(Suite *s);
 
