@@ -9,6 +9,9 @@ typedef struct CpuKernels CpuKernels;
 /* Compiles n kernels (equal ones share one function) and sets fns[i]. With
  * dump_dir, writes each distinct kernel's optimized LLVM IR to dump_dir/NAME.ll.
  * Fails with a user error on a build configured with -DV3C_LLVM=OFF. */
+/* Whether this build can generate CPU kernels (configured with LLVM). */
+int cpu_kernels_available(void);
+
 CpuKernels *cpu_kernels_compile(const KernelDesc *descs, int n, const char *dump_dir, KernelFn *fns, Err *err);
 void cpu_kernels_free(CpuKernels *c);
 /* How many distinct kernels were compiled. */

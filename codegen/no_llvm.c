@@ -7,6 +7,8 @@ CpuKernels *cpu_kernels_compile(const KernelDesc *descs, int n, const char *dump
     return NULL;
 }
 
+int cpu_kernels_available(void) { return 0; }
+
 void cpu_kernels_free(CpuKernels *c) { (void)c; }
 
 int cpu_kernels_count(const CpuKernels *c) {

@@ -2,6 +2,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../codegen/cpu.h"
 #include "cpu_backend.h"
 #include "exec.h"
 
@@ -29,6 +30,8 @@ int exec_run(const char *backend, const Graph *g, const TensorSet *feeds, const 
         if (strcmp(backends[i].name, backend) == 0) return backends[i].run(g, feeds, opt, results, err);
     return err_set(err, "unknown backend '%s' (available: interp, cpu)", backend);
 }
+
+const char *exec_default_backend(void) { return cpu_kernels_available() ? "cpu" : "interp"; }
 
 struct Executor {
     const Graph *g;

@@ -10,6 +10,10 @@
 int exec_run(const char *backend, const Graph *g, const TensorSet *feeds, const InterpOptions *opt, TensorSet *results,
              Err *err);
 /* Writes the LLVM IR of every kernel the cpu backend generates for g at opt's B, T into dir. */
+/* The backend used when none is named: cpu where this build generates CPU
+ * kernels, else the interpreter. (cuda will come first once it exists.) */
+const char *exec_default_backend(void);
+
 /* A graph prepared once for a backend and run many times (training steps):
  * the cpu backend compiles its kernels at prepare. */
 typedef struct Executor Executor;

@@ -2,6 +2,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "../runtime/exec.h"
 #include "cli.h"
 
 static const char *default_corpus = "data/kjv.txt";
@@ -63,7 +64,7 @@ int cmd_eval(const Options *o, Err *err) {
         if (rc == 0) {
             print_losses(&results);
             printf("forward took %.2f s (cpu time, backend %s)\n", (double)(clock() - start) / CLOCKS_PER_SEC,
-                   o->backend ? o->backend : "interp");
+                   o->backend ? o->backend : exec_default_backend());
         }
     }
     tset_free(&feeds);

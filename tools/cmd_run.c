@@ -39,7 +39,7 @@ int run_forward(const Options *o, const Model *m, TensorSet *feeds, const Tensor
                 Err *err) {
     InterpOptions io = {.batch = ids->shape[0], .seq = ids->shape[1]};
     if (o->dump_kernels && exec_dump_kernels(m->graph, &io, o->dump_kernels, err)) return -1;
-    return exec_run(o->backend ? o->backend : "interp", m->graph, feeds, &io, results, err);
+    return exec_run(o->backend ? o->backend : exec_default_backend(), m->graph, feeds, &io, results, err);
 }
 
 int cmd_run(const Options *o, Err *err) {

@@ -206,7 +206,7 @@ int cmd_train(const Options *o, Err *err) {
         c.progress_bar = isatty(STDERR_FILENO);
         c.report_every = steps >= 20 ? steps / 20 : 1;
         InterpOptions io = {.batch = r.pr.batch, .seq = r.pr.seq};
-        c.exec = exec_prepare(o->backend ? o->backend : "interp", c.graph, &io, err);
+        c.exec = exec_prepare(o->backend ? o->backend : exec_default_backend(), c.graph, &io, err);
         TrainSummary sum;
         rc = c.exec ? train_run(&c, &r.weights, &r.opt, &r.pr, &sum, err) : -1;
         if (rc == 0) print_summary(&sum, &r.pr);
