@@ -1,7 +1,6 @@
 /* The cpu backend's plan and executor. Nodes run in graph order; a fused group
  * runs at its last member, its rows split across threads (each row is computed
  * by exactly one thread in a fixed order, so results do not depend on the split). */
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,6 +9,7 @@
 #include "../codegen/cpu.h"
 #include "../codegen/fuse.h"
 #include "../codegen/kernel.h"
+#include "../base/parallel.h"
 #include "cpu_backend.h"
 
 struct CpuPlan {
@@ -180,34 +180,17 @@ static int run_node(Run *r, const Node *n, Err *err) {
 typedef struct RowJob {
     KernelFn fn;
     float *const *bufs;
-    int64_t lo, hi;
 } RowJob;
 
-static void *run_rows(void *p) {
-    RowJob *j = p;
-    j->fn(j->bufs, j->lo, j->hi);
-    return NULL;
+static void run_rows(void *ctx, int64_t lo, int64_t hi) {
+    const RowJob *j = ctx;
+    j->fn(j->bufs, lo, hi);
 }
 
-enum { MAX_THREADS = 16, MIN_ELEMS_PER_THREAD = 1 << 15 };
-
-/* Splits rows into contiguous ranges, one per thread, when there is enough work to pay for a thread. */
+/* Rows in contiguous ranges, one per thread (at most p->threads), when there is enough work. */
 static void run_split(const CpuPlan *p, KernelFn fn, float *const *bufs, const KernelDesc *k) {
-    int64_t by_work = k->rows * (k->cols ? k->cols : 1) / MIN_ELEMS_PER_THREAD;
-    int64_t n = p->threads < MAX_THREADS ? p->threads : MAX_THREADS;
-    if (n > by_work) n = by_work;
-    if (n > k->rows) n = k->rows;
-    if (n < 1) n = 1;
-    RowJob jobs[MAX_THREADS];
-    pthread_t th[MAX_THREADS];
-    int started[MAX_THREADS] = {0};
-    for (int64_t i = 0; i < n; i++) jobs[i] = (RowJob){fn, bufs, k->rows * i / n, k->rows * (i + 1) / n};
-    for (int64_t i = 1; i < n; i++) started[i] = pthread_create(&th[i], NULL, run_rows, &jobs[i]) == 0;
-    run_rows(&jobs[0]);
-    for (int64_t i = 1; i < n; i++) {
-        if (started[i]) pthread_join(th[i], NULL);
-        else run_rows(&jobs[i]);
-    }
+    RowJob job = {fn, bufs};
+    parallel_for_capped(k->rows, k->cols ? k->cols : 1, p->threads, run_rows, &job);
 }
 
 static int run_group(Run *r, int gid, Err *err) {

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "../../base/numeric.h"
+#include "../../base/parallel.h"
 #include "../ir.h"
 
 /* ---- float storage ----
@@ -61,11 +62,7 @@ int64_t index_at(const Tensor *t, int64_t i);
 void broadcast_strides(const Tensor *x, const Tensor *out, int64_t *strides);
 /* Offset into x of out's element i, given x's broadcast strides. */
 int64_t broadcast_offset(const Tensor *out, const int64_t *strides, int64_t i);
-/* Runs fn(ctx, lo, hi) over [0, n) split in contiguous ranges across cores.
- * `cost` estimates the work per item; small jobs run on the calling thread.
- * Each item is handled by exactly one call, so results do not depend on the split. */
-typedef void (*RangeFn)(void *ctx, int64_t lo, int64_t hi);
-void parallel_for(int64_t n, int64_t cost, RangeFn fn, void *ctx);
+/* parallel_for (base/parallel.h) spreads the heavy loops over the cores. */
 
 /* ---- MoE row bookkeeping (routing.c), shared with the backward ops ---- */
 /* rows[p] = the dispatched row of pair p = token*K + slot; counts[e] per expert. */

@@ -1,9 +1,9 @@
 /* A tiny parallel-for over contiguous ranges: enough to use every core on the
- * interpreter's few heavy loops (linear, grouped_linear, sdpa). */
+ * interpreter's few heavy loops and the cpu backend's fused kernels. */
 #include <pthread.h>
 #include <unistd.h>
 
-#include "ops_internal.h"
+#include "parallel.h"
 
 enum { MAX_THREADS = 16, MIN_WORK_PER_THREAD = 1 << 16 };
 
@@ -19,8 +19,8 @@ static void *run_range(void *p) {
     return NULL;
 }
 
-static int thread_count(int64_t n, int64_t cost) {
-    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+static int thread_count(int64_t n, int64_t cost, int max_threads) {
+    long cores = max_threads > 0 ? max_threads : sysconf(_SC_NPROCESSORS_ONLN);
     int64_t by_work = n * (cost > 0 ? cost : 1) / MIN_WORK_PER_THREAD;
     int64_t k = cores < 1 ? 1 : cores;
     if (k > MAX_THREADS) k = MAX_THREADS;
@@ -29,8 +29,10 @@ static int thread_count(int64_t n, int64_t cost) {
     return k < 1 ? 1 : (int)k;
 }
 
-void parallel_for(int64_t n, int64_t cost, RangeFn fn, void *ctx) {
-    int k = thread_count(n, cost);
+void parallel_for(int64_t n, int64_t cost, RangeFn fn, void *ctx) { parallel_for_capped(n, cost, 0, fn, ctx); }
+
+void parallel_for_capped(int64_t n, int64_t cost, int max_threads, RangeFn fn, void *ctx) {
+    int k = thread_count(n, cost, max_threads);
     Range ranges[MAX_THREADS];
     pthread_t threads[MAX_THREADS];
     int started[MAX_THREADS] = {0};
