@@ -12,20 +12,6 @@
 #include "../ir/verify.h"
 #include "testutil.h"
 
-static char *print_graph(const Graph *g) {
-    Buf b = {0};
-    PrintOptions opt = {0};
-    ir_print(g, &opt, &b);
-    return buf_take(&b);
-}
-
-static Graph *parse_ok(const char *text, const char *what) {
-    Err e = {0};
-    Graph *g = ir_parse(text, what, &e);
-    ck_assert_msg(g != NULL, "parse of %s failed: %s", what, e.msg);
-    return g;
-}
-
 static int ends_with(const char *s, const char *suffix) {
     size_t n = strlen(s), k = strlen(suffix);
     return n >= k && strcmp(s + n - k, suffix) == 0;
@@ -42,9 +28,9 @@ START_TEST(test_golden_files_round_trip) {
         Err e = {0};
         char *text = read_file(path, NULL, &e);
         ck_assert_msg(text != NULL, "%s", e.msg);
-        Graph *g = parse_ok(text, path);
+        Graph *g = parse_ir_ok(text, path);
         ck_assert_msg(ir_verify(g, &e) == 0, "%s: %s", path, e.msg);
-        char *again = print_graph(g);
+        char *again = print_ir(g);
         ck_assert_msg(strcmp(again, text) == 0, "%s does not print back identically:\n%s", path, again);
         free(again);
         graph_free(g);
@@ -104,7 +90,7 @@ static Graph *build_awkward_graph(void) {
 
 START_TEST(test_builder_graph_round_trips) {
     Graph *g = build_awkward_graph();
-    char *first = print_graph(g);
+    char *first = print_ir(g);
     ck_assert_ptr_nonnull(strstr(first, "{axis=-1, end=[B*T*8], start=[B*8]} : f32[B*T*8-B*8]"));
     ck_assert_ptr_nonnull(strstr(first, "{value=1e-06}"));
     ck_assert_ptr_nonnull(strstr(first, "{value=2.5}"));
@@ -114,8 +100,8 @@ START_TEST(test_builder_graph_round_trips) {
     ck_assert_ptr_nonnull(strstr(first, "{name=\"tokens \\\"q\\\"\\nline2\\t\\\\\"}"));
     ck_assert_ptr_nonnull(strstr(first, "@\"layers.3.self_attn\" #attention\n"));
     ck_assert_ptr_nonnull(strstr(first, "{to=bf16} : bf16[B*T*8-B*8]\n"));
-    Graph *back = parse_ok(first, "builder");
-    char *second = print_graph(back);
+    Graph *back = parse_ir_ok(first, "builder");
+    char *second = print_ir(back);
     ck_assert_str_eq(second, first);
     /* -0.0 keeps its sign through the text. */
     ck_assert(signbit(node_float(&back->nodes.data[7], "value", 1.0)));
@@ -132,8 +118,8 @@ START_TEST(test_annotated_text_reads_back_plain) {
     PrintOptions opt = {.annotate = 1, .batch = 2, .seq = 4};
     ir_print(g, &opt, &b);
     ck_assert_ptr_nonnull(strstr(b.data, "   ; flops=48 bytes=388\n")); /* the mul: B*T*8-B*8 = 48 elements */
-    Graph *back = parse_ok(b.data, "annotated");
-    char *plain = print_graph(g), *again = print_graph(back);
+    Graph *back = parse_ir_ok(b.data, "annotated");
+    char *plain = print_ir(g), *again = print_ir(back);
     ck_assert_str_eq(again, plain);
     free(plain);
     free(again);
@@ -146,8 +132,8 @@ END_TEST
 START_TEST(test_values_renumbered_in_definition_order) {
     const char *in = "v3ir 1\n\n; a comment\n%7 = input {name=\"x\"} : f32[4]\n%3 = neg %7 : f32[4]   ; note\n"
                      "output \"y\" = %3\n";
-    Graph *g = parse_ok(in, "t");
-    char *out = print_graph(g);
+    Graph *g = parse_ir_ok(in, "t");
+    char *out = print_ir(g);
     ck_assert_str_eq(out, "v3ir 1\n%0 = input {name=\"x\"} : f32[4]\n%1 = neg %0 : f32[4]\noutput \"y\" = %1\n");
     free(out);
     graph_free(g);
@@ -159,8 +145,8 @@ END_TEST
 START_TEST(test_dims_attribute_with_long_type) {
     const char *in = "v3ir 1\n%0 = input {name=\"x\"} : f32[B,T,8]\n"
                      "%1 = reshape %0 {shape=[B,T,1,1,2,1,2,2]} : f32[B,T,1,1,2,1,2,2]\n";
-    Graph *g = parse_ok(in, "t");
-    char *out = print_graph(g);
+    Graph *g = parse_ir_ok(in, "t");
+    char *out = print_ir(g);
     ck_assert_str_eq(out, in);
     free(out);
     graph_free(g);
@@ -243,7 +229,7 @@ START_TEST(test_dot_is_valid_graphviz) {
     }
     Err e = {0};
     char *text = read_file("tests/data/ir/every_op.v3ir", NULL, &e);
-    Graph *g = parse_ok(text, "every_op");
+    Graph *g = parse_ir_ok(text, "every_op");
     Buf dot = {0};
     ir_print_dot(g, &dot);
     ck_assert_ptr_nonnull(strstr(dot.data, "label=\"layers.0\""));
@@ -266,7 +252,7 @@ START_TEST(test_dot_is_valid_graphviz) {
 END_TEST
 
 static double cost_of(const char *text, size_t node, int64_t b, int64_t t, double *bytes) {
-    Graph *g = parse_ok(text, "cost");
+    Graph *g = parse_ir_ok(text, "cost");
     double flops;
     ck_assert_int_eq(ir_node_cost(g, &g->nodes.data[node], b, t, &flops, bytes), 0);
     graph_free(g);
@@ -294,7 +280,7 @@ START_TEST(test_node_cost) {
     const char *ids = "v3ir 1\n%0 = input {name=\"ids\"} : i64[B,T-1]\n%1 = cast %0 {to=i32} : i32[B,T-1]\n";
     ck_assert_double_eq(cost_of(ids, 1, 3, 5, &bytes), 12);
     ck_assert_double_eq(bytes, 12 * 8 + 12 * 4);
-    Graph *g = parse_ok(ids, "neg");
+    Graph *g = parse_ir_ok(ids, "neg");
     double f;
     ck_assert_int_eq(ir_node_cost(g, &g->nodes.data[1], 1, 0, &f, &bytes), -1); /* T-1 < 0 */
     graph_free(g);
@@ -336,9 +322,9 @@ START_TEST(test_large_graph_is_fast) {
     }
     ck_assert_int_eq(ir_add_output(g, "y", x, &e), 0);
     double t0 = seconds();
-    char *first = print_graph(g);
-    Graph *back = parse_ok(first, "large");
-    char *second = print_graph(back);
+    char *first = print_ir(g);
+    Graph *back = parse_ir_ok(first, "large");
+    char *second = print_ir(back);
     double elapsed = seconds() - t0;
     ck_assert_str_eq(second, first);
     printf("test_large_graph_is_fast: %zu nodes printed, parsed, printed in %.2f s\n", g->nodes.len, elapsed);

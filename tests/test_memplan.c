@@ -10,13 +10,6 @@
 #include "../frontend/frontend.h"
 #include "testutil.h"
 
-static Graph *parse_ok(const char *text) {
-    Err e = {0};
-    Graph *g = ir_parse(text, "t", &e);
-    ck_assert_msg(g != NULL, "%s", e.msg);
-    return g;
-}
-
 static MemPlan plan_ok(const Graph *g, int64_t b, int64_t t) {
     MemPlan p;
     Err e = {0};
@@ -38,7 +31,7 @@ static const char *chain =
     "output \"y\" = %6\n";
 
 START_TEST(test_chain_liveness_and_peak) {
-    Graph *g = parse_ok(chain);
+    Graph *g = parse_ir_ok(chain, "t");
     MemPlan p = plan_ok(g, 1, 1);
     /* last readers: x n1, %1 n6, %2 n3, %3 n4, %4 n6, %5 none (its own node 5), %6 the end (7) */
     int32_t want_last[] = {1, 6, 3, 4, 6, 5, 7};
@@ -89,7 +82,7 @@ static const char *holes =
     "output \"out\" = %8\n";
 
 START_TEST(test_best_fit_reuses_the_tightest_hole) {
-    Graph *g = parse_ok(holes);
+    Graph *g = parse_ir_ok(holes, "t");
     MemPlan p = plan_ok(g, 1, 1);
     int64_t want_off[] = {-1, -1, 0, 1024, 1536, 2560, 3072, 2560, 4608};
     for (int v = 0; v < 9; v++) ck_assert_int_eq(p.offset[v], want_off[v]);
@@ -117,7 +110,7 @@ static const char *dtypes =
     "output \"c\" = %4\n";
 
 START_TEST(test_device_dtype_sizes) {
-    Graph *g = parse_ok(dtypes);
+    Graph *g = parse_ir_ok(dtypes, "t");
     MemPlan p = plan_ok(g, 2, 3);
     int64_t n = 2 * 3 * 128;
     ck_assert_int_eq(p.bytes[1], 2 * n);
@@ -141,12 +134,12 @@ END_TEST
 /* Offsets are MEMPLAN_ALIGN-aligned: the f32[3] values (12 bytes each) sit at
  * 0, 256 and 512; the peak counts the real bytes, 3 * 12 at n3. */
 START_TEST(test_alignment) {
-    Graph *g = parse_ok("v3ir 1\n"
+    Graph *g = parse_ir_ok("v3ir 1\n"
                         "%0 = input {name=\"x\"} : f32[3]\n"
                         "%1 = exp %0 : f32[3]\n"
                         "%2 = neg %0 : f32[3]\n"
                         "%3 = add %1, %2 : f32[3]\n"
-                        "output \"y\" = %3\n");
+                        "output \"y\" = %3\n", "t");
     MemPlan p = plan_ok(g, 1, 1);
     ck_assert_int_eq(p.offset[1], 0);
     ck_assert_int_eq(p.offset[2], MEMPLAN_ALIGN);
@@ -160,10 +153,10 @@ START_TEST(test_alignment) {
 END_TEST
 
 START_TEST(test_errors) {
-    Graph *g = parse_ok("v3ir 1\n"
+    Graph *g = parse_ir_ok("v3ir 1\n"
                         "%0 = input {name=\"x\"} : f32[1099511627776,1099511627776]\n"
                         "%1 = exp %0 : f32[1099511627776,1099511627776]\n"
-                        "output \"y\" = %1\n");
+                        "output \"y\" = %1\n", "t");
     Err e = {0};
     int64_t peak;
     ck_assert_int_eq(memplan_peak(g, 1, 1, &peak, &e), -1);
@@ -222,14 +215,14 @@ END_TEST
  * negated weight (4*8*4 = 128 bytes) and the constant (4) are summed apart.
  * At B=1 the activations are %3 and %5, 16 bytes each, both live at n5. */
 START_TEST(test_weight_derived_values_are_not_activations) {
-    Graph *g = parse_ok("v3ir 1\n"
+    Graph *g = parse_ir_ok("v3ir 1\n"
                         "%0 = input {name=\"x\"} : f32[B,8]\n"
                         "%1 = param {name=\"w\"} : f32[4,8]\n"
                         "%2 = neg %1 : f32[4,8]\n"
                         "%3 = linear %0, %2 : f32[B,4]\n"
                         "%4 = const {value=2.0} : f32[]\n"
                         "%5 = mul %3, %4 : f32[B,4]\n"
-                        "output \"y\" = %5\n");
+                        "output \"y\" = %5\n", "t");
     MemPlan p = plan_ok(g, 1, 1);
     ck_assert_int_eq(p.weight_derived_bytes, 132);
     ck_assert_int_eq(p.bytes[2], 0);

@@ -9,20 +9,6 @@
 #include "../passes/passes.h"
 #include "testutil.h"
 
-static Graph *parse_ok(const char *text) {
-    Err e = {0};
-    Graph *g = ir_parse(text, "t", &e);
-    ck_assert_msg(g != NULL, "%s", e.msg);
-    return g;
-}
-
-static char *print_graph(const Graph *g) {
-    Buf b = {0};
-    PrintOptions opt = {0};
-    ir_print(g, &opt, &b);
-    return buf_take(&b);
-}
-
 static void run_ok(Graph *g, const char *passes) {
     Err e = {0};
     PipelineOptions opt = {.passes = passes, .verify_each = 1};
@@ -30,7 +16,7 @@ static void run_ok(Graph *g, const char *passes) {
 }
 
 static void assert_prints(const Graph *g, const char *want) {
-    char *got = print_graph(g);
+    char *got = print_ir(g);
     ck_assert_str_eq(got, want);
     free(got);
 }
@@ -48,7 +34,7 @@ static const char *branchy =
     "output \"y\" = %7\n";
 
 START_TEST(test_dce_removes_unused_branch_and_sources) {
-    Graph *g = parse_ok(branchy);
+    Graph *g = parse_ir_ok(branchy, "t");
     run_ok(g, "dce");
     assert_prints(g, "v3ir 1\n"
                      "%0 = input {name=\"x\"} : f32[B,8]\n"
@@ -65,7 +51,7 @@ START_TEST(test_dce_removes_unused_branch_and_sources) {
 END_TEST
 
 START_TEST(test_cse_merges_duplicates) {
-    Graph *g = parse_ok("v3ir 1\n"
+    Graph *g = parse_ir_ok("v3ir 1\n"
                         "%0 = input {name=\"x\"} : f32[4]\n"
                         "%1 = exp %0 : f32[4] @\"a\" #attention\n"
                         "%2 = exp %0 : f32[4] @\"b\" #mlp\n"
@@ -80,7 +66,7 @@ START_TEST(test_cse_merges_duplicates) {
                         "%11 = mul %5, %8 : f32[4]\n"
                         "output \"a\" = %9\n"
                         "output \"b\" = %10\n"
-                        "output \"c\" = %11\n");
+                        "output \"c\" = %11\n", "t");
     run_ok(g, "cse");
     /* exp and neg chains merge (scope ignored, the first survives); 0.0 and -0.0 do not. */
     assert_prints(g, "v3ir 1\n"
@@ -111,7 +97,7 @@ START_TEST(test_cse_keeps_different_attributes_and_sources) {
                        "output \"b\" = %3\n"
                        "output \"c\" = %4\n"
                        "output \"d\" = %5\n";
-    Graph *g = parse_ok(text);
+    Graph *g = parse_ir_ok(text, "t");
     run_ok(g, "cse");
     assert_prints(g, text);
     graph_free(g);
@@ -119,7 +105,7 @@ START_TEST(test_cse_keeps_different_attributes_and_sources) {
 END_TEST
 
 START_TEST(test_default_pipeline_runs) {
-    Graph *g = parse_ok(branchy);
+    Graph *g = parse_ir_ok(branchy, "t");
     Err e = {0};
     PipelineOptions opt = {0};
     ck_assert_msg(run_pipeline(g, &opt, &e) == 0, "%s", e.msg);
@@ -130,7 +116,7 @@ START_TEST(test_default_pipeline_runs) {
 END_TEST
 
 START_TEST(test_unknown_pass_lists_known_ones) {
-    Graph *g = parse_ok(branchy);
+    Graph *g = parse_ir_ok(branchy, "t");
     Err e = {0};
     PipelineOptions opt = {.passes = "verify,frobnicate,dce"};
     ck_assert_int_eq(run_pipeline(g, &opt, &e), -1);
@@ -153,7 +139,7 @@ START_TEST(test_unknown_pass_lists_known_ones) {
 END_TEST
 
 START_TEST(test_print_after_writes_numbered_files) {
-    Graph *g = parse_ok(branchy);
+    Graph *g = parse_ir_ok(branchy, "t");
     char *dir = make_temp_dir();
     char *dump = path_join(dir, "dumps"); /* created by the manager */
     Err e = {0};
@@ -164,7 +150,7 @@ START_TEST(test_print_after_writes_numbered_files) {
         char *path = path_join(dump, files[i]);
         char *text = read_file(path, NULL, &e);
         ck_assert_msg(text != NULL, "%s", e.msg);
-        Graph *back = parse_ok(text);
+        Graph *back = parse_ir_ok(text, "t");
         ck_assert_int_eq((int)back->nodes.len, i == 0 ? 8 : 4);
         graph_free(back);
         free(text);
@@ -188,7 +174,7 @@ static char *read_log(FILE *log) {
 }
 
 START_TEST(test_print_after_one_pass_and_timing_go_to_log) {
-    Graph *g = parse_ok(branchy);
+    Graph *g = parse_ir_ok(branchy, "t");
     FILE *log = tmpfile();
     Err e = {0};
     PipelineOptions opt = {.passes = "verify,dce,verify", .print_after = "dce", .time_passes = 1, .log = log};
@@ -204,7 +190,7 @@ START_TEST(test_print_after_one_pass_and_timing_go_to_log) {
     char *end = strstr(after, "; pass timings");
     ck_assert_ptr_nonnull(end);
     char *dump = xstrndup(after, (size_t)(end - after));
-    Graph *back = parse_ok(dump);
+    Graph *back = parse_ir_ok(dump, "t");
     ck_assert_int_eq((int)back->nodes.len, 4);
     graph_free(back);
     free(dump);
@@ -215,7 +201,7 @@ START_TEST(test_print_after_one_pass_and_timing_go_to_log) {
 END_TEST
 
 START_TEST(test_verify_accepts_valid_graphs) {
-    Graph *g = parse_ok(branchy);
+    Graph *g = parse_ir_ok(branchy, "t");
     Err e = {0};
     ck_assert_msg(ir_verify(g, &e) == 0, "%s", e.msg);
     graph_free(g);
@@ -249,7 +235,7 @@ static const struct {
 
 START_TEST(test_verify_catches_corruption) {
     for (size_t i = 0; i < sizeof corruptions / sizeof corruptions[0]; i++) {
-        Graph *g = parse_ok(branchy);
+        Graph *g = parse_ir_ok(branchy, "t");
         corruptions[i].corrupt(g);
         Err e = {0};
         ck_assert_int_eq(ir_verify(g, &e), -1);
@@ -261,7 +247,7 @@ START_TEST(test_verify_catches_corruption) {
 END_TEST
 
 START_TEST(test_verify_names_scope) {
-    Graph *g = parse_ok(branchy);
+    Graph *g = parse_ir_ok(branchy, "t");
     g->values.data[6].type.dtype = DT_BF16;
     Err e = {0};
     ck_assert_int_eq(ir_verify(g, &e), -1);
@@ -271,7 +257,7 @@ START_TEST(test_verify_names_scope) {
 END_TEST
 
 START_TEST(test_pipeline_errors_name_the_pass) {
-    Graph *g = parse_ok(branchy);
+    Graph *g = parse_ir_ok(branchy, "t");
     change_type(g);
     Err e = {0};
     PipelineOptions shapes = {.passes = "dce,shapes"};
@@ -279,7 +265,7 @@ START_TEST(test_pipeline_errors_name_the_pass) {
     ck_assert_msg(strstr(e.msg, "pass 'shapes' (#2 in the pipeline) failed") != NULL, "%s", e.msg);
     ck_assert_ptr_nonnull(strstr(e.msg, "but its shape rule gives"));
     graph_free(g);
-    g = parse_ok(branchy);
+    g = parse_ir_ok(branchy, "t");
     change_type(g);
     Err e2 = {0};
     PipelineOptions each = {.passes = "cse", .verify_each = 1};

@@ -17,20 +17,6 @@
 #include "../runtime/safetensors.h"
 #include "testutil.h"
 
-static Graph *parse_ok(const char *text) {
-    Err e = {0};
-    Graph *g = ir_parse(text, "t", &e);
-    ck_assert_msg(g != NULL, "%s", e.msg);
-    return g;
-}
-
-static char *print_graph(const Graph *g) {
-    Buf b = {0};
-    PrintOptions opt = {0};
-    ir_print(g, &opt, &b);
-    return buf_take(&b);
-}
-
 static void recompute_ok(Graph *g, size_t want_cloned) {
     Err e = {0};
     size_t cloned = 99;
@@ -74,9 +60,9 @@ static const char *small_after =
     "output \"g\" = %10\n";
 
 START_TEST(test_clones_before_first_backward_use) {
-    Graph *g = parse_ok(small);
+    Graph *g = parse_ir_ok(small, "t");
     recompute_ok(g, 3);
-    char *text = print_graph(g);
+    char *text = print_ir(g);
     ck_assert_str_eq(text, small_after);
     free(text);
     int64_t x;
@@ -86,10 +72,10 @@ START_TEST(test_clones_before_first_backward_use) {
 END_TEST
 
 START_TEST(test_idempotent_and_noop_without_backward) {
-    Graph *g = parse_ok(small);
+    Graph *g = parse_ir_ok(small, "t");
     recompute_ok(g, 3);
     recompute_ok(g, 0);
-    char *text = print_graph(g);
+    char *text = print_ir(g);
     ck_assert_str_eq(text, small_after);
     free(text);
     graph_free(g);
@@ -98,9 +84,9 @@ START_TEST(test_idempotent_and_noop_without_backward) {
                       "%0 = input {name=\"x\"} : f32[4]\n"
                       "%1 = exp %0 : f32[4] !recompute\n"
                       "output \"y\" = %1\n";
-    g = parse_ok(fwd);
+    g = parse_ir_ok(fwd, "t");
     recompute_ok(g, 0);
-    text = print_graph(g);
+    text = print_ir(g);
     ck_assert_str_eq(text, fwd);
     free(text);
     graph_free(g);
@@ -111,7 +97,7 @@ END_TEST
  * reader. Before, %1 is last read by backward node 6 and %2 by 5; after, by
  * their forward readers 2 and 3. */
 START_TEST(test_forward_values_die_early) {
-    Graph *g = parse_ok(small);
+    Graph *g = parse_ir_ok(small, "t");
     MemPlan before, after;
     Err e = {0};
     ck_assert_int_eq(memplan_build(g, 1, 1, &before, &e), 0);
@@ -145,7 +131,7 @@ static void assert_same_bits(const TensorSet *a, const TensorSet *b, const char 
 }
 
 START_TEST(test_same_bits_on_interpreter) {
-    Graph *plain = parse_ok(small), *rc = parse_ok(small);
+    Graph *plain = parse_ir_ok(small, "t"), *rc = parse_ir_ok(small, "t");
     recompute_ok(rc, 3);
     TensorSet feeds;
     tset_init(&feeds);

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "../base/base.h"
+#include "../ir/text.h"
 
 static char *slurp(const char *path) {
     Err e = {0};
@@ -114,4 +115,18 @@ int for_each_variant(int (*check)(const char *dir), int min_each) {
     }
     closedir(d);
     return variants;
+}
+
+Graph *parse_ir_ok(const char *text, const char *what) {
+    Err e = {0};
+    Graph *g = ir_parse(text, what, &e);
+    ck_assert_msg(g != NULL, "parse of %s failed: %s", what, e.msg);
+    return g;
+}
+
+char *print_ir(const Graph *g) {
+    Buf b = {0};
+    PrintOptions opt = {0};
+    ir_print(g, &opt, &b);
+    return buf_take(&b);
 }

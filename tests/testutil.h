@@ -29,6 +29,10 @@ double tensor_value(const Tensor *t, int64_t i);
 double rel_l2(const Tensor *got, const Tensor *want);
 int starts_with(const char *s, const char *prefix);
 
+/* IR text read back (asserting success; what names it in the message) and printed. */
+Graph *parse_ir_ok(const char *text, const char *what);
+char *print_ir(const Graph *g);
+
 /* Calls check(dir) for every tests/data/variants/NAME (reference data for configs
  * the golden does not cover), asserting each compared at least min_each tensors;
  * returns the number of variants. */
