@@ -1,16 +1,18 @@
 #include "fp8.h"
 
 #include <math.h>
+#include <string.h>
 
 typedef struct Fp8Layout {
     int mant_bits, bias;
     float max;
+    double min_normal; /* 2^(1-bias) */
     uint8_t nan_bits, inf_bits; /* inf_bits 0: the format has no infinity */
 } Fp8Layout;
 
 static const Fp8Layout layouts[] = {
-    [FP8_E4M3] = {3, 7, 448.0f, 0x7F, 0},
-    [FP8_E5M2] = {2, 15, 57344.0f, 0x7F, 0x7C},
+    [FP8_E4M3] = {3, 7, 448.0f, 0x1p-6, 0x7F, 0},
+    [FP8_E5M2] = {2, 15, 57344.0f, 0x1p-14, 0x7F, 0x7C},
 };
 
 float fp8_max(Fp8Format f) { return layouts[f].max; }
@@ -43,6 +45,18 @@ static uint8_t encode_magnitude(const Fp8Layout *l, double a) {
     return (uint8_t)(((e + l->bias) << l->mant_bits) | (q - one));
 }
 
+/* The same rounding on a float's bits, for values in the normal range (the hot
+ * path of quantization): round-to-nearest-even of the mantissa to mant_bits, a
+ * carry moving into the exponent as it should. */
+static uint8_t encode_normal(const Fp8Layout *l, float a) {
+    uint32_t u;
+    memcpy(&u, &a, sizeof u);
+    int shift = 23 - l->mant_bits;
+    u += ((uint32_t)1 << (shift - 1)) - 1 + ((u >> shift) & 1);
+    int e = (int)(u >> 23) - 127;
+    return (uint8_t)(((e + l->bias) << l->mant_bits) | ((u >> shift) & ((1u << l->mant_bits) - 1)));
+}
+
 uint8_t fp8_from_float(Fp8Format f, float x) {
     const Fp8Layout *l = &layouts[f];
     uint8_t sign = signbit(x) ? 0x80 : 0;
@@ -50,6 +64,7 @@ uint8_t fp8_from_float(Fp8Format f, float x) {
     if (isinf(x)) return sign | (l->inf_bits ? l->inf_bits : l->nan_bits);
     double a = fabs((double)x);
     if (a >= l->max) return sign | encode_magnitude(l, l->max);
+    if (a >= l->min_normal) return sign | encode_normal(l, (float)a);
     return sign | encode_magnitude(l, a);
 }
 

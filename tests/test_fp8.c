@@ -45,6 +45,44 @@ START_TEST(e4m3_rounds_to_nearest_even) {
 }
 END_TEST
 
+/* The nearest finite value by search over all patterns, ties to the even
+ * mantissa (the pattern's last bit), saturating at max: an independent oracle. */
+static uint8_t nearest_by_search(Fp8Format f, float x) {
+    int best = -1;
+    double best_err = INFINITY, a = fabs((double)x);
+    if (a >= fp8_max(f)) a = fp8_max(f);
+    for (int b = 0; b < 128; b++) {
+        double v = fp8_to_float(f, (uint8_t)b);
+        if (isnan(v) || isinf(v)) continue;
+        double e = fabs(v - a);
+        if (e < best_err || (e == best_err && (b & 1) == 0)) best = b, best_err = e;
+    }
+    return (uint8_t)(best | (signbit(x) ? 0x80 : 0));
+}
+
+/* Every tie between neighbours, a float either side of it, and random values:
+ * the encoder's fast (float bits) and slow (subnormal, saturation) paths both. */
+static void check_encoder_against_search(Fp8Format f) {
+    for (int b = 0; b < 127; b++) {
+        float lo = fp8_to_float(f, (uint8_t)b), hi = fp8_to_float(f, (uint8_t)(b + 1));
+        if (isnan(hi) || isinf(hi)) break;
+        float mid = (float)(((double)lo + hi) / 2), probes[] = {mid, nextafterf(mid, 0), nextafterf(mid, INFINITY)};
+        for (int i = 0; i < 3; i++)
+            ck_assert_msg(fp8_from_float(f, probes[i]) == nearest_by_search(f, probes[i]), "%g", probes[i]);
+    }
+    srand(7);
+    for (int i = 0; i < 200000; i++) {
+        float x = ldexpf((float)rand() / RAND_MAX - 0.5f, rand() % 40 - 24);
+        ck_assert_msg(fp8_from_float(f, x) == nearest_by_search(f, x), "%a", x);
+    }
+}
+
+START_TEST(e4m3_encoder_matches_nearest_search) { check_encoder_against_search(FP8_E4M3); }
+END_TEST
+
+START_TEST(e5m2_encoder_matches_nearest_search) { check_encoder_against_search(FP8_E5M2); }
+END_TEST
+
 START_TEST(e4m3_saturates_and_keeps_nan) {
     ck_assert_uint_eq(fp8_from_float(FP8_E4M3, 448.0f), 0x7E);
     ck_assert_uint_eq(fp8_from_float(FP8_E4M3, 464.0f), 0x7E);
@@ -630,6 +668,8 @@ static Suite *fp8_suite(void) {
     tcase_add_test(tc, e4m3_round_trips_every_pattern);
     tcase_add_test(tc, e4m3_rounds_to_nearest_even);
     tcase_add_test(tc, e4m3_saturates_and_keeps_nan);
+    tcase_add_test(tc, e4m3_encoder_matches_nearest_search);
+    tcase_add_test(tc, e5m2_encoder_matches_nearest_search);
     tcase_add_test(tc, e5m2_basics);
     tcase_add_loop_test(tc, golden_gemm, 0, 3);
     tcase_add_test(tc, zero_tile_quantizes_to_zeros);

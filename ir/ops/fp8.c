@@ -150,38 +150,51 @@ static float tile_scale(float amax, int pow2) {
     return ldexpf(1.0f, frac == 0.5f ? e - 1 : e);
 }
 
-static int quantize_tile(const TiledView *v, const TileBox *b, const real *x, uint8_t *q, real *scale, int pow2,
-                         Err *err) {
+static void quantize_tile(const TiledView *v, const TileBox *b, const real *x, uint8_t *q, real *scale, int pow2) {
     real amax = 0;
     for (int64_t r = b->r0; r < b->r1; r++)
-        for (int64_t c = b->c0; c < b->c1; c++) {
-            int64_t i = b->base + r * v->cols + c;
-            if (!isfinite(x[i]))
-                return err_set(err, "quantize: element %lld is %s; FP8 quantization needs finite values",
-                               (long long)i, isnan(x[i]) ? "NaN" : "infinite");
-            amax = fmax(amax, fabs(x[i]));
-        }
+        for (int64_t c = b->c0; c < b->c1; c++) amax = fmax(amax, fabs(x[b->base + r * v->cols + c]));
     *scale = tile_scale((float)amax, pow2);
     for (int64_t r = b->r0; r < b->r1; r++)
         for (int64_t c = b->c0; c < b->c1; c++) {
             int64_t i = b->base + r * v->cols + c;
             q[i] = fp8_from_float(FP8_E4M3, (float)(x[i] / *scale)); /* true division, as the recipe says */
         }
+}
+
+/* Checked up front, so the tiles can then be quantized in parallel. */
+static int require_finite(const Tensor *x, Err *err) {
+    const real *v = tensor_real(x);
+    for (int64_t i = 0; i < x->numel; i++)
+        if (!isfinite(v[i]))
+            return err_set(err, "quantize: element %lld is %s; FP8 quantization needs finite values", (long long)i,
+                           isnan(v[i]) ? "NaN" : "infinite");
     return 0;
+}
+
+typedef struct QuantizeJob {
+    TiledView view;
+    const real *x;
+    uint8_t *q;
+    real *scales;
+    int pow2;
+} QuantizeJob;
+
+static void quantize_tiles(void *ctx, int64_t lo, int64_t hi) {
+    const QuantizeJob *j = ctx;
+    for (int64_t t = lo; t < hi; t++) {
+        TileBox b = tile_box(&j->view, t);
+        quantize_tile(&j->view, &b, j->x, j->q, &j->scales[t], j->pow2);
+    }
 }
 
 int quantize_interp(const Tensor *const *in, int nin, const Node *n, Tensor *const *out, Err *err) {
     (void)nin;
     TileShape tile = tile_shapes[0];
-    if (tile_of(n, &tile, err)) return -1;
-    TiledView v = tiled_view(in[0], &tile);
-    int pow2 = (int)node_int(n, "pow2", 0);
-    const real *x = tensor_real(in[0]);
-    real *scales = tensor_real(out[1]);
-    for (int64_t t = 0; t < out[1]->numel; t++) {
-        TileBox b = tile_box(&v, t);
-        if (quantize_tile(&v, &b, x, out[0]->data, &scales[t], pow2, err)) return -1;
-    }
+    if (tile_of(n, &tile, err) || require_finite(in[0], err)) return -1;
+    QuantizeJob j = {tiled_view(in[0], &tile), tensor_real(in[0]), out[0]->data, tensor_real(out[1]),
+                     (int)node_int(n, "pow2", 0)};
+    parallel_for(out[1]->numel, j.view.tile_rows * j.view.tile_cols, quantize_tiles, &j);
     return 0;
 }
 
@@ -276,50 +289,67 @@ int fp8_matmul_infer(const Type *in, int nin, const Node *n, Type *out, Err *err
     return 0;
 }
 
+/* Operands are decoded to double once: an E4M3 product is exact in double (8
+ * significant bits) and a sum of 128 of them spans < 53 bits (E4M3 magnitudes lie
+ * in [2^-9, 448]), so every 128-block partial sum is exact whatever the order and
+ * the loops below may run as vectorisable axpys. */
 typedef struct Fp8MatmulJob {
-    const uint8_t *qa, *qb;
+    const uint8_t *qa;
+    const double *b; /* nt: qb decoded and transposed, [K][N]; wgrad: qb decoded, [M][K] */
     const real *sa, *sb;
     real *y;
     int64_t m, n, k, blocks; /* blocks of 128 along the contracted axis */
-    float decode[256];
+    double decode[256];
 } Fp8MatmulJob;
 
-/* One block of K: E4M3 products are exact in double (8 significant bits each)
- * and a sum of 128 of them spans < 53 bits, so this partial sum is exact. */
-static double block_dot(const Fp8MatmulJob *j, const uint8_t *a, const uint8_t *b, int64_t k0, int64_t k1) {
-    double s = 0;
-    for (int64_t i = k0; i < k1; i++) s += (double)j->decode[a[i]] * j->decode[b[i]];
-    return s;
+static double *decode_all(const Fp8MatmulJob *j, const Tensor *q, int transpose) {
+    int64_t rows = q->shape[0], cols = q->numel / (rows ? rows : 1);
+    const uint8_t *bits = q->data;
+    double *d = xmalloc(sizeof(double) * (size_t)(q->numel ? q->numel : 1));
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t c = 0; c < cols; c++) d[transpose ? c * rows + r : r * cols + c] = j->decode[bits[r * cols + c]];
+    return d;
+}
+
+/* part[0..n) = the exact partial sums of row r over K in [k0, k1). */
+static void nt_block(const Fp8MatmulJob *j, int64_t r, int64_t k0, int64_t k1, double *part) {
+    memset(part, 0, sizeof(double) * (size_t)j->n);
+    for (int64_t i = k0; i < k1; i++) {
+        double a = j->decode[j->qa[r * j->k + i]];
+        if (a == 0) continue;
+        const double *b = j->b + i * j->n;
+        for (int64_t c = 0; c < j->n; c++) part[c] += a * b[c];
+    }
 }
 
 /* Every 128 of K the exact partial sum is scaled by both scales and added into
  * the accumulator: one rounding to `real` (fp32) per promotion, as on the GPU's CUDA cores. */
-static real promoted_dot(const Fp8MatmulJob *j, int64_t r, int64_t c) {
-    const uint8_t *a = j->qa + r * j->k, *b = j->qb + c * j->k;
-    const real *sa = j->sa + r * j->blocks, *sb = j->sb + (c / FP8_BLOCK) * j->blocks;
-    real acc = 0;
-    for (int64_t kb = 0; kb < j->blocks; kb++) {
-        int64_t k0 = kb * FP8_BLOCK, k1 = k0 + FP8_BLOCK < j->k ? k0 + FP8_BLOCK : j->k;
-        acc = (real)((double)acc + block_dot(j, a, b, k0, k1) * sa[kb] * sb[kb]);
-    }
-    return acc;
-}
-
 static void nt_rows(void *ctx, int64_t lo, int64_t hi) {
     const Fp8MatmulJob *j = ctx;
-    for (int64_t r = lo; r < hi; r++)
-        for (int64_t c = 0; c < j->n; c++) j->y[r * j->n + c] = promoted_dot(j, r, c);
+    double *part = xmalloc(sizeof(double) * (size_t)(j->n ? j->n : 1));
+    for (int64_t r = lo; r < hi; r++) {
+        real *y = j->y + r * j->n;
+        for (int64_t c = 0; c < j->n; c++) y[c] = 0;
+        for (int64_t kb = 0; kb < j->blocks; kb++) {
+            int64_t k0 = kb * FP8_BLOCK, k1 = k0 + FP8_BLOCK < j->k ? k0 + FP8_BLOCK : j->k;
+            nt_block(j, r, k0, k1, part);
+            double sa = j->sa[r * j->blocks + kb];
+            for (int64_t c = 0; c < j->n; c++)
+                y[c] = (real)((double)y[c] + part[c] * sa * j->sb[(c / FP8_BLOCK) * j->blocks + kb]);
+        }
+    }
+    free(part);
 }
 
-/* Exact partial sums (as in block_dot) over the tokens of block mb for row r of
- * the output and every column. */
+/* Exact partial sums over the tokens of block mb for row r of the output and every column. */
 static void wgrad_block(const Fp8MatmulJob *j, int64_t r, int64_t mb, double *part) {
     int64_t m0 = mb * FP8_BLOCK, m1 = m0 + FP8_BLOCK < j->m ? m0 + FP8_BLOCK : j->m;
     memset(part, 0, sizeof(double) * (size_t)j->k);
     for (int64_t m = m0; m < m1; m++) {
         double a = j->decode[j->qa[m * j->n + r]];
-        const uint8_t *b = j->qb + m * j->k;
-        for (int64_t c = 0; c < j->k; c++) part[c] += a * j->decode[b[c]];
+        if (a == 0) continue;
+        const double *b = j->b + m * j->k;
+        for (int64_t c = 0; c < j->k; c++) part[c] += a * b[c];
     }
 }
 
@@ -351,17 +381,21 @@ static int require_no_nan(const char *what, const Tensor *q, Err *err) {
 int fp8_matmul_interp(const Tensor *const *in, int nin, const Node *n, Tensor *const *out, Err *err) {
     (void)nin;
     const Tensor *a = in[0], *b = in[2];
-    Fp8MatmulJob j = {a->data, b->data, tensor_real(in[1]), tensor_real(in[3]), tensor_real(out[0]), 0, 0, 0, 0, {0}};
+    Fp8MatmulJob j = {a->data, NULL, tensor_real(in[1]), tensor_real(in[3]), tensor_real(out[0]), 0, 0, 0, 0, {0}};
     for (int i = 0; i < 256; i++) j.decode[i] = fp8_to_float(FP8_E4M3, (uint8_t)i);
     if (require_no_nan("qa", a, err) || require_no_nan("qb", b, err)) return -1;
+    int wgrad = node_int(n, "wgrad", 0) != 0;
+    double *decoded = decode_all(&j, b, !wgrad);
+    j.b = decoded;
     j.m = shape_product(a, 0, a->rank - 1);
-    if (node_int(n, "wgrad", 0)) {
+    if (wgrad) {
         j.n = a->shape[a->rank - 1], j.k = b->shape[b->rank - 1], j.blocks = ceil_div(j.m, FP8_BLOCK);
         parallel_for(j.n, j.m * j.k, wgrad_rows, &j);
     } else {
         j.n = b->shape[0], j.k = b->shape[1], j.blocks = ceil_div(j.k, FP8_BLOCK);
         parallel_for(j.m, j.n * j.k, nt_rows, &j);
     }
+    free(decoded);
     tensor_round(out[0]);
     return 0;
 }
