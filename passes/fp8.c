@@ -92,17 +92,26 @@ typedef struct Rebuild {
     ValueId (*saved)[2];
 } Rebuild;
 
-static ValueId quantize(Rebuild *r, ValueId x, const char *tile, int pow2, ValueId q[2], Err *err) {
+/* counts >= 0: 128x1 tiles restarting at each expert's rows (segmented quantize). */
+static ValueId quantize_in(Rebuild *r, ValueId x, ValueId counts, const char *tile, int pow2, ValueId q[2],
+                           Err *err) {
     Attr a[2] = {attr_str("tile", tile), attr_int("pow2", pow2)};
-    return ir_emit(r->g, OP_QUANTIZE, &x, 1, a, pow2 ? 2 : 1, q, err);
+    ValueId in[2] = {x, counts};
+    return ir_emit(r->g, OP_QUANTIZE, in, counts >= 0 ? 2 : 1, a, pow2 ? 2 : 1, q, err);
+}
+
+static ValueId quantize(Rebuild *r, ValueId x, const char *tile, int pow2, ValueId q[2], Err *err) {
+    return quantize_in(r, x, -1, tile, pow2, q, err);
 }
 
 /* quantize then dequantize: the values an FP8 operand carries, in high precision. */
-static int fp8_round_trip(Rebuild *r, ValueId x, const char *tile, int pow2, ValueId *out, Err *err) {
-    ValueId q[2];
-    if (quantize(r, x, tile, pow2, q, err) < 0) return -1;
+static int fp8_round_trip(Rebuild *r, ValueId x, ValueId counts, const char *tile, int pow2, ValueId *out,
+                          Err *err) {
+    ValueId q[3];
+    if (quantize_in(r, x, counts, tile, pow2, q, err) < 0) return -1;
+    q[2] = counts;
     Attr a[2] = {attr_str("tile", tile), attr_dtype("to", ir_type(r->g, x)->dtype)};
-    return ir_emit(r->g, OP_DEQUANTIZE, q, 2, a, 2, out, err) < 0 ? -1 : 0;
+    return ir_emit(r->g, OP_DEQUANTIZE, q, counts >= 0 ? 3 : 2, a, 2, out, err) < 0 ? -1 : 0;
 }
 
 /* FP8 storage of the activation Linear backward keeps: the Wgrad's 128x1 copy
@@ -142,18 +151,19 @@ static int rewrite_wgrad(Rebuild *r, const Node *n, Err *err) {
 }
 
 /* Experts' Wgrad, grouped_linear_wgrad(g, counts, x): both operands carry their
- * 128x1 FP8 values (x's round trip made in forward). */
+ * 128x1 FP8 values (x's round trip made in forward), the tiles restarting at
+ * each expert's first token as in a per-expert GEMM. */
 static int rewrite_grouped_wgrad(Rebuild *r, const Node *n, Err *err) {
     ValueId in[3] = {0, r->map[n->in[1]], r->saved[n->in[2]][0]}, y;
-    if (fp8_round_trip(r, r->map[n->in[0]], "128x1", 0, &in[0], err)) return -1;
+    if (fp8_round_trip(r, r->map[n->in[0]], in[1], "128x1", 0, &in[0], err)) return -1;
     if (ir_emit(r->g, OP_GROUPED_LINEAR_WGRAD, in, 3, NULL, 0, &y, err) < 0) return -1;
     r->map[n->out[0]] = y;
     return 0;
 }
 
-static int save_grouped_for_wgrad(Rebuild *r, ValueId old_x, int pow2, Err *err) {
+static int save_grouped_for_wgrad(Rebuild *r, ValueId old_x, ValueId counts, int pow2, Err *err) {
     if (!r->wants_128x1[old_x] || r->saved[old_x][0] >= 0) return 0;
-    return fp8_round_trip(r, r->map[old_x], "128x1", pow2, &r->saved[old_x][0], err);
+    return fp8_round_trip(r, r->map[old_x], counts, "128x1", pow2, &r->saved[old_x][0], err);
 }
 
 /* Forward (w a stack of params) and Dgrad (w = transpose(stack)). */
@@ -161,9 +171,9 @@ static int rewrite_grouped(Rebuild *r, const Node *n, const char *weight, Err *e
     ValueId x, w, in[3], y;
     int backward = (n->flags & NODE_BACKWARD) != 0;
     int pow2 = !backward && wants_pow2(r->old, r->opt, n->in[0], weight);
-    if (!backward && save_grouped_for_wgrad(r, n->in[0], pow2, err)) return -1;
-    if (fp8_round_trip(r, r->map[n->in[0]], "1x128", pow2, &x, err) ||
-        fp8_round_trip(r, r->map[n->in[2]], "128x128", 0, &w, err))
+    if (!backward && save_grouped_for_wgrad(r, n->in[0], r->map[n->in[1]], pow2, err)) return -1;
+    if (fp8_round_trip(r, r->map[n->in[0]], -1, "1x128", pow2, &x, err) ||
+        fp8_round_trip(r, r->map[n->in[2]], -1, "128x128", 0, &w, err))
         return -1;
     in[0] = x, in[1] = r->map[n->in[1]], in[2] = w;
     if (ir_emit(r->g, OP_GROUPED_LINEAR, in, 3, NULL, 0, &y, err) < 0) return -1;
@@ -175,7 +185,7 @@ static int rewrite_grouped(Rebuild *r, const Node *n, const char *weight, Err *e
  * the same rows then reproduces them exactly (same tiles, same amax). */
 static int rewrite_dispatch(Rebuild *r, const Node *n, Err *err) {
     ValueId in[2] = {0, r->map[n->in[1]]}, out[2];
-    if (fp8_round_trip(r, r->map[n->in[0]], "1x128", 0, &in[0], err)) return -1;
+    if (fp8_round_trip(r, r->map[n->in[0]], -1, "1x128", 0, &in[0], err)) return -1;
     if (ir_emit(r->g, OP_MOE_DISPATCH, in, 2, n->attrs, n->nattrs, out, err) < 0) return -1;
     r->map[n->out[0]] = out[0];
     r->map[n->out[1]] = out[1];

@@ -221,6 +221,81 @@ START_TEST(zero_tile_quantizes_to_zeros) {
 }
 END_TEST
 
+/* ---- segmented 128x1 tiles (per-expert Wgrad operands) ---- */
+
+static Tensor *i32_counts(int n, const int32_t *c) {
+    int64_t shape[1] = {n};
+    Tensor *t = tensor_new(DT_I32, 1, shape);
+    memcpy(t->data, c, sizeof(int32_t) * (size_t)n);
+    return t;
+}
+
+static Tensor *rows_slice(const Tensor *x, int64_t r0, int64_t r1) {
+    int64_t k = x->shape[1];
+    return f32_tensor(r1 - r0, k, tensor_f32(x) + r0 * k);
+}
+
+/* Segments of 100, 0 and 200 rows: the tiles restart at rows 0 and 100, so the
+ * used tiles are [0,100), [100,228), [228,300); each equals quantizing its
+ * segment alone, and the 6 = ceil((300 + 3*127)/128) scale rows end in empty tiles. */
+START_TEST(segmented_tiles_restart_per_segment) {
+    enum { M = 300, K = 3 };
+    float v[M * K];
+    srand(11);
+    for (int i = 0; i < M * K; i++) v[i] = ldexpf((float)rand() / RAND_MAX - 0.5f, i % 7 - 3);
+    Tensor *x = f32_tensor(M, K, v), *counts = i32_counts(3, (const int32_t[]){100, 0, 200}), *out[2];
+    Attr a[1] = {attr_str("tile", "128x1")};
+    Tensor *in[3] = {x, counts};
+    Err e = {0};
+    ck_assert_msg(run_node(OP_QUANTIZE, in, 2, a, 1, out, &e) == 0, "%s", e.msg);
+    ck_assert_int_eq(out[1]->shape[0], 6);
+    const int64_t seg[][2] = {{0, 100}, {100, 300}};
+    int64_t tile = 0;
+    for (int sgi = 0; sgi < 2; sgi++) {
+        Tensor *part = rows_slice(x, seg[sgi][0], seg[sgi][1]), *q, *sc;
+        quantize(part, "128x1", 0, &q, &sc);
+        ck_assert_int_eq(memcmp(q->data, (uint8_t *)out[0]->data + seg[sgi][0] * K, (size_t)q->numel), 0);
+        ck_assert_int_eq(memcmp(sc->data, tensor_f32(out[1]) + tile * K, sizeof(float) * (size_t)sc->numel), 0);
+        tile += sc->shape[0];
+        tensor_free(part), tensor_free(q), tensor_free(sc);
+    }
+    ck_assert_int_eq(tile, 3);
+    for (int64_t i = tile * K; i < out[1]->numel; i++) ck_assert_float_eq(tensor_f32(out[1])[i], 1e-12f / 448.0f);
+    /* dequantize with the same counts inverts it tile by tile */
+    Tensor *din[3] = {out[0], out[1], counts}, *y;
+    Attr da[1] = {attr_str("tile", "128x1")};
+    ck_assert_msg(run_node(OP_DEQUANTIZE, din, 3, da, 1, &y, &e) == 0, "%s", e.msg);
+    for (int64_t r = 0; r < M; r++) {
+        int64_t t = r < 100 ? 0 : (r < 228 ? 1 : 2);
+        for (int64_t c = 0; c < K; c++)
+            ck_assert_float_eq(tensor_f32(y)[r * K + c],
+                               fp8_to_float(FP8_E4M3, ((uint8_t *)out[0]->data)[r * K + c]) * tensor_f32(out[1])[t * K + c]);
+    }
+    tensor_free(x), tensor_free(counts), tensor_free(out[0]), tensor_free(out[1]), tensor_free(y);
+}
+END_TEST
+
+START_TEST(segmented_tiles_reject_bad_counts) {
+    float v[8] = {1, 2, 3, 4, 5, 6, 7, 8};
+    Tensor *x = f32_tensor(4, 2, v), *out[2];
+    Attr a128x1[1] = {attr_str("tile", "128x1")}, a1x128[1] = {attr_str("tile", "1x128")};
+    const int32_t short_sum[] = {1, 2}, negative[] = {5, -1};
+    const int32_t *bad[] = {short_sum, negative};
+    for (int i = 0; i < 2; i++) {
+        Tensor *counts = i32_counts(2, bad[i]), *in[2] = {x, counts};
+        Err e = {0};
+        ck_assert_int_eq(run_node(OP_QUANTIZE, in, 2, a128x1, 1, out, &e), -1);
+        ck_assert_msg(strstr(e.msg, "counts") != NULL, "%s", e.msg);
+        tensor_free(counts);
+    }
+    Tensor *counts = i32_counts(2, (const int32_t[]){2, 2}), *in[2] = {x, counts};
+    Err e = {0};
+    ck_assert_int_eq(run_node(OP_QUANTIZE, in, 2, a1x128, 1, out, &e), -1);
+    ck_assert_msg(strstr(e.msg, "128x1 tiles only") != NULL, "%s", e.msg);
+    tensor_free(counts), tensor_free(x);
+}
+END_TEST
+
 START_TEST(values_at_448_and_subnormals) {
     float v[4] = {448.0f, -448.0f, ldexpf(1, -9), ldexpf(3, -10)};
     Tensor *x = f32_tensor(1, 4, v), *q, *s;
@@ -673,6 +748,8 @@ static Suite *fp8_suite(void) {
     tcase_add_test(tc, e5m2_basics);
     tcase_add_loop_test(tc, golden_gemm, 0, 3);
     tcase_add_test(tc, zero_tile_quantizes_to_zeros);
+    tcase_add_test(tc, segmented_tiles_restart_per_segment);
+    tcase_add_test(tc, segmented_tiles_reject_bad_counts);
     tcase_add_test(tc, values_at_448_and_subnormals);
     tcase_add_test(tc, pow2_scales);
     tcase_add_test(tc, non_finite_input_is_an_error);

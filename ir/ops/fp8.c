@@ -77,6 +77,31 @@ static int require_e4m3(const Node *n, const char *what, const Type *t, Err *err
     return err_set(err, "%s: %s %s must be e4m3", node_op_name(n), what, TY(t));
 }
 
+/* Segmented 128x1 tiles (quantize's optional counts[E] input): the rows split
+ * into E consecutive segments (experts' tokens) and the tiles restart at each
+ * segment, as a per-expert GEMM tiles them. sum_e ceil(c_e/128) <=
+ * ceil((M + 127*E)/128), a static bound; tiles past the used ones are empty. */
+static int segmented_scales_type(const Node *n, const Type *x, const Type *counts, Type *out, Err *err) {
+    if (x->rank != 2 || counts->rank != 1 || (counts->dtype != DT_I32 && counts->dtype != DT_I64))
+        return err_set(err, "%s: segmented 128x1 tiles need x[M,K] and i32/i64 counts[E], got %s and %s",
+                       node_op_name(n), TY(x), TY(counts));
+    Dim pad, rows;
+    if (dim_mul(counts->dims[0], dim_const(FP8_BLOCK - 1), &pad, err) || dim_add(x->dims[0], pad, &rows, err) ||
+        dim_ceil_div(rows, FP8_BLOCK, &rows, err))
+        return err_wrap(err, "%s: ", node_op_name(n));
+    *out = (Type){.dtype = DT_F32, .rank = 2, .dims = {rows, x->dims[1]}};
+    return 0;
+}
+
+/* The scales' type for x in these tiles, segmented by counts when given. */
+static int tile_scales_type(const Node *n, const Type *x, const Type *counts, const TileShape *tile, Type *out,
+                            Err *err) {
+    if (!counts) return scales_type(n, x, tile, out, err);
+    if (tile->rows != FP8_BLOCK || tile->cols != 1)
+        return err_set(err, "%s: a counts input segments 128x1 tiles only, not %s", node_op_name(n), tile->name);
+    return segmented_scales_type(n, x, counts, out, err);
+}
+
 /* The scales s must be what quantizing q with this tile gives. */
 static int check_scales(const Node *n, const char *what, const Type *q, const Type *s, const TileShape *tile,
                         Err *err) {
@@ -93,6 +118,7 @@ static int check_scales(const Node *n, const char *what, const Type *q, const Ty
  * [batch, ceil(rows/th), ceil(cols/tw)] row-major, which is the scales' shape. */
 typedef struct TiledView {
     int64_t batch, rows, cols, tile_rows, tile_cols, row_tiles, col_tiles;
+    const int64_t *row_bound; /* segmented tiles: row tile i is rows [row_bound[i], row_bound[i+1]) */
 } TiledView;
 
 static TiledView tiled_view(const Tensor *x, const TileShape *tile) {
@@ -119,18 +145,53 @@ static TileBox tile_box(const TiledView *v, int64_t t) {
     int64_t rt = in_batch / v->col_tiles, ct = in_batch % v->col_tiles;
     TileBox b = {.base = t / per_batch * v->rows * v->cols, .r0 = rt * v->tile_rows, .c0 = ct * v->tile_cols};
     b.r1 = b.r0 + v->tile_rows < v->rows ? b.r0 + v->tile_rows : v->rows;
+    if (v->row_bound) b.r0 = v->row_bound[rt], b.r1 = v->row_bound[rt + 1];
     b.c1 = b.c0 + v->tile_cols < v->cols ? b.c0 + v->tile_cols : v->cols;
     return b;
 }
 
+/* Row-tile bounds for segments of counts[e] rows: 128-row tiles restarting at
+ * each segment; the unused tiles at the end are empty (start = end = m). */
+static int64_t *segment_row_bounds(const Tensor *counts, int64_t m, int64_t row_tiles, Err *err) {
+    int64_t *bound = xmalloc(sizeof(int64_t) * (size_t)(row_tiles + 1)), at = 0, tile = 0;
+    for (int64_t e = 0; e < counts->numel; e++) {
+        int64_t c = index_at(counts, e);
+        if (c < 0 || c > m - at) {
+            free(bound);
+            err_set(err, "quantize: counts[%lld]=%lld overruns the %lld rows", (long long)e, (long long)c, (long long)m);
+            return NULL;
+        }
+        for (int64_t r = at; r < at + c; r += FP8_BLOCK) bound[tile++] = r;
+        at += c;
+    }
+    if (at != m) {
+        free(bound);
+        err_set(err, "quantize: counts sum to %lld but x has %lld rows", (long long)at, (long long)m);
+        return NULL;
+    }
+    while (tile <= row_tiles) bound[tile++] = m;
+    return bound;
+}
+
+/* The view of x's tiles, segmented when counts is given (*bound then owns the bounds). */
+static int segmented_view(const Tensor *x, const TileShape *tile, const Tensor *counts, int64_t row_tiles,
+                          TiledView *v, int64_t **bound, Err *err) {
+    *v = tiled_view(x, tile);
+    *bound = NULL;
+    if (!counts) return 0;
+    if (!(*bound = segment_row_bounds(counts, v->rows, row_tiles, err))) return -1;
+    v->row_tiles = row_tiles;
+    v->row_bound = *bound;
+    return 0;
+}
+
 /* ---- quantize ---- */
 int quantize_infer(const Type *in, int nin, const Node *n, Type *out, Err *err) {
-    (void)nin;
     TileShape tile = tile_shapes[0];
     if (require_real(n, "x", &in[0], err) || tile_of(n, &tile, err)) return -1;
     int64_t pow2 = node_int(n, "pow2", 0);
     if (pow2 != 0 && pow2 != 1) return err_set(err, "quantize: pow2=%lld must be 0 or 1", (long long)pow2);
-    if (scales_type(n, &in[0], &tile, &out[1], err)) return -1;
+    if (tile_scales_type(n, &in[0], nin > 1 ? &in[1] : NULL, &tile, &out[1], err)) return -1;
     out[0] = in[0];
     out[0].dtype = DT_E4M3;
     return 0;
@@ -189,35 +250,42 @@ static void quantize_tiles(void *ctx, int64_t lo, int64_t hi) {
 }
 
 int quantize_interp(const Tensor *const *in, int nin, const Node *n, Tensor *const *out, Err *err) {
-    (void)nin;
     TileShape tile = tile_shapes[0];
-    if (tile_of(n, &tile, err) || require_finite(in[0], err)) return -1;
-    QuantizeJob j = {tiled_view(in[0], &tile), tensor_real(in[0]), out[0]->data, tensor_real(out[1]),
-                     (int)node_int(n, "pow2", 0)};
+    int64_t *bound = NULL;
+    QuantizeJob j = {{0}, tensor_real(in[0]), out[0]->data, tensor_real(out[1]), (int)node_int(n, "pow2", 0)};
+    if (tile_of(n, &tile, err) || require_finite(in[0], err) ||
+        segmented_view(in[0], &tile, nin > 1 ? in[1] : NULL, out[1]->shape[0], &j.view, &bound, err))
+        return -1;
     parallel_for(out[1]->numel, j.view.tile_rows * j.view.tile_cols, quantize_tiles, &j);
+    free(bound);
     return 0;
 }
 
 /* ---- dequantize ---- */
 int dequantize_infer(const Type *in, int nin, const Node *n, Type *out, Err *err) {
-    (void)nin;
     TileShape tile = tile_shapes[0];
     DType to = DT_F32;
     const Attr *a = node_attr(n, "to");
     if (a) to = a->dtype;
     if (require_e4m3(n, "q", &in[0], err) || tile_of(n, &tile, err)) return -1;
     if (to != DT_F32 && to != DT_BF16) return err_set(err, "dequantize: to=%s must be f32 or bf16", dtype_name(to));
-    if (check_scales(n, "scales", &in[0], &in[1], &tile, err)) return -1;
+    Type want;
+    if (tile_scales_type(n, &in[0], nin > 2 ? &in[2] : NULL, &tile, &want, err)) return -1;
+    if (!type_equal(&want, &in[1]))
+        return err_set(err, "dequantize: scales %s are not the %s%s tile scales of %s (want %s)", TY(&in[1]),
+                       nin > 2 ? "segmented " : "", tile.name, TY(&in[0]), TY(&want));
     out[0] = in[0];
     out[0].dtype = to;
     return 0;
 }
 
 int dequantize_interp(const Tensor *const *in, int nin, const Node *n, Tensor *const *out, Err *err) {
-    (void)nin;
     TileShape tile = tile_shapes[0];
-    if (tile_of(n, &tile, err)) return -1;
-    TiledView v = tiled_view(in[0], &tile);
+    TiledView v;
+    int64_t *bound = NULL;
+    if (tile_of(n, &tile, err) ||
+        segmented_view(in[0], &tile, nin > 2 ? in[2] : NULL, in[1]->shape[0], &v, &bound, err))
+        return -1;
     const uint8_t *q = in[0]->data;
     const real *scales = tensor_real(in[1]);
     real *y = tensor_real(out[0]);
@@ -229,6 +297,7 @@ int dequantize_interp(const Tensor *const *in, int nin, const Node *n, Tensor *c
                 y[i] = fp8_to_float(FP8_E4M3, q[i]) * scales[t];
             }
     }
+    free(bound);
     tensor_round(out[0]);
     return 0;
 }
