@@ -200,14 +200,16 @@ static int copy_node(Rebuild *r, const Node *n, Err *err) {
         r->map[n->out[0]] = v;
         return v < 0 ? -1 : 0;
     }
-    ValueId in[64], out[4];
+    /* Stacks of expert weights have one input per expert (256 in DeepSeek-V3). */
+    ValueId *in = xmalloc(sizeof(ValueId) * (size_t)(n->nin ? n->nin : 1)), out[4];
     Type types[4];
-    if (n->nin > 64) return err_internal(err, "fp8: a node has %d inputs", n->nin);
+    if (n->nout > 4) return free(in), err_internal(err, "fp8: a node has %d outputs", n->nout);
     for (int i = 0; i < n->nin; i++) in[i] = r->map[n->in[i]];
     for (int i = 0; i < n->nout; i++) types[i] = *ir_type(r->old, n->out[i]);
-    if (ir_emit_typed(r->g, n->op, in, n->nin, n->attrs, n->nattrs, types, n->nout, out, err) < 0) return -1;
-    for (int i = 0; i < n->nout; i++) r->map[n->out[i]] = out[i];
-    return 0;
+    int rc = ir_emit_typed(r->g, n->op, in, n->nin, n->attrs, n->nattrs, types, n->nout, out, err) < 0 ? -1 : 0;
+    free(in);
+    for (int i = 0; rc == 0 && i < n->nout; i++) r->map[n->out[i]] = out[i];
+    return rc;
 }
 
 static int dispatch_takes_fp8(const Graph *g, const Node *n) {

@@ -736,6 +736,16 @@ START_TEST(fp8_pass_rewrites_backward) {
 }
 END_TEST
 
+/* A stack of more experts than any small fixed array holds (DeepSeek-V3 has 256). */
+START_TEST(fp8_pass_copies_wide_expert_stacks) {
+    CmdResult r = run_v3c("dump models/tiny.v3 --set n_routed_experts=80 --passes fp8");
+    ck_assert_msg(r.status == 0, "%s", r.err);
+    ck_assert_ptr_nonnull(strstr(r.out, "quantize"));
+    ck_assert_ptr_nonnull(strstr(r.out, "stack"));
+    cmd_free(&r);
+}
+END_TEST
+
 static Suite *fp8_suite(void) {
     Suite *s = suite_create("fp8");
     TCase *tc = tcase_create("fp8");
@@ -750,6 +760,7 @@ static Suite *fp8_suite(void) {
     tcase_add_test(tc, zero_tile_quantizes_to_zeros);
     tcase_add_test(tc, segmented_tiles_restart_per_segment);
     tcase_add_test(tc, segmented_tiles_reject_bad_counts);
+    tcase_add_test(tc, fp8_pass_copies_wide_expert_stacks);
     tcase_add_test(tc, values_at_448_and_subnormals);
     tcase_add_test(tc, pow2_scales);
     tcase_add_test(tc, non_finite_input_is_an_error);
