@@ -664,6 +664,41 @@ START_TEST(test_cli_tiny_learns) {
 }
 END_TEST
 
+/* Trains tiny.v3 for 300 steps with `flags` and returns the mean training loss
+ * of the last 30 steps (one batch's loss varies by a few percent). */
+static double tail_loss_after_300_steps(const char *flags, int seed) {
+    char *dir = make_temp_dir();
+    CmdResult r = run_v3c("train models/tiny.v3 --steps 300 --seed %d %s --log %s/log.jsonl", seed, flags, dir);
+    ck_assert_msg(r.status == 0, "%s", r.err);
+    cmd_free(&r);
+    char *path = path_join(dir, "log.jsonl");
+    char *log = slurp_file(path);
+    double tail = 0.0;
+    for (int64_t step = 271; step <= 300; step++) tail += log_number(log, step, "loss") / 30.0;
+    free(log), free(path), free(dir);
+    return tail;
+}
+
+/* Issue 4's claim: FP8 training follows the full-precision run. Paired runs
+ * draw the same batches (same seed), so their difference is FP8's, but after 300
+ * steps any perturbation is amplified: two full-precision runs whose learning
+ * rates differ by 1e-4 end -0.5% to +0.8% apart (seeds 1-3, docs/training.md). One seed's
+ * difference is therefore mostly that noise; the mean over three seeds is the
+ * systematic part, and that is what must stay within 1%. */
+START_TEST(test_cli_fp8_tracks_full_precision) {
+    double sum = 0.0;
+    for (int seed = 1; seed <= 3; seed++) {
+        double plain = tail_loss_after_300_steps("", seed), fp8 = tail_loss_after_300_steps("--fp8", seed);
+        double rel = (fp8 - plain) / plain;
+        printf("tiny.v3 seed %d, mean loss of steps 271-300: %.4f full precision, %.4f fp8 (%+.2f%%)\n", seed, plain,
+               fp8, 100.0 * rel);
+        sum += rel;
+    }
+    printf("tiny.v3: fp8 vs full precision over 3 seeds: %+.2f%% on average\n", 100.0 * sum / 3);
+    ck_assert_msg(fabs(sum / 3) <= 0.01, "fp8 differs by %+.2f%% on average, more than 1%%", 100.0 * sum / 3);
+}
+END_TEST
+
 /* The 300-step run takes ~3 minutes in a release build but ~20 under
  * AddressSanitizer, past ctest's 15-minute limit: sanitized builds run it only
  * with V3C_SLOW_TESTS=1. */
@@ -671,7 +706,7 @@ static int slow_tests_wanted(void) {
 #if defined(__SANITIZE_ADDRESS__)
     const char *env = getenv("V3C_SLOW_TESTS");
     if (!env || strcmp(env, "1") != 0) {
-        printf("test_cli_tiny_learns skipped: sanitized build (set V3C_SLOW_TESTS=1 to run it, ~20 min)\n");
+        printf("test_cli_tiny_learns, test_cli_fp8_tracks_full_precision skipped: sanitized build (set V3C_SLOW_TESTS=1 to run it, ~20 min)\n");
         return 0;
     }
 #endif
@@ -708,6 +743,7 @@ static Suite *train_suite(void) {
         TCase *slow = tcase_create("slow");
         tcase_set_timeout(slow, 1800);
         tcase_add_test(slow, test_cli_tiny_learns);
+        tcase_add_test(slow, test_cli_fp8_tracks_full_precision);
         suite_add_tcase(s, slow);
     }
     return s;
