@@ -17,9 +17,12 @@ void cpu_kernels_free(CpuKernels *c);
 /* How many distinct kernels were compiled. */
 int cpu_kernels_count(const CpuKernels *c);
 
-/* y[m,n] = x[m,k] @ w[n,k]^T in fp32 (BLAS). */
-void gemm_xwt(const float *x, const float *w, float *y, int64_t m, int64_t n, int64_t k);
-/* dw[n,k] = dy[m,n]^T @ x[m,k] in fp32 (BLAS). */
-void gemm_dyt_x(const float *dy, const float *x, float *dw, int64_t m, int64_t n, int64_t k);
+/* y[m,n] = x[m,k] @ w[n,k]^T in fp32 (BLAS), split over at most `threads` threads (0: all cores).
+ * The outputs must come zeroed: an empty product (k = 0) leaves them so. */
+void gemm_xwt(const float *x, const float *w, float *y, int64_t m, int64_t n, int64_t k, int threads);
+/* dw[n,k] = dy[m,n]^T @ x[m,k] in fp32 (BLAS), split the same way. */
+void gemm_dyt_x(const float *dy, const float *x, float *dw, int64_t m, int64_t n, int64_t k, int threads);
+/* Makes each BLAS call single-threaded (the gemm_* functions split the work themselves). */
+void gemm_use_own_threads(void);
 
 #endif

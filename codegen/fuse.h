@@ -1,11 +1,9 @@
-/* codegen: grouping of nodes into fused kernels.
+/* codegen: grouping of nodes into fused kernels, at concrete B and T.
  *
- * The planner walks the graph in order and lets each fusible node join the
- * group of one of its producers when a fusion rule accepts it (a table in
- * fuse.c: elementwise chains, a last-axis reduction with the math around it
- * (RMSNorm), softmax). A group is sealed as soon as a node outside it reads
- * one of its values, which keeps the grouped graph acyclic: a group runs at
- * its last member, after everything its members read. */
+ * The groups come from ir/fusion.h: those the `fuse` pass recorded on the
+ * nodes (checked against the rules), else planned by the same rules (elementwise
+ * chains, a last-axis reduction with the math around it (RMSNorm), softmax).
+ * A group runs at its last member, after everything its members read. */
 #ifndef V3C_CODEGEN_FUSE_H
 #define V3C_CODEGEN_FUSE_H
 
@@ -20,10 +18,12 @@ typedef struct FusionGroup {
 
 typedef struct Fusion {
     int32_t *group_of; /* per node: its group, -1 when it runs on its own */
+    uint8_t *escapes;  /* per value: 1 if read outside its producer's group or a graph output */
     VEC(FusionGroup) groups;
 } Fusion;
 
-/* Plans groups for g at batch b, sequence t (shapes are concrete). */
+/* The groups of g with their shapes at batch b, sequence t. Fails (user error)
+ * when recorded groups break the rules or a shape does not evaluate. */
 int fusion_plan(const Graph *g, int64_t b, int64_t t, Fusion *f, Err *err);
 void fusion_free(Fusion *f);
 /* Whether value v of a group member must be stored: read outside the group or a graph output. */

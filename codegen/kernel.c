@@ -54,7 +54,9 @@ static void broadcast(const int64_t *in, int in_rank, int out_rank, int64_t *str
 /* Reads external value v at the positions of a node whose output has shape out. */
 static int load(Builder *bd, ValueId v, int out_rank, KSpace space, Err *err) {
     const Node *src = &bd->g->nodes.data[bd->g->values.data[v].node];
-    if (src->op == OP_CONST) return push(bd->k, (KExpr){.op = K_CONST, .space = space, .value = node_float(src, "value", 0)});
+    /* The interpreter holds a const as a float tensor: round the same way. */
+    if (src->op == OP_CONST)
+        return push(bd->k, (KExpr){.op = K_CONST, .space = space, .value = (double)(float)node_float(src, "value", 0)});
     int64_t in[IR_MAX_RANK], strides[IR_MAX_RANK];
     const Type *ty = ir_type(bd->g, v);
     if (type_concrete(ty, bd->b, bd->t, in, err)) return -1;
@@ -86,10 +88,14 @@ static int softmax_expr(KernelDesc *k, int x) {
     return binary(k, K_DIV, KS_ELEM, e, s);
 }
 
+/* The ops a group reduces over cols with: sum, mean, max, and sum_to onto the keepdim row shape
+ * (ir/fusion.c admits only that form), which is a sum. */
+static int is_reduction(OpKind op) { return op == OP_SUM || op == OP_MEAN || op == OP_MAX || op == OP_SUM_TO; }
+
 static int reduction_expr(KernelDesc *k, OpKind op, int x) {
     if (op == OP_MAX) return unary(k, K_RMAX_NAN, KS_ROW, x);
     int s = unary(k, K_RSUM, KS_ROW, x);
-    if (op == OP_SUM) return s;
+    if (op == OP_SUM || op == OP_SUM_TO) return s;
     return binary(k, K_DIV, KS_ROW, s, push(k, (KExpr){.op = K_CONST, .space = KS_ROW, .value = (double)k->cols}));
 }
 
@@ -97,20 +103,20 @@ static int node_expr(Builder *bd, const Node *n, Err *err) {
     int64_t out[IR_MAX_RANK];
     const Type *ty = ir_type(bd->g, n->out[0]);
     if (type_concrete(ty, bd->b, bd->t, out, err)) return -1;
-    int elem = n->op == OP_SOFTMAX || (!(n->op == OP_SUM || n->op == OP_MEAN || n->op == OP_MAX) &&
+    int elem = n->op == OP_SOFTMAX || (!is_reduction(n->op) &&
                                        ty->rank == bd->k->nlead + 1 && out[ty->rank - 1] == bd->k->cols &&
                                        memcmp(out, bd->k->lead, sizeof(int64_t) * (size_t)bd->k->nlead) == 0);
     KSpace space = elem ? KS_ELEM : KS_ROW;
     int a[3] = {-1, -1, -1};
     /* Reductions read their input at the full shape, per element. */
     int in_rank = ty->rank;
-    if (n->op == OP_SUM || n->op == OP_MEAN || n->op == OP_MAX) in_rank = bd->k->nlead + 1, space = KS_ELEM;
+    if (is_reduction(n->op)) in_rank = bd->k->nlead + 1, space = KS_ELEM;
     for (int i = 0; i < n->nin; i++)
         if ((a[i] = operand(bd, n->in[i], in_rank, space, err)) < 0) return -1;
     KernelDesc *k = bd->k;
     int e;
     if (n->op == OP_SOFTMAX) e = softmax_expr(k, a[0]);
-    else if (n->op == OP_SUM || n->op == OP_MEAN || n->op == OP_MAX) e = reduction_expr(k, n->op, a[0]);
+    else if (is_reduction(n->op)) e = reduction_expr(k, n->op, a[0]);
     else e = push(k, (KExpr){.op = kop_of[n->op], .space = space, .args = {a[0], a[1], a[2]}});
     return unary(k, K_F32, k->exprs.data[e].space, e);
 }

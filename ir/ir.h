@@ -96,6 +96,7 @@ typedef struct Node {
     const char *scope; /* "layers.3.self_attn", "" for none; owned by the graph */
     Chunk chunk;
     unsigned flags;    /* NodeFlag bits */
+    int32_t group;     /* fusion group recorded by the fuse pass: 0 none, N >= 1 runs in kernel N (text: ^N) */
     int dead;          /* set by passes; ir_compact drops dead nodes */
 } Node;
 

@@ -108,6 +108,7 @@ static int check_node(const Graph *g, size_t i, Err *err) {
     const Node *n = &g->nodes.data[i];
     if ((unsigned)n->op >= OP_COUNT) return err_internal(err, "verify: node %zu has no valid op (%d)", i, (int)n->op);
     if (n->dead) return node_error(g, i, err, "is marked dead but still in the graph (run ir_compact)");
+    if (n->group < 0) return node_error(g, i, err, "has a negative fusion group (%d)", (int)n->group);
     if (check_arity(g, i, err) || check_wiring(g, i, err) || check_attrs(g, i, err)) return -1;
     return ir_verify_node_types(g, i, err);
 }

@@ -36,6 +36,7 @@ static void emit_clone(Rewrite *rw, int32_t src) {
     n.out = arena_alloc(&g->arena, sizeof(ValueId) * (size_t)(n.nout ? n.nout : 1));
     for (int k = 0; k < n.nin; k++) n.in[k] = clone_input(rw, g->nodes.data[src].in[k]);
     n.flags |= NODE_BACKWARD;
+    n.group = 0; /* a clone runs in backward, never in its original's fusion group */
     int32_t id = (int32_t)g->nodes.len;
     for (int k = 0; k < n.nout; k++) {
         Value v = g->values.data[orig_out[k]];

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "../codegen/cpu.h"
@@ -11,6 +12,7 @@
 #include "../codegen/kernel.h"
 #include "../base/parallel.h"
 #include "cpu_backend.h"
+#include "cpu_ops.h"
 
 struct CpuPlan {
     const Graph *g;
@@ -21,7 +23,52 @@ struct CpuPlan {
     KernelFn *fns;     /* per group */
     int32_t *last_member; /* per group */
     CpuKernels *kernels;
+    struct Profile *profile; /* V3C_PROFILE=1: time per op kind, printed at cpu_plan_free; else NULL */
 };
+
+/* ---- V3C_PROFILE: wall time per kind of step (a fused group, a GEMM op, an op on the interpreter) ---- */
+enum { PROFILE_FUSED = OP_COUNT, PROFILE_KINDS };
+
+typedef struct Profile {
+    double seconds[PROFILE_KINDS];
+    int64_t calls[PROFILE_KINDS];
+    int64_t runs; /* cpu_plan_run calls: a plan that never ran prints nothing */
+} Profile;
+
+static double now_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static Profile *profile_from_env(void) {
+    const char *on = getenv("V3C_PROFILE");
+    return on && on[0] && strcmp(on, "0") != 0 ? xcalloc(1, sizeof(Profile)) : NULL;
+}
+
+static const char *profile_kind_name(int kind) {
+    return kind == PROFILE_FUSED ? "fused group" : op_info((OpKind)kind)->name;
+}
+
+/* One line per kind, slowest first, to stderr. */
+static void profile_print(const Profile *pr) {
+    double total = 0;
+    int order[PROFILE_KINDS], n = 0;
+    for (int k = 0; k < PROFILE_KINDS; k++)
+        if (pr->calls[k]) order[n++] = k, total += pr->seconds[k];
+    for (int i = 1; i < n; i++)
+        for (int j = i; j > 0 && pr->seconds[order[j]] > pr->seconds[order[j - 1]]; j--) {
+            int tmp = order[j];
+            order[j] = order[j - 1], order[j - 1] = tmp;
+        }
+    fprintf(stderr, "; cpu backend profile: %-22s %10s %8s %6s\n", "op kind", "ms", "calls", "%");
+    for (int i = 0; i < n; i++) {
+        int k = order[i];
+        fprintf(stderr, "; cpu backend profile: %-22s %10.1f %8lld %5.1f%%\n", profile_kind_name(k), 1e3 * pr->seconds[k],
+                (long long)pr->calls[k], 100.0 * pr->seconds[k] / (total > 0 ? total : 1));
+    }
+    fprintf(stderr, "; cpu backend profile: %-22s %10.1f\n", "total", 1e3 * total);
+}
 
 /* ---- building ---- */
 static int build_kernels(CpuPlan *p, const char *dump_dir, Err *err) {
@@ -41,7 +88,9 @@ static int build_kernels(CpuPlan *p, const char *dump_dir, Err *err) {
 CpuPlan *cpu_plan_build(const Graph *g, const InterpOptions *opt, const char *dump_dir, Err *err) {
     CpuPlan *p = xcalloc(1, sizeof *p);
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
-    *p = (CpuPlan){.g = g, .b = opt->batch, .t = opt->seq, .threads = opt->threads > 0 ? opt->threads : (int)(cores > 0 ? cores : 1)};
+    int threads = opt->threads > 0 ? opt->threads : (int)(cores > 0 ? cores : 1);
+    *p = (CpuPlan){.g = g, .b = opt->batch, .t = opt->seq, .threads = threads, .profile = profile_from_env()};
+    gemm_use_own_threads();
     if (fusion_plan(g, p->b, p->t, &p->fusion, err) || build_kernels(p, dump_dir, err)) {
         cpu_plan_free(p);
         return NULL;
@@ -51,6 +100,8 @@ CpuPlan *cpu_plan_build(const Graph *g, const InterpOptions *opt, const char *du
 
 void cpu_plan_free(CpuPlan *p) {
     if (!p) return;
+    if (p->profile && p->profile->runs) profile_print(p->profile);
+    free(p->profile);
     for (size_t i = 0; p->descs && i < p->fusion.groups.len; i++) kernel_desc_free(&p->descs[i]);
     free(p->descs);
     free(p->fns);
@@ -67,39 +118,24 @@ static int64_t leading_rows(const Tensor *x) {
     return m;
 }
 
-static int run_linear(const Tensor *const *in, Tensor *out, Err *err) {
+static int run_linear(const Tensor *const *in, Tensor *out, int threads, Err *err) {
     (void)err;
-    gemm_xwt(tensor_f32(in[0]), tensor_f32(in[1]), tensor_f32(out), leading_rows(in[0]), in[1]->shape[0], in[1]->shape[1]);
-    return 0;
-}
-
-/* Rows of expert e are contiguous; counts are checked as the interpreter checks them. */
-static int run_grouped_linear(const Tensor *const *in, Tensor *out, Err *err) {
-    const Tensor *x = in[0], *counts = in[1], *w = in[2];
-    int64_t m = x->shape[0], n = w->shape[1], k = w->shape[2], at = 0;
-    for (int64_t e = 0; e < counts->numel; e++) {
-        int64_t c = counts->dtype == DT_I64 ? ((const int64_t *)counts->data)[e] : ((const int32_t *)counts->data)[e];
-        if (c < 0 || c > m - at)
-            return err_set(err, "grouped_linear: counts[%lld]=%lld overruns the %lld rows of xd", (long long)e,
-                           (long long)c, (long long)m);
-        gemm_xwt(tensor_f32(x) + at * k, tensor_f32(w) + e * n * k, tensor_f32(out) + at * n, c, n, k);
-        at += c;
-    }
-    if (at != m)
-        return err_set(err, "grouped_linear: counts sum to %lld but xd has %lld rows", (long long)at, (long long)m);
+    gemm_xwt(tensor_f32(in[0]), tensor_f32(in[1]), tensor_f32(out), leading_rows(in[0]), in[1]->shape[0], in[1]->shape[1],
+             threads);
     return 0;
 }
 
 /* linear_wgrad(g[...,N], x[...,K]) -> [N,K]: g^T x over the flattened leading dims. */
-static int run_linear_wgrad(const Tensor *const *in, Tensor *out, Err *err) {
+static int run_linear_wgrad(const Tensor *const *in, Tensor *out, int threads, Err *err) {
     (void)err;
-    gemm_dyt_x(tensor_f32(in[0]), tensor_f32(in[1]), tensor_f32(out), leading_rows(in[0]), out->shape[0], out->shape[1]);
+    gemm_dyt_x(tensor_f32(in[0]), tensor_f32(in[1]), tensor_f32(out), leading_rows(in[0]), out->shape[0], out->shape[1],
+               threads);
     return 0;
 }
 
-typedef int (*GemmFn)(const Tensor *const *in, Tensor *out, Err *err);
+typedef int (*GemmFn)(const Tensor *const *in, Tensor *out, int threads, Err *err);
 static const GemmFn gemm_fns[OP_COUNT] = {
-    [OP_LINEAR] = run_linear, [OP_GROUPED_LINEAR] = run_grouped_linear, [OP_LINEAR_WGRAD] = run_linear_wgrad};
+    [OP_LINEAR] = run_linear, [OP_LINEAR_WGRAD] = run_linear_wgrad};
 
 static int is_gemm(const Graph *g, const Node *n) {
     return gemm_fns[n->op] && ir_type(g, n->out[0])->dtype == DT_F32;
@@ -160,16 +196,35 @@ static int gather_inputs(const Run *r, const Node *n, const Tensor **in, Err *er
     return 0;
 }
 
+static int new_outputs(const Run *r, const Node *n, Tensor **out, Err *err) {
+    for (int k = 0; k < n->nout; k++)
+        if (!(out[k] = new_tensor(r, n->out[k], err))) {
+            for (int j = 0; j < k; j++) tensor_free(out[j]);
+            return -1;
+        }
+    return 0;
+}
+
+static void free_outputs(const Node *n, Tensor **out) {
+    for (int k = 0; k < n->nout; k++) tensor_free(out[k]);
+}
+
+/* A GEMM or one of the backend's own kernels (cpu_ops.h) into freshly allocated outputs. */
+static int run_native(Run *r, const Node *n, const Tensor **in, Tensor **out, Err *err) {
+    if (new_outputs(r, n, out, err)) return -1;
+    CpuOpFn own = is_gemm(r->p->g, n) ? NULL : cpu_op_for(r->p->g, n);
+    CpuOpCall call = {n, in, out, r->p->threads};
+    int rc = own ? own(&call, err) : gemm_fns[n->op](in, out[0], r->p->threads, err);
+    if (rc) free_outputs(n, out);
+    return rc;
+}
+
 static int run_node(Run *r, const Node *n, Err *err) {
     const Tensor *in[64];
     Tensor *out[4];
     if (gather_inputs(r, n, in, err)) return -1;
-    if (is_gemm(r->p->g, n)) {
-        if (!(out[0] = new_tensor(r, n->out[0], err))) return -1;
-        if (gemm_fns[n->op](in, out[0], err)) {
-            tensor_free(out[0]);
-            return -1;
-        }
+    if (is_gemm(r->p->g, n) || cpu_op_for(r->p->g, n)) {
+        if (run_native(r, n, in, out, err)) return -1;
     } else if (interp_node(r->p->g, n, in, r->p->b, r->p->t, out, err)) {
         return -1;
     }
@@ -229,7 +284,13 @@ static int step(Run *r, int32_t i, const TensorSet *feeds, Err *err) {
     int gid = r->p->fusion.group_of[i];
     if (gid >= 0 && r->p->last_member[gid] != i) return 0;
     if (gid < 0 && (n->op == OP_INPUT || n->op == OP_PARAM)) return feed(r, n, feeds, err);
+    double t0 = r->p->profile ? now_seconds() : 0;
     int rc = gid >= 0 ? run_group(r, gid, err) : run_node(r, n, err);
+    if (r->p->profile) {
+        int kind = gid >= 0 ? PROFILE_FUSED : (int)n->op;
+        r->p->profile->seconds[kind] += now_seconds() - t0;
+        r->p->profile->calls[kind]++;
+    }
     if (rc) return err_wrap(err, "node %d (%s%s%s): ", i, op_info(n->op)->name, n->scope[0] ? " in " : "", n->scope);
     if (gid >= 0) {
         const KernelDesc *k = &r->p->descs[gid];
@@ -266,6 +327,7 @@ int cpu_plan_run(const CpuPlan *p, const TensorSet *feeds, TensorSet *results, E
     size_t nv = p->g->values.len ? p->g->values.len : 1;
     Run r = {p, xcalloc(nv, sizeof(Tensor *)), xcalloc(nv, 1), xmalloc(nv * sizeof(int64_t))};
     compute_last_use(p, r.last_use);
+    if (p->profile) p->profile->runs++;
     int rc = 0;
     for (size_t i = 0; rc == 0 && i < p->g->nodes.len; i++) rc = step(&r, (int32_t)i, feeds, err);
     if (rc == 0) collect_outputs(&r, results);
@@ -283,6 +345,7 @@ CpuPlanStats cpu_plan_stats(const CpuPlan *p) {
         const Node *n = &p->g->nodes.data[i];
         if (p->fusion.group_of[i] >= 0) s.fused_nodes++;
         else if (is_gemm(p->g, n)) s.gemm_nodes++;
+        else if (cpu_op_for(p->g, n)) s.native_nodes++;
         else if (n->op != OP_INPUT && n->op != OP_PARAM) s.interp_nodes++;
     }
     return s;

@@ -1,6 +1,9 @@
 /* runtime: the cpu backend's compiled plan. Fused groups (codegen/fuse.h) run
- * as JIT-compiled kernels, linear and grouped_linear as BLAS GEMMs, and every
- * other op through the interpreter's kernel for it (op_info(op)->interp). */
+ * as JIT-compiled kernels, linear and linear_wgrad as BLAS GEMMs, attention, the
+ * experts' GEMMs and the hot layout ops on the backend's own kernels
+ * (cpu_ops.h), and every other op through the interpreter's kernel for it
+ * (op_info(op)->interp). V3C_PROFILE=1 in the environment prints the time spent
+ * per op kind to stderr when a plan is freed. */
 #ifndef V3C_RUNTIME_CPU_BACKEND_H
 #define V3C_RUNTIME_CPU_BACKEND_H
 
@@ -19,6 +22,7 @@ typedef struct CpuPlanStats {
     int fused_nodes;   /* nodes inside them */
     int kernels;       /* distinct compiled kernels */
     int gemm_nodes;    /* nodes run as BLAS GEMMs */
+    int native_nodes;  /* nodes run by the backend's own kernels (runtime/cpu_ops.h) */
     int interp_nodes;  /* nodes run by the interpreter's kernel */
 } CpuPlanStats;
 CpuPlanStats cpu_plan_stats(const CpuPlan *p);
