@@ -1,0 +1,138 @@
+/* codegen/cuda: the CUDA code generator. A graph at concrete B, T becomes a
+ * plan: generated kernels (CUDA C, one self-contained source each, deduplicated
+ * by text), their launches in graph order, and library calls (cuBLASLt GEMMs).
+ *
+ * Device data layout is the interpreter's host layout (ir.h, Tensor): float
+ * dtypes as float (bf16/f16 values rounded), i32 as int, i64 as long long,
+ * u8/e4m3/e5m2 as bytes; so a kernel's result can be compared with the
+ * interpreter's bit for bit. Kernels take only pointers: every shape is a
+ * constant in the source. */
+#ifndef V3C_CODEGEN_CUDA_H
+#define V3C_CODEGEN_CUDA_H
+
+#include "../fuse.h"
+#include "../kernel.h"
+
+enum { CUDA_MAX_PARAMS = 16, CUDA_BLOCK = 256 };
+
+/* One distinct kernel. Its name is derived from its text, so equal kernels of
+ * different layers are one kernel. */
+typedef struct CudaKernel {
+    char *name;   /* extern "C" symbol */
+    char *source; /* complete CUDA C */
+    const char *family; /* "fused", "rope", ...: what generated it */
+    int nparams;
+    const char *param_types[CUDA_MAX_PARAMS]; /* C types, e.g. "const float *" */
+    int smem_per_thread; /* dynamic shared memory bytes per thread of a block */
+} CudaKernel;
+
+/* What one kernel parameter is bound to at a launch. */
+typedef enum CudaArgKind {
+    CARG_VALUE,   /* a graph value's buffer */
+    CARG_SCRATCH, /* a temporary of `bytes`, valid for the node's launches */
+    CARG_STATUS,  /* the run's int status word: kernels store a nonzero code on bad data */
+} CudaArgKind;
+
+typedef struct CudaArg {
+    CudaArgKind kind;
+    ValueId value;
+    int64_t offset; /* CARG_VALUE: bytes into the value's buffer (a window, so equal copies share a kernel) */
+    int64_t bytes;
+    int scratch; /* CARG_SCRATCH: which of the node's temporaries (launches of one node share them) */
+} CudaArg;
+
+typedef struct CudaLaunch {
+    int kernel;  /* index into CudaPlan.kernels */
+    int32_t node;
+    int64_t grid, block;
+    int nargs;
+    CudaArg args[CUDA_MAX_PARAMS];
+} CudaLaunch;
+
+/* Library calls: GEMMs through cuBLASLt (row-major; y[m,n] = x[m,k] w[n,k]^T unless said). */
+typedef enum CudaLibKind {
+    LIB_GEMM,         /* linear */
+    LIB_GEMM_WGRAD,   /* linear_wgrad: dw[n,k] = g[m,n]^T x[m,k] */
+    LIB_GROUPED_GEMM, /* grouped_linear: per expert, rows by counts */
+    LIB_GROUPED_WGRAD,
+    LIB_FP8_GEMM,       /* fp8_matmul wgrad=0: A scales VEC128_32F (1x128), B BLK128x128_32F */
+    LIB_FP8_GEMM_WGRAD, /* fp8_matmul wgrad=1: both 128x1 (VEC128_32F along tokens) */
+    LIB_KIND_COUNT
+} CudaLibKind;
+
+typedef struct CudaLibCall {
+    CudaLibKind kind;
+    int32_t node;
+    int64_t m, n, k, groups;
+} CudaLibCall;
+
+const char *cuda_lib_kind_name(CudaLibKind k);
+
+typedef struct CudaPlan {
+    int64_t b, t;
+    VEC(CudaKernel) kernels; /* distinct */
+    VEC(CudaLaunch) launches;
+    VEC(CudaLibCall) calls;
+    StrMap by_name;          /* kernel name -> index in kernels */
+    int64_t generated; /* kernel sources generated, before deduplication */
+    int64_t aliases;   /* nodes that move no data (reshape, sources) */
+} CudaPlan;
+
+/* Plans g at batch b, sequence t. An op with neither a template nor a library
+ * mapping is a user error naming it. */
+int cuda_plan_build(const Graph *g, int64_t b, int64_t t, CudaPlan *p, Err *err);
+void cuda_plan_free(CudaPlan *p);
+
+/* ---- building blocks (cuda_render.c, cuda_templates*.c) ---- */
+
+/* Collects the kernels one node (or fused group) needs. */
+typedef struct CudaEmit {
+    CudaPlan *plan;
+    int32_t node;
+} CudaEmit;
+
+/* A kernel text in the making: the renderer fills body and params, cuda_emit_kernel names it. */
+typedef struct KernelText {
+    const char *family;
+    Buf body; /* everything after the prelude; KNAME stands for the kernel's name */
+    int nparams;
+    const char *param_types[CUDA_MAX_PARAMS];
+    int smem_per_thread;
+} KernelText;
+
+void ktext_param(KernelText *kt, const char *type, const char *name);
+/* Names kt (family + hash of its text), adds it to the plan unless an equal one
+ * is there, and records a launch with these args over `threads` work items (or
+ * `blocks` blocks of CUDA_BLOCK threads when blocks > 0). Frees kt's text. */
+int cuda_emit_kernel(CudaEmit *em, KernelText *kt, const CudaArg *args, int nargs, int64_t threads, int64_t blocks);
+
+/* The device helpers every kernel source starts with (math, rounding, block reductions). */
+const char *cuda_prelude(void);
+
+/* Renders a fused group's loop description: a block per row, threads over cols. */
+int cuda_render_fused(const KernelDesc *k, KernelText *kt, Err *err);
+
+/* A node's template, when its op has one: 0 done, -1 error, 1 no template. */
+int cuda_template_node(CudaEmit *em, const Graph *g, const Node *n, int64_t b, int64_t t, Err *err);
+/* A node's library call, when its op maps to one: 0 done, -1 error, 1 not a library op. */
+int cuda_library_node(CudaPlan *p, const Graph *g, const Node *n, int64_t b, int64_t t, Err *err);
+
+/* A double literal that reads back exactly (inf and NaN through the prelude's helpers). */
+void cuda_literal(Buf *b, double v);
+/* The C type of one element of dtype dt as held on the device. */
+const char *cuda_elem_type(DType dt);
+
+/* Shorthands for launch arguments. */
+static inline CudaArg carg_value(ValueId v) { return (CudaArg){.kind = CARG_VALUE, .value = v}; }
+static inline CudaArg carg_value_at(ValueId v, int64_t offset_bytes) {
+    return (CudaArg){.kind = CARG_VALUE, .value = v, .offset = offset_bytes};
+}
+static inline CudaArg carg_scratch(int which, int64_t bytes) {
+    return (CudaArg){.kind = CARG_SCRATCH, .value = -1, .bytes = bytes, .scratch = which};
+}
+static inline CudaArg carg_status(void) { return (CudaArg){.kind = CARG_STATUS, .value = -1}; }
+
+/* Status codes kernels store (runtime maps them to messages). */
+enum { CUDA_STATUS_OK = 0, CUDA_STATUS_INDEX = 1, CUDA_STATUS_NAN = 2, CUDA_STATUS_COUNTS = 3 };
+
+#endif

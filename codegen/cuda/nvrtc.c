@@ -1,0 +1,154 @@
+/* NVRTC through dlopen: the few entry points v3c needs, resolved by name. */
+#include <ctype.h>
+#include <dlfcn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "nvrtc.h"
+
+typedef int NvrtcResult;
+typedef struct NvrtcProgram *NvrtcProgram;
+
+struct Nvrtc {
+    void *lib;
+    char version[32];
+    NvrtcResult (*version_fn)(int *major, int *minor);
+    NvrtcResult (*create)(NvrtcProgram *p, const char *src, const char *name, int nheaders, const char *const *headers,
+                          const char *const *include_names);
+    NvrtcResult (*compile)(NvrtcProgram p, int nopts, const char *const *opts);
+    NvrtcResult (*log_size)(NvrtcProgram p, size_t *n);
+    NvrtcResult (*log)(NvrtcProgram p, char *log);
+    NvrtcResult (*cubin_size)(NvrtcProgram p, size_t *n);
+    NvrtcResult (*cubin)(NvrtcProgram p, char *cubin);
+    NvrtcResult (*destroy)(NvrtcProgram *p);
+    const char *(*error_string)(NvrtcResult r);
+};
+
+static const char *const library_names[] = {
+    "libnvrtc.so.13", "libnvrtc.so.12", "libnvrtc.so", "/usr/local/cuda/lib64/libnvrtc.so",
+};
+
+typedef struct Symbol {
+    const char *name;
+    size_t offset;
+} Symbol;
+
+#define SYM(name, field) {name, offsetof(Nvrtc, field)}
+static const Symbol symbols[] = {
+    SYM("nvrtcVersion", version_fn), SYM("nvrtcCreateProgram", create), SYM("nvrtcCompileProgram", compile),
+    SYM("nvrtcGetProgramLogSize", log_size), SYM("nvrtcGetProgramLog", log), SYM("nvrtcGetCUBINSize", cubin_size),
+    SYM("nvrtcGetCUBIN", cubin), SYM("nvrtcDestroyProgram", destroy), SYM("nvrtcGetErrorString", error_string),
+};
+
+static void *open_library(void) {
+    for (size_t i = 0; i < sizeof library_names / sizeof *library_names; i++) {
+        void *lib = dlopen(library_names[i], RTLD_NOW | RTLD_LOCAL);
+        if (lib) return lib;
+    }
+    return NULL;
+}
+
+static int resolve(Nvrtc *n, Err *err) {
+    for (size_t i = 0; i < sizeof symbols / sizeof *symbols; i++) {
+        void *fn = dlsym(n->lib, symbols[i].name);
+        if (!fn) return err_set(err, "NVRTC library lacks %s", symbols[i].name);
+        memcpy((char *)n + symbols[i].offset, &fn, sizeof fn);
+    }
+    return 0;
+}
+
+Nvrtc *nvrtc_open(Err *err) {
+    Nvrtc *n = xcalloc(1, sizeof *n);
+    n->lib = open_library();
+    if (!n->lib) {
+        err_set(err, "cannot load NVRTC (libnvrtc.so.13 or libnvrtc.so, also looked in /usr/local/cuda/lib64): "
+                     "install the CUDA toolkit's NVRTC to generate CUDA kernels");
+        free(n);
+        return NULL;
+    }
+    int major = 0, minor = 0;
+    if (resolve(n, err) || n->version_fn(&major, &minor) != 0) {
+        if (!err->set) err_set(err, "nvrtcVersion failed");
+        nvrtc_close(n);
+        return NULL;
+    }
+    snprintf(n->version, sizeof n->version, "nvrtc %d.%d", major, minor);
+    return n;
+}
+
+/* The library stays loaded: NVRTC keeps internal allocations until exit, and
+ * LeakSanitizer can attribute (and the suppression below silence) them only
+ * while its frames still resolve to libnvrtc. dlopen is reference counted, so
+ * repeated opens cost nothing. */
+void nvrtc_close(Nvrtc *n) { free(n); }
+
+/* Sanitizer builds: NVRTC's own allocations are not v3c's leaks. */
+const char *__lsan_default_suppressions(void);
+const char *__lsan_default_suppressions(void) { return "leak:libnvrtc\n"; }
+
+const char *nvrtc_version_text(const Nvrtc *n) { return n->version; }
+
+int cuda_target_check(const char *target, Err *err) {
+    size_t len = target ? strlen(target) : 0, digits = 0;
+    int ok = len > 3 && strncmp(target, "sm_", 3) == 0;
+    while (ok && 3 + digits < len && isdigit((unsigned char)target[3 + digits])) digits++;
+    const char *rest = ok ? target + 3 + digits : "";
+    ok = ok && digits >= 2 && digits <= 3 && (strcmp(rest, "") == 0 || strcmp(rest, "a") == 0);
+    if (!ok) return err_set(err, "--target '%s' is not a CUDA architecture of the form sm_NN or sm_NNa (e.g. sm_90a)",
+                            target ? target : "");
+    return 0;
+}
+
+int nvrtc_options(const char *target, char *arch_buf, size_t n, const char **opts, int max_opts) {
+    snprintf(arch_buf, n, "--gpu-architecture=%s", target);
+    /* --fmad=false: a contracted a*b+c rounds once, the interpreter's twice. */
+    const char *fixed[] = {arch_buf, "-default-device", "-std=c++17", "--fmad=false", "-I/usr/local/cuda/include"};
+    int k = 0;
+    for (size_t i = 0; i < sizeof fixed / sizeof *fixed && k + 1 < max_opts; i++) opts[k++] = fixed[i];
+    opts[k] = NULL;
+    return k;
+}
+
+static char *program_log(const Nvrtc *n, NvrtcProgram p) {
+    size_t len = 0;
+    if (n->log_size(p, &len) != 0 || len == 0) return xstrdup("(no log)");
+    char *log = xcalloc(len + 1, 1);
+    if (n->log(p, log) != 0) strcpy(log, "(no log)");
+    return log;
+}
+
+static int fetch_cubin(const Nvrtc *n, NvrtcProgram p, char **cubin, size_t *cubin_len, Err *err) {
+    size_t len = 0;
+    if (n->cubin_size(p, &len) != 0 || len == 0) return err_set(err, "NVRTC produced no cubin");
+    *cubin = xmalloc(len);
+    if (n->cubin(p, *cubin) != 0) {
+        free(*cubin);
+        *cubin = NULL;
+        return err_set(err, "nvrtcGetCUBIN failed");
+    }
+    *cubin_len = len;
+    return 0;
+}
+
+int nvrtc_compile(const Nvrtc *n, const char *source, const char *name, const char *target, char **cubin,
+                  size_t *cubin_len, Err *err) {
+    if (cuda_target_check(target, err)) return -1;
+    NvrtcProgram p = NULL;
+    NvrtcResult r = n->create(&p, source, name, 0, NULL, NULL);
+    if (r != 0) return err_set(err, "nvrtcCreateProgram(%s): %s", name, n->error_string(r));
+    char arch[64];
+    const char *opts[8];
+    int nopts = nvrtc_options(target, arch, sizeof arch, opts, 8);
+    int rc = 0;
+    if ((r = n->compile(p, nopts, opts)) != 0) {
+        char *log = program_log(n, p);
+        rc = err_set(err, "NVRTC could not compile kernel %s for %s (%s):\n%s", name, target, n->error_string(r), log);
+        free(log);
+    } else {
+        rc = fetch_cubin(n, p, cubin, cubin_len, err);
+    }
+    n->destroy(&p);
+    return rc;
+}

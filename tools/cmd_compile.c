@@ -1,0 +1,72 @@
+/* v3c compile: generate every CUDA kernel of a model's graph and compile it with
+ * NVRTC (or take it from the kernel cache) without running anything; needs no GPU. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "../codegen/cuda/cuda.h"
+#include "../codegen/cuda/kcache.h"
+#include "../codegen/cuda/nvrtc.h"
+#include "cli.h"
+
+/* Shapes are constants in the kernels: compile for one (B, T); DeepSeek-V3 trains at T = 4096. */
+enum { DEFAULT_BATCH = 1, DEFAULT_SEQ = 4096 };
+static const char default_target[] = "sm_90a";
+
+static int dump_sources(const CudaPlan *p, const char *dir, Err *err) {
+    if (mkdir(dir, 0755) != 0 && errno != EEXIST)
+        return err_set(err, "cannot create --dump-kernels directory '%s': %s", dir, strerror(errno));
+    for (size_t i = 0; i < p->kernels.len; i++) {
+        const CudaKernel *k = &p->kernels.data[i];
+        char *path = xsprintf("%s/%s.cu", dir, k->name);
+        int rc = write_file_atomic(path, k->source, strlen(k->source), err);
+        free(path);
+        if (rc) return -1;
+    }
+    return 0;
+}
+
+static void print_summary(const CudaPlan *p, const CudaCompileStats *st, const char *target) {
+    printf("target: %s (B=%lld, T=%lld)\n", target, (long long)p->b, (long long)p->t);
+    printf("kernels: %lld generated, %zu distinct, %lld compiled, %lld from cache\n", (long long)p->generated,
+           p->kernels.len, (long long)st->compiled, (long long)st->cached);
+    int64_t counts[LIB_KIND_COUNT] = {0};
+    for (size_t i = 0; i < p->calls.len; i++) counts[p->calls.data[i].kind]++;
+    printf("library calls:");
+    for (int k = 0; k < LIB_KIND_COUNT; k++) printf("%s %lld %s", k ? "," : "", (long long)counts[k], cuda_lib_kind_name(k));
+    printf("\nlaunches: %zu kernel launches, %lld nodes without data movement\n", p->launches.len, (long long)p->aliases);
+}
+
+static int compile_plan(const CudaPlan *p, const char *target, CudaCompileStats *st, Err *err) {
+    Nvrtc *nv = nvrtc_open(err);
+    if (!nv) return -1;
+    char *dir = kcache_dir(err);
+    int rc = dir ? cuda_compile_kernels(nv, p->kernels.data, (int)p->kernels.len, target, dir, NULL, st, err) : -1;
+    free(dir);
+    nvrtc_close(nv);
+    return rc;
+}
+
+int cmd_compile(const Options *o, Err *err) {
+    const char *target = o->target ? o->target : default_target;
+    if (cuda_target_check(target, err)) return -1;
+    if (o->batch == 0 || o->seq == 0) return err_set(err, "--batch and --seq must be at least 1");
+    Model m;
+    if (model_build(o, &m, err)) {
+        model_free(&m);
+        return -1;
+    }
+    CudaPlan p;
+    int64_t b = o->batch > 0 ? o->batch : DEFAULT_BATCH, t = o->seq > 0 ? o->seq : DEFAULT_SEQ;
+    int rc = cuda_plan_build(m.graph, b, t, &p, err);
+    model_free(&m);
+    if (rc) return -1;
+    CudaCompileStats st = {0, 0};
+    rc = o->dump_kernels ? dump_sources(&p, o->dump_kernels, err) : 0;
+    if (rc == 0) rc = compile_plan(&p, target, &st, err);
+    if (rc == 0) print_summary(&p, &st, target);
+    cuda_plan_free(&p);
+    return rc;
+}
