@@ -128,6 +128,7 @@ static void print_node(Buf *out, const Graph *g, const Node *n, const int32_t *n
     if (n->chunk != CHUNK_NONE) buf_printf(out, " #%s", chunk_name(n->chunk));
     for (int b = 0; b < NODE_FLAG_COUNT; b++)
         if (n->flags & (1u << b)) buf_printf(out, " !%s", node_flag_name(b));
+    if (n->group > 0) buf_printf(out, " ^%d", (int)n->group);
     if (opt && opt->annotate) print_annotation(out, g, n, opt);
     buf_putc(out, '\n');
 }
@@ -165,6 +166,7 @@ typedef struct Reader {
     VEC(Type) types;
     VEC(ValueId) outs;
     VEC(char *) result_names;
+    int32_t group; /* the line's ^N, 0 when absent */
 } Reader;
 
 static int col_of(const Reader *r, const char *at) { return (int)(at - r->line_start) + 1; }
@@ -308,7 +310,7 @@ static int read_type(Reader *r, Type *t) {
     int n = read_dim_list(r, IR_MAX_RANK);
     if (n < 0) return -1;
     t->rank = n;
-    memcpy(t->dims, r->dims.data + base, sizeof(Dim) * (size_t)n);
+    if (n) memcpy(t->dims, r->dims.data + base, sizeof(Dim) * (size_t)n); /* a scalar's list may be unallocated */
     r->dims.len = base;
     return 0;
 }
@@ -429,6 +431,19 @@ static int read_types(Reader *r) {
     return 0;
 }
 
+/* "^N": the node's fusion group, 1 <= N < 2^31. */
+static int read_group(Reader *r) {
+    r->group = 0;
+    if (!accept(r, '^')) return 0;
+    const char *start = r->p;
+    int64_t n = 0;
+    while (*r->p >= '0' && *r->p <= '9' && n <= INT32_MAX) n = n * 10 + (*r->p++ - '0');
+    if (r->p == start || n < 1 || n > INT32_MAX)
+        return rd_error(r, start, "a fusion group must be a number from 1 to %d", (int)INT32_MAX);
+    r->group = (int32_t)n;
+    return 0;
+}
+
 static int read_scope_and_chunk(Reader *r) {
     r->g->cur_scope = graph_intern(r->g, "");
     r->g->cur_chunk = CHUNK_NONE;
@@ -452,7 +467,7 @@ static int read_scope_and_chunk(Reader *r) {
         if (node_flag_parse(name, &flag)) return rd_error(r, start, "unknown node flag '%s' (recompute, backward, wgrad)", name);
         r->g->cur_flags |= flag;
     }
-    return 0;
+    return read_group(r);
 }
 
 static void clear_line(Reader *r) {
@@ -519,6 +534,7 @@ static int emit_line_node(Reader *r, OpKind op, const char *op_at) {
         return rd_wrap(r, op_at);
     for (size_t i = 0; i < nres; i++) strmap_put(&r->values, r->result_names.data[i], r->outs.data[i]);
     register_source_name(r, op, r->outs.data[0]);
+    r->g->nodes.data[r->g->nodes.len - 1].group = r->group;
     return 0;
 }
 
@@ -658,6 +674,7 @@ static void dot_node(Buf *out, const Graph *g, size_t i, const char *indent) {
     }
     if (n->scope && n->scope[0]) buf_printf(&label, "\n@%s", n->scope);
     if (n->chunk != CHUNK_NONE) buf_printf(&label, " #%s", chunk_name(n->chunk));
+    if (n->group > 0) buf_printf(&label, " ^%d", (int)n->group);
     buf_printf(out, "%sn%zu [label=\"", indent, i);
     dot_escape(out, label.data);
     buf_puts(out, "\"];\n");

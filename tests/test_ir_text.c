@@ -140,6 +140,18 @@ START_TEST(test_values_renumbered_in_definition_order) {
 }
 END_TEST
 
+/* A scalar type as the first type read: its dims list is still unallocated
+ * (found by fuzz_ir_text; UBSan flags the empty copy from a null list). */
+START_TEST(test_scalar_first_type) {
+    const char *in = "v3ir 1\n%0 = input {name=\"x\"} : f32[]\noutput \"y\" = %0\n";
+    Graph *g = parse_ir_ok(in, "t");
+    char *out = print_ir(g);
+    ck_assert_str_eq(out, in);
+    free(out);
+    graph_free(g);
+}
+END_TEST
+
 /* A dims attribute and a long type on one line: the reader's scratch space
  * grows while the attribute still points into it. */
 START_TEST(test_dims_attribute_with_long_type) {
@@ -344,6 +356,7 @@ static Suite *ir_text_suite(void) {
     tcase_add_test(tc, test_builder_graph_round_trips);
     tcase_add_test(tc, test_annotated_text_reads_back_plain);
     tcase_add_test(tc, test_values_renumbered_in_definition_order);
+    tcase_add_test(tc, test_scalar_first_type);
     tcase_add_test(tc, test_dims_attribute_with_long_type);
     tcase_add_test(tc, test_malformed_texts_report_position);
     tcase_add_test(tc, test_truncated_texts_fail_cleanly);
