@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "collective.h"
 #include "interp.h"
 #include "ops/ops_internal.h"
 
@@ -173,7 +174,7 @@ static void collect_outputs(RunState *st, TensorSet *results) {
     free(later_uses);
 }
 
-int interp_run(const Graph *g, const TensorSet *feeds, const InterpOptions *opt, TensorSet *results, Err *err) {
+static int run_nodes(const Graph *g, const TensorSet *feeds, const InterpOptions *opt, TensorSet *results, Err *err) {
     size_t nv = g->values.len ? g->values.len : 1;
     RunState st = {g, xcalloc(nv, sizeof(Tensor *)), xcalloc(nv, 1), xmalloc(nv * sizeof(int64_t))};
     compute_last_use(g, st.last_use);
@@ -185,5 +186,15 @@ int interp_run(const Graph *g, const TensorSet *feeds, const InterpOptions *opt,
     free(st.vals);
     free(st.borrowed);
     free(st.last_use);
+    return rc;
+}
+
+/* The EP kernels find the group's collectives bound to the running thread
+ * (ir/collective.h); a run without them leaves an outer binding in place. */
+int interp_run(const Graph *g, const TensorSet *feeds, const InterpOptions *opt, TensorSet *results, Err *err) {
+    if (!opt->collectives) return run_nodes(g, feeds, opt, results, err);
+    const Collectives *prev = collectives_bind(opt->collectives);
+    int rc = run_nodes(g, feeds, opt, results, err);
+    collectives_bind(prev);
     return rc;
 }

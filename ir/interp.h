@@ -21,6 +21,9 @@ Tensor *tset_get(const TensorSet *s, const char *name);
 typedef struct InterpOptions {
     int64_t batch, seq; /* values of the symbols B and T */
     int threads;        /* 0: all cores */
+    /* The EP group's collectives for ep_dispatch / ep_combine (ir/collective.h);
+     * NULL for a graph without them. */
+    const struct Collectives *collectives;
 } InterpOptions;
 
 /* Runs g. Inputs and params are looked up by name in `feeds` (not consumed);

@@ -27,6 +27,7 @@ static const AttrSpec sdpa_attrs[] = {{"scale", ATTR_FLOAT, 1}, {"causal", ATTR_
 #include "ops/grad_rows.inc"
 #include "ops/fp8_rows.inc"
 #include "ops/vjp_rows.inc"
+#include "ops/ep_rows.inc"
 #undef OP_ROWS_DECLS
 
 #define ROW(e, attr_list, family, text)                                                     \
@@ -84,6 +85,7 @@ static const OpInfo table[OP_COUNT] = {
 #include "ops/grad_rows.inc"
 #include "ops/fp8_rows.inc"
 #include "ops/vjp_rows.inc"
+#include "ops/ep_rows.inc"
 };
 
 const OpInfo *op_info(OpKind op) { return (unsigned)op < OP_COUNT ? &table[op] : NULL; }

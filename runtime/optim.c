@@ -62,20 +62,27 @@ static float *moment(TensorSet *s, const ParamGrad *p) {
     return tensor_f32(t);
 }
 
+double adamw_correction(double beta, int64_t updates) { return 1.0 - pow(beta, (double)updates); }
+
+void adamw_update_span(const OptimConfig *c, const AdamwSpan *s, double lr, double grad_scale, double decay,
+                       double correct1, double correct2) {
+    for (int64_t k = 0; k < s->n; k++) {
+        double gk = (double)s->g[k] * grad_scale;
+        s->m[k] = (float)(c->beta1 * s->m[k] + (1.0 - c->beta1) * gk);
+        s->v[k] = (float)(c->beta2 * s->v[k] + (1.0 - c->beta2) * gk * gk);
+        double step = (s->m[k] / correct1) / (sqrt(s->v[k] / correct2) + c->eps);
+        s->w[k] = (float)(s->w[k] - lr * (step + decay * s->w[k]));
+    }
+}
+
+double adamw_decay(const OptimConfig *c, const Tensor *weight) { return weight->rank >= 2 ? c->weight_decay : 0.0; }
+
 void adamw_step(AdamW *a, const OptimConfig *c, const ParamGrad *p, size_t n, double lr, double grad_scale) {
     a->updates++;
-    double correct1 = 1.0 - pow(c->beta1, (double)a->updates);
-    double correct2 = 1.0 - pow(c->beta2, (double)a->updates);
+    double correct1 = adamw_correction(c->beta1, a->updates), correct2 = adamw_correction(c->beta2, a->updates);
     for (size_t i = 0; i < n; i++) {
-        float *w = tensor_f32(p[i].weight), *m = moment(&a->m, &p[i]), *v = moment(&a->v, &p[i]);
-        const float *g = tensor_f32(p[i].grad);
-        double decay = p[i].weight->rank >= 2 ? c->weight_decay : 0.0;
-        for (int64_t k = 0; k < p[i].weight->numel; k++) {
-            double gk = (double)g[k] * grad_scale;
-            m[k] = (float)(c->beta1 * m[k] + (1.0 - c->beta1) * gk);
-            v[k] = (float)(c->beta2 * v[k] + (1.0 - c->beta2) * gk * gk);
-            double step = (m[k] / correct1) / (sqrt(v[k] / correct2) + c->eps);
-            w[k] = (float)(w[k] - lr * (step + decay * w[k]));
-        }
+        AdamwSpan s = {tensor_f32(p[i].weight), moment(&a->m, &p[i]), moment(&a->v, &p[i]), tensor_f32(p[i].grad),
+                       p[i].weight->numel};
+        adamw_update_span(c, &s, lr, grad_scale, adamw_decay(c, p[i].weight), correct1, correct2);
     }
 }

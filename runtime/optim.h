@@ -49,4 +49,18 @@ void adamw_free(AdamW *a);
  * Moments of a weight seen for the first time start at zero. */
 void adamw_step(AdamW *a, const OptimConfig *c, const ParamGrad *p, size_t n, double lr, double grad_scale);
 
+/* The pieces of adamw_step, for an optimizer that holds only a shard of the
+ * moments (ZeRO-1, runtime/zero.h): n consecutive elements of one weight. */
+typedef struct AdamwSpan {
+    float *w, *m, *v;
+    const float *g;
+    int64_t n;
+} AdamwSpan;
+/* 1 - beta^updates: Adam's bias correction after `updates` steps. */
+double adamw_correction(double beta, int64_t updates);
+/* The weight decay a weight gets (matrices only, as above). */
+double adamw_decay(const OptimConfig *c, const Tensor *weight);
+void adamw_update_span(const OptimConfig *c, const AdamwSpan *s, double lr, double grad_scale, double decay,
+                       double correct1, double correct2);
+
 #endif

@@ -2,9 +2,16 @@
 #include "train.h"
 
 #include <math.h>
+#include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
+
+#include "ep.h"
+#include "pipeline.h"
+#include "zero.h"
 
 static const char *const input_name = "input_ids";
 static const char *const bias_suffix = ".gate.e_score_correction_bias";
@@ -93,29 +100,168 @@ static int nonfinite_error(const char *what, double v, int64_t step, const Train
     return err_set(err, "%s is %g at step %lld; training stopped", what, v, (long long)step);
 }
 
+/* ---- data parallelism ---- */
+
+static int dp_size(const TrainConfig *c) { return c->dp ? comm_size(c->dp) : 1; }
+static int dp_rank(const TrainConfig *c) { return c->dp ? comm_rank(c->dp) : 0; }
+
+/* This rank's rows of the global batch the one-rank run draws for this step. */
+static Tensor *local_batch(const TrainConfig *c, const TrainProgress *pr) {
+    Tensor *all = corpus_batch(c->data, (uint64_t)pr->seed, pr->step, pr->batch, pr->seq);
+    if (dp_size(c) == 1) return all;
+    int64_t rows = pr->batch / dp_size(c), shape[2] = {rows, pr->seq};
+    Tensor *mine = tensor_new(all->dtype, 2, shape);
+    size_t row_bytes = (size_t)pr->seq * dtype_host_size(all->dtype);
+    memcpy(mine->data, (char *)all->data + (size_t)(dp_rank(c) * rows) * row_bytes, (size_t)rows * row_bytes);
+    tensor_free(all);
+    return mine;
+}
+
+/* The losses over the global batch: every rank's slice has as many tokens and
+ * sequences, so the global mean is the mean of the ranks' means. */
+static int global_losses(const TrainConfig *c, StepStats *s, Err *err) {
+    if (dp_size(c) == 1) return 0;
+    double v[3] = {s->objective, s->loss, s->has_mtp ? s->mtp_loss : 0.0};
+    if (comm_allreduce_sum(c->dp, v, 3, COMM_F64, err)) return -1;
+    s->objective = v[0] / dp_size(c);
+    s->loss = v[1] / dp_size(c);
+    s->mtp_loss = v[2] / dp_size(c);
+    return 0;
+}
+
+/* Token counts per expert over the global batch, so every rank moves the biases alike. */
+static int global_expert_loads(const TrainConfig *c, TensorSet *results, Err *err) {
+    for (size_t i = 0; dp_size(c) > 1 && i < results->names.len; i++) {
+        Tensor *load = results->tensors.data[i];
+        if (strncmp(results->names.data[i], load_prefix, strlen(load_prefix)) != 0 || load->dtype != DT_I32) continue;
+        if (comm_allreduce_sum(c->dp, load->data, (size_t)load->numel, COMM_I32, err)) return -1;
+    }
+    return 0;
+}
+
+/* ---- expert parallelism ---- */
+
+static int experts_sharded(const TrainConfig *c) { return c->ep && comm_size(c->ep) > 1; }
+
+/* ZeRO-1 over the data ranks for the weights every rank holds, and, with
+ * sharded experts, a second one over the ranks holding the same experts. */
+typedef struct Shards {
+    Zero1 dense, experts;
+    size_t ndense; /* the first ndense of the step's params are not experts */
+    int ready;
+} Shards;
+
+static void shards_free(Shards *z) {
+    zero1_free(&z->dense);
+    zero1_free(&z->experts);
+}
+
+/* Reorders p: the weights every rank holds first, then the experts; returns their count. */
+static size_t experts_last(ParamGrad *p, size_t n) {
+    ParamGrad *sorted = xcalloc(n + 1, sizeof *sorted);
+    size_t k = 0;
+    for (int expert = 0; expert < 2; expert++)
+        for (size_t i = 0; i < n; i++)
+            if ((ep_expert_of(p[i].name) >= 0) == expert) sorted[k++] = p[i];
+    size_t dense = 0;
+    while (dense < n && ep_expert_of(sorted[dense].name) < 0) dense++;
+    memcpy(p, sorted, n * sizeof *p);
+    free(sorted);
+    return dense;
+}
+
+static int shards_init(const TrainConfig *c, Shards *z, AdamW *opt, const ParamGrad *p, size_t n, Err *err) {
+    z->ready = 1;
+    if (zero1_init(&z->dense, c->dp, p, z->ndense, opt, err)) return -1;
+    if (!experts_sharded(c)) return 0;
+    if (zero1_init(&z->experts, c->expert_dp, p + z->ndense, n - z->ndense, opt, err)) return -1;
+    z->experts.average_over = dp_size(c);
+    return 0;
+}
+
+/* The norm of the averaged gradient: each expert counted once, on the EP rank holding it. */
+static int grad_norm(const TrainConfig *c, Shards *z, AdamW *opt, ParamGrad *p, size_t n, double *norm, Err *err) {
+    if (dp_size(c) == 1) {
+        *norm = grad_global_norm(p, n);
+        return 0;
+    }
+    z->ndense = experts_sharded(c) ? experts_last(p, n) : n;
+    if (!z->ready && shards_init(c, z, opt, p, n, err)) return -1;
+    double dense = 0.0, experts = 0.0;
+    if (zero1_reduce_grads(&z->dense, p, z->ndense, &dense, err)) return -1;
+    if (experts_sharded(c)) {
+        if (zero1_reduce_grads(&z->experts, p + z->ndense, n - z->ndense, &experts, err)) return -1;
+        experts *= experts;
+        if (comm_allreduce_sum(c->ep, &experts, 1, COMM_F64, err)) return -1;
+    }
+    *norm = sqrt(dense * dense + experts);
+    return 0;
+}
+
+static int apply_update(const TrainConfig *c, Shards *z, AdamW *opt, const TrainProgress *pr, const ParamGrad *p,
+                        size_t n, const StepStats *s, Err *err) {
+    double scale = clip_scale(pr->optim.clip, s->grad_norm);
+    if (dp_size(c) == 1) {
+        adamw_step(opt, &pr->optim, p, n, s->lr, scale);
+        return 0;
+    }
+    int64_t updates = opt->updates;
+    if (zero1_update(&z->dense, opt, &pr->optim, s->lr, scale, err)) return -1;
+    if (!experts_sharded(c)) return 0;
+    opt->updates = updates; /* one step, though two shards update: both count it */
+    return zero1_update(&z->experts, opt, &pr->optim, s->lr, scale, err);
+}
+
+static void inject_fault(const TrainConfig *c, int64_t step) {
+    int world_rank = c->dp ? comm_world_rank(c->dp, comm_rank(c->dp)) : 0;
+    if (c->fault.kind == FAULT_NONE || c->fault.rank != world_rank || c->fault.step != step) return;
+    fflush(NULL);
+    if (c->fault.kind == FAULT_EXIT) _exit(1);
+    if (c->fault.kind == FAULT_CRASH) raise(SIGKILL);
+    for (;;) pause(); /* FAULT_HANG: alive, silent */
+}
+
+/* The forward+backward pass on this rank's rows; fills the losses of s. */
+static int forward_backward(const TrainConfig *c, TensorSet *weights, TrainProgress *pr, TensorSet *results,
+                            StepStats *s, Err *err) {
+    Tensor *ids = local_batch(c, pr);
+    int rc;
+    if (c->pipe) {
+        rc = pipeline_train_step(c->pipe, weights, ids, results, err);
+        tensor_free(ids);
+    } else {
+        tset_put(weights, input_name, ids);
+        rc = exec_step(c->exec, weights, results, err);
+    }
+    if (rc) return -1;
+    if (!scalar_output(results, c->objective, &s->objective))
+        return err_internal(err, "the training graph has no scalar output '%s'", c->objective);
+    if (!scalar_output(results, "loss", &s->loss)) s->loss = s->objective;
+    s->has_mtp = scalar_output(results, "mtp_loss", &s->mtp_loss);
+    return global_losses(c, s, err);
+}
+
 /* One optimizer step on one batch; fills s. */
-static int train_step(const TrainConfig *c, TensorSet *weights, AdamW *opt, TrainProgress *pr, StepStats *s,
-                      int64_t saved_step, Err *err) {
+static int train_step(const TrainConfig *c, TensorSet *weights, AdamW *opt, Shards *z, TrainProgress *pr,
+                      StepStats *s, int64_t saved_step, Err *err) {
     int64_t step = pr->step + 1; /* 1-based, as logged */
-    tset_put(weights, input_name, corpus_batch(c->data, (uint64_t)pr->seed, pr->step, pr->batch, pr->seq));
+    inject_fault(c, step);
     TensorSet results;
     tset_init(&results);
-    int rc = exec_step(c->exec, weights, &results, err);
-    if (rc == 0 && !scalar_output(&results, c->objective, &s->objective))
-        rc = err_internal(err, "the training graph has no scalar output '%s'", c->objective);
-    if (rc == 0 && !scalar_output(&results, "loss", &s->loss)) s->loss = s->objective;
-    if (rc == 0) s->has_mtp = scalar_output(&results, "mtp_loss", &s->mtp_loss);
+    int rc = forward_backward(c, weights, pr, &results, s, err);
     if (rc == 0 && !isfinite(s->objective))
         rc = nonfinite_error(c->objective, s->objective, step, c, saved_step, err);
     size_t n = 0;
     ParamGrad *p = rc == 0 ? collect_grads(weights, &results, &n) : NULL;
-    if (rc == 0) {
-        s->grad_norm = grad_global_norm(p, n);
-        if (!isfinite(s->grad_norm)) rc = nonfinite_error("the gradient norm", s->grad_norm, step, c, saved_step, err);
-    }
+    if (rc == 0) rc = grad_norm(c, z, opt, p, n, &s->grad_norm, err);
+    if (rc == 0 && !isfinite(s->grad_norm))
+        rc = nonfinite_error("the gradient norm", s->grad_norm, step, c, saved_step, err);
     if (rc == 0) {
         s->lr = optim_lr(&pr->optim, pr->step);
-        adamw_step(opt, &pr->optim, p, n, s->lr, clip_scale(pr->optim.clip, s->grad_norm));
+        rc = apply_update(c, z, opt, pr, p, n, s, err);
+    }
+    if (rc == 0) rc = global_expert_loads(c, &results, err);
+    if (rc == 0) {
         balance_experts(&results, weights, pr->gamma, s);
         pr->step = step;
     }
@@ -165,10 +311,10 @@ static void show_progress(const TrainConfig *c, const TrainProgress *pr, const S
     fflush(c->progress);
 }
 
-/* The weights without the step's input_ids, as a checkpoint stores them. */
+/* A copy of the set without the step's input_ids, as a checkpoint stores it. */
 static void weights_only(const TensorSet *feeds, TensorSet *out) {
     tset_init(out);
-    for (size_t i = 0; i < feeds->names.len; i++) {
+    for (size_t i = 0; feeds && i < feeds->names.len; i++) {
         if (strcmp(feeds->names.data[i], input_name) == 0) continue;
         const Tensor *t = feeds->tensors.data[i];
         Tensor *copy = tensor_new(t->dtype, t->rank, t->shape);
@@ -177,11 +323,33 @@ static void weights_only(const TensorSet *feeds, TensorSet *out) {
     }
 }
 
-static int save(const TrainConfig *c, const TensorSet *feeds, const AdamW *opt, const TrainProgress *pr, Err *err) {
+/* World rank 0: stage 0's first data rank. */
+static int writes_checkpoints(const TrainConfig *c) { return !c->dp || comm_world_rank(c->dp, dp_rank(c)) == 0; }
+
+/* Weights and moments as one rank holds them: every EP rank's experts gathered. */
+static int gather_experts(const TrainConfig *c, TensorSet *w, AdamW *full, Err *err) {
+    int64_t experts = ep_held_experts(w) * comm_size(c->ep);
+    if (experts == 0) return 0; /* a model without routed experts */
+    if (ep_gather_experts(c->ep, w, experts, "", err) || ep_gather_experts(c->ep, &full->m, experts, "", err))
+        return -1;
+    return ep_gather_experts(c->ep, &full->v, experts, "", err);
+}
+
+/* Every rank gathers the moments (collectives); world rank 0 writes. */
+static int save(const TrainConfig *c, const TensorSet *feeds, AdamW *opt, Shards *z, const TrainProgress *pr,
+                Err *err) {
+    if (z->ready && zero1_gather_moments(&z->dense, opt, err)) return -1;
+    if (z->ready && experts_sharded(c) && zero1_gather_moments(&z->experts, opt, err)) return -1;
     TensorSet w;
     weights_only(feeds, &w);
-    int rc = save_checkpoint(c->save_dir, &w, c->config_json, opt, pr, err);
+    AdamW full = {.updates = opt->updates};
+    weights_only(experts_sharded(c) ? &opt->m : NULL, &full.m);
+    weights_only(experts_sharded(c) ? &opt->v : NULL, &full.v);
+    int rc = experts_sharded(c) ? gather_experts(c, &w, &full, err) : 0;
+    if (rc == 0 && writes_checkpoints(c))
+        rc = save_checkpoint(c->save_dir, &w, c->config_json, experts_sharded(c) ? &full : opt, pr, err);
     tset_free(&w);
+    adamw_free(&full);
     return rc;
 }
 
@@ -192,15 +360,23 @@ static void summarise(TrainSummary *sum, const StepStats *s) {
     sum->steps_run++;
 }
 
+static int check_dp(const TrainConfig *c, const TrainProgress *pr, Err *err) {
+    if (pr->batch % dp_size(c) == 0) return 0;
+    return err_set(err, "--batch %lld does not split over %d data-parallel ranks (give a multiple of %d)",
+                   (long long)pr->batch, dp_size(c), dp_size(c));
+}
+
 int train_run(const TrainConfig *c, TensorSet *weights, AdamW *opt, TrainProgress *pr, TrainSummary *sum, Err *err) {
     memset(sum, 0, sizeof *sum);
+    if (check_dp(c, pr, err)) return -1;
     int64_t saved_step = -1;
     double seconds = 0.0;
+    Shards zero = {0};
     int rc = 0;
     while (rc == 0 && pr->step < c->steps) {
         StepStats s = {0};
         double start = now_seconds();
-        rc = train_step(c, weights, opt, pr, &s, saved_step, err);
+        rc = train_step(c, weights, opt, &zero, pr, &s, saved_step, err);
         s.seconds = now_seconds() - start;
         if (rc) break;
         seconds += s.seconds;
@@ -209,11 +385,37 @@ int train_run(const TrainConfig *c, TensorSet *weights, AdamW *opt, TrainProgres
         show_progress(c, pr, &s);
         int due = c->save_every > 0 && pr->step % c->save_every == 0;
         if (c->save_dir && (due || pr->step == c->steps)) {
-            rc = save(c, weights, opt, pr, err);
+            rc = save(c, weights, opt, &zero, pr, err);
             saved_step = pr->step;
         }
     }
-    if (rc == 0 && c->save_dir && saved_step < 0) rc = save(c, weights, opt, pr, err); /* nothing left to train */
+    /* Nothing left to train: the checkpoint is still written. */
+    if (rc == 0 && c->save_dir && saved_step < 0) rc = save(c, weights, opt, &zero, pr, err);
+    shards_free(&zero);
     sum->tokens_per_s = seconds > 0 ? (double)(sum->steps_run * pr->batch * pr->seq) / seconds : 0.0;
     return rc;
+}
+
+/* KIND@rank=R,step=S */
+int train_parse_fault(const char *text, TrainFault *f, Err *err) {
+    static const struct {
+        const char *name;
+        TrainFaultKind kind;
+    } kinds[] = {{"exit", FAULT_EXIT}, {"crash", FAULT_CRASH}, {"hang", FAULT_HANG}};
+    memset(f, 0, sizeof *f);
+    if (!text || !*text) return 0;
+    const char *at = strchr(text, '@');
+    for (size_t i = 0; at && i < sizeof kinds / sizeof *kinds; i++)
+        if ((size_t)(at - text) == strlen(kinds[i].name) && strncmp(text, kinds[i].name, (size_t)(at - text)) == 0)
+            f->kind = kinds[i].kind;
+    long long step = 0;
+    int rank = 0, used = 0;
+    if (f->kind == FAULT_NONE || sscanf(at + 1, "rank=%d,step=%lld%n", &rank, &step, &used) != 2 || at[1 + used] ||
+        rank < 0 || step < 1) {
+        f->kind = FAULT_NONE;
+        return err_set(err, "V3C_FAULT '%s': expected exit|crash|hang@rank=R,step=S (S from 1)", text);
+    }
+    f->rank = rank;
+    f->step = step;
+    return 0;
 }

@@ -7,8 +7,21 @@
 
 #include <stdio.h>
 
+#include "comm.h"
 #include "data.h"
 #include "save.h"
+
+/* A failure injected on purpose (the V3C_FAULT debug switch, docs/distributed.md):
+ * KIND@rank=R,step=S makes world rank R, when it starts step S (1-based), exit
+ * (status 1, no message), crash (SIGKILL) or hang (stop answering forever). */
+typedef enum TrainFaultKind { FAULT_NONE, FAULT_EXIT, FAULT_CRASH, FAULT_HANG } TrainFaultKind;
+typedef struct TrainFault {
+    TrainFaultKind kind;
+    int rank;
+    int64_t step;
+} TrainFault;
+/* Parses V3C_FAULT's text (NULL or "" : none). */
+int train_parse_fault(const char *text, TrainFault *f, Err *err);
 
 typedef struct TrainConfig {
     const Graph *graph;       /* outputs the objective and "grad.<weight>" per trained weight */
@@ -24,7 +37,22 @@ typedef struct TrainConfig {
     int64_t report_every;
     int64_t peak_activation_bytes; /* reported in the log */
     int threads;              /* interpreter threads; 0: all cores */
-    struct Executor *exec;    /* the graph prepared for a backend (runtime/exec.h) */
+    struct Executor *exec;    /* the graph prepared for a backend (runtime/exec.h), at batch / dp ranks */
+    /* Data parallelism: each of the dp ranks runs rows [r*B/D, (r+1)*B/D) of every
+     * global batch of B rows, so the run equals one rank's; gradients averaged,
+     * AdamW moments sharded (ZeRO-1, zero.h). NULL or size 1: one rank. Only world
+     * rank 0 writes checkpoints; log and progress are the caller's (NULL on others). */
+    Comm *dp;
+    /* Expert parallelism (docs/distributed.md): dp is then the stage's EP x DP
+     * ranks, ep the ranks among them that share out one copy of the experts
+     * (each holds its own experts; the graph exchanges tokens over ep), and
+     * expert_dp the ranks holding the same experts. NULL: every rank holds
+     * every expert. */
+    Comm *ep, *expert_dp;
+    /* Non-NULL: every step runs through this pipeline runner (--pp stages, or
+     * micro-batches with gradient accumulation on one stage), exec unused. */
+    struct PipeRunner *pipe;
+    TrainFault fault;
 } TrainConfig;
 
 typedef struct TrainSummary {
@@ -33,7 +61,7 @@ typedef struct TrainSummary {
     double tokens_per_s;                    /* over the whole run */
 } TrainSummary;
 
-/* Trains from pr->step to c->steps. `weights` holds every param of the graph and is
+/* Trains from pr->step to c->steps (pr->batch is the global batch). `weights` holds every param of the graph and is
  * updated in place; opt and pr carry the state a checkpoint stores. A NaN or
  * infinite loss or gradient stops training with an error naming the step; the last
  * checkpoint written stays as it was. */

@@ -23,6 +23,7 @@ typedef struct Options {
     int memory;
     /* train (runtime/train.h documents each) */
     int64_t steps, warmup, save_every;
+    int64_t dp, ep; /* train: data- and expert-parallel ranks (0: not given; --pp is below) */
     const char *log, *save, *resume, *lr, *min_lr, *weight_decay, *gamma, *alpha, *mtp_lambda, *clip;
     int recompute;
     /* convert */
@@ -64,5 +65,6 @@ int cmd_eval(const Options *o, Err *err);
 int cmd_train(const Options *o, Err *err);   /* tools/cmd_train.c */
 int cmd_convert(const Options *o, Err *err); /* tools/cmd_convert.c */
 int cmd_schedule(const Options *o, Err *err); /* tools/cmd_schedule.c */
+int cmd_compile(const Options *o, Err *err);  /* tools/cmd_compile.c */
 
 #endif

@@ -4,7 +4,7 @@ set -euo pipefail
 need=()
 have_cmd() { command -v "$1" >/dev/null 2>&1; }
 have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
-for p in cmake ninja-build flex bison pkg-config check graphviz clang libclang-rt-14-dev gcc make llvm-14-dev libopenblas-dev; do
+for p in cmake ninja-build flex bison pkg-config check graphviz clang libclang-rt-14-dev gcc make llvm-14-dev libopenblas-dev libopenmpi-dev openmpi-bin; do
   have_pkg "$p" || need+=("$p")
 done
 if ((${#need[@]})); then

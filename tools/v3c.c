@@ -23,11 +23,15 @@ static const Command commands[] = {
      "run   MODEL.v3 --checkpoint DIR --input IN.safetensors --output OUT.safetensors [--backend interp]"},
     {"train", cmd_train,
      "train MODEL.v3 [--checkpoint DIR] [--data FILE] [--steps N] [--log FILE.jsonl] [--save DIR] [--resume DIR]\n"
-     "      [--fp8] [--recompute] [--batch B] [--seq T] [--lr X] [--gamma G] [--alpha A] [--mtp-lambda L]"},
+     "      [--fp8] [--recompute] [--batch B] [--seq T] [--lr X] [--gamma G] [--alpha A] [--mtp-lambda L]\n"
+     "      [--pp P --ep E --dp D --schedule 1f1b|zb1p|dualpipe --microbatches M] (ranks: mpirun -np P*E*D)"},
     {"convert", cmd_convert, "convert --checkpoint IN --output OUT --to fp8|bf16|f32"},
     {"schedule", cmd_schedule,
      "schedule --pp P --microbatches M --schedule 1f1b|zb1p|dualpipe [--f F --b B --w W --fb FB] [--svg FILE]\n"
      "      per-rank pipeline timeline and bubble (the report's Table 2)"},
+    {"compile", cmd_compile,
+     "compile MODEL.v3 [--checkpoint DIR|--config F] [--set k=v,...] [--target sm_90a] [--batch B --seq T]\n"
+     "      [--grads] [--fp8] [--dump-kernels DIR]   generate and NVRTC-compile every CUDA kernel (no GPU needed)"},
     {"eval", cmd_eval,
      "eval  MODEL.v3 [--checkpoint DIR|--seed S] [--data FILE] [--batch B] [--seq T]   loss on text"},
 };
