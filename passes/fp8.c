@@ -150,20 +150,33 @@ static int rewrite_wgrad(Rebuild *r, const Node *n, Err *err) {
     return 0;
 }
 
+/* The segments the experts' Wgrad tiles restart at: each expert's rows; under
+ * expert parallelism (counts from ep_dispatch) each expert's rows from each
+ * source rank, plan[s][j] transposed to [j][s], so a tile holds one rank's
+ * tokens as in a per-expert GEMM on that rank (and as one rank accumulating
+ * over the same micro-batches sees them). */
+static ValueId wgrad_segments(Rebuild *r, ValueId old_counts, Err *err) {
+    const Node *p = producer(r->old, old_counts);
+    if (p->op != OP_EP_DISPATCH || p->out[1] != old_counts) return r->map[old_counts];
+    ValueId t;
+    return ir_emit(r->g, OP_TRANSPOSE, &r->map[p->out[2]], 1, NULL, 0, &t, err) < 0 ? -1 : t;
+}
+
 /* Experts' Wgrad, grouped_linear_wgrad(g, counts, x): both operands carry their
  * 128x1 FP8 values (x's round trip made in forward), the tiles restarting at
  * each expert's first token as in a per-expert GEMM. */
 static int rewrite_grouped_wgrad(Rebuild *r, const Node *n, Err *err) {
-    ValueId in[3] = {0, r->map[n->in[1]], r->saved[n->in[2]][0]}, y;
-    if (fp8_round_trip(r, r->map[n->in[0]], in[1], "128x1", 0, &in[0], err)) return -1;
+    ValueId in[3] = {0, r->map[n->in[1]], r->saved[n->in[2]][0]}, y, segments = wgrad_segments(r, n->in[1], err);
+    if (segments < 0 || fp8_round_trip(r, r->map[n->in[0]], segments, "128x1", 0, &in[0], err)) return -1;
     if (ir_emit(r->g, OP_GROUPED_LINEAR_WGRAD, in, 3, NULL, 0, &y, err) < 0) return -1;
     r->map[n->out[0]] = y;
     return 0;
 }
 
-static int save_grouped_for_wgrad(Rebuild *r, ValueId old_x, ValueId counts, int pow2, Err *err) {
+static int save_grouped_for_wgrad(Rebuild *r, ValueId old_x, ValueId old_counts, int pow2, Err *err) {
     if (!r->wants_128x1[old_x] || r->saved[old_x][0] >= 0) return 0;
-    return fp8_round_trip(r, r->map[old_x], counts, "128x1", pow2, &r->saved[old_x][0], err);
+    ValueId segments = wgrad_segments(r, old_counts, err);
+    return segments < 0 ? -1 : fp8_round_trip(r, r->map[old_x], segments, "128x1", pow2, &r->saved[old_x][0], err);
 }
 
 /* Forward (w a stack of params) and Dgrad (w = transpose(stack)). */
@@ -171,7 +184,7 @@ static int rewrite_grouped(Rebuild *r, const Node *n, const char *weight, Err *e
     ValueId x, w, in[3], y;
     int backward = (n->flags & NODE_BACKWARD) != 0;
     int pow2 = !backward && wants_pow2(r->old, r->opt, n->in[0], weight);
-    if (!backward && save_grouped_for_wgrad(r, n->in[0], r->map[n->in[1]], pow2, err)) return -1;
+    if (!backward && save_grouped_for_wgrad(r, n->in[0], n->in[1], pow2, err)) return -1;
     if (fp8_round_trip(r, r->map[n->in[0]], -1, "1x128", pow2, &x, err) ||
         fp8_round_trip(r, r->map[n->in[2]], -1, "128x128", 0, &w, err))
         return -1;

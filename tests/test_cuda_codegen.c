@@ -463,7 +463,7 @@ static const char *const fp8_templates[] = {
     /* segmented 128x1 tiles: restart at each expert's rows (counts from a dispatch; some experts empty) */
     "%0 = input {name=\"x\"} : f32[6,6]\n%1, %2 = topk %0 {k=2} : f32[6,2], i32[6,2]\n"
     "%3, %4 = moe_dispatch %0, %2 {experts=6} : f32[12,6], i32[6]\n"
-    "%5, %6 = quantize %3, %4 {tile=\"128x1\"} : e4m3[12,6], f32[7,6]\n"
+    "%5, %6 = quantize %3, %4 {tile=\"128x1\"} : e4m3[12,6], f32[8,6]\n"
     "%7 = dequantize %5, %6, %4 {tile=\"128x1\"} : f32[12,6]\n"
     "output \"q\" = %5\noutput \"s\" = %6\noutput \"d\" = %7\n",
 };

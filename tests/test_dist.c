@@ -36,15 +36,13 @@ typedef struct Tolerance {
 
 /* f32: the same sums in another order (see the top of the file). */
 static const Tolerance f32_tolerance = {1e-5, 1e-5, 1e-5, 1.0, 1};
-/* FP8: the forward quantizes each token alone (1x128 tiles along features), so
- * step 1's losses agree as in f32. Wgrad of the experts quantizes 128-token tiles
- * of the tokens routed to an expert, and a rank routes only its own tokens: the
- * tiles hold other tokens than one rank's tiles, and each run has its own e4m3
- * rounding (3 mantissa bits: relative error <= 2^-4 per operand). Two such
- * products differ by at most 2 * 2^-4 relative, the bound used for the gradient
- * (observed: 3.9e-2 worst tensor, 3e-3 overall, 3e-4 on the norm); an error of
- * order one (a wrong slice, a missing average) still fails. Weights after a step
- * are left out: see expect_same_checkpoint. */
+/* FP8 runs are compared with one rank accumulating over the same micro-batches
+ * (FP8's 128-token tiles depend on the batch split), at the f32 tolerance. One
+ * layout does not reach it yet: DualPipe with EP under FP8 (gradients 2e-4 on
+ * the norm, moments 8e-3 relative L2 after step 1, while DualPipe with EP
+ * without FP8 and 1F1B with EP under FP8 are at f32 rounding). It is held to
+ * FP8's own bound for one step: two e4m3 roundings of a product differ by at most
+ * 2 * 2^-4 relative; an error of order one (a wrong slice) still fails. */
 static const Tolerance fp8_tolerance = {1e-5, 0.125, 0.125, 0.125, 0};
 /* Two layers (one dense, one MoE) keep each run to seconds; --alpha turns the
  * sequence-wise balance loss on so its gradient is averaged too. */
@@ -255,17 +253,18 @@ START_TEST(test_dp4_matches_one_rank) {
 }
 END_TEST
 
-/* One step: later steps start from weights a flipped +-lr apart (above), which
- * FP8 rounding then amplifies; docs/distributed.md has the numbers. */
-START_TEST(test_dp2_fp8_first_step) {
+/* FP8's 128-token tiles depend on the split of the batch, so the reference is
+ * one rank accumulating over the same split (--microbatches D): every tile
+ * then holds the same tokens; f32 tolerance over 3 steps. */
+START_TEST(test_dp2_fp8_matches_microbatches) {
     if (skip_without_mpirun("the FP8 comparison")) return;
-    check_dp_matches(2, "--fp8 --batch 4 --seq 16 --steps 1", 1, &fp8_tolerance);
+    check_matches(2, SMALL " --fp8 --batch 4 --seq 16 --steps 3", "--dp 2", "--microbatches 2", 3, &f32_tolerance);
 }
 END_TEST
 
-START_TEST(test_dp4_fp8_first_step) {
+START_TEST(test_dp4_fp8_matches_microbatches) {
     if (skip_without_mpirun("the 4-rank FP8 comparison")) return;
-    check_dp_matches(4, "--fp8 --batch 4 --seq 16 --steps 1", 1, &fp8_tolerance);
+    check_matches(4, SMALL " --fp8 --batch 4 --seq 16 --steps 3", "--dp 4", "--microbatches 4", 3, &f32_tolerance);
 }
 END_TEST
 
@@ -366,20 +365,23 @@ START_TEST(test_pp4_fp8_matches_microbatches) {
 }
 END_TEST
 
-/* With EP an expert's Wgrad tiles of 128 routed tokens mix the tokens of every
- * EP rank's micro-batch, which no one-rank split reproduces: FP8 tolerance, one
- * step (as --dp --fp8 above). */
-START_TEST(test_ep2_dp2_fp8_first_step) {
+/* With EP the fp8 pass restarts an expert's Wgrad tiles at each source rank's
+ * rows (ep_dispatch's plan), so a tile holds one micro-batch's tokens as in the
+ * reference; the experts' gradients still add the ranks' tokens in another
+ * order: f32 tolerance over 3 steps. */
+START_TEST(test_ep2_dp2_fp8_matches_microbatches) {
     if (skip_without_mpirun("the (ep 2, dp 2) FP8 comparison")) return;
-    check_matches(4, SMALL " --fp8 --batch 4 --seq 16 --steps 1", "--ep 2 --dp 2", "--microbatches 4", 1,
-                  &fp8_tolerance);
+    check_matches(4, SMALL " --fp8 --batch 4 --seq 16 --steps 3", "--ep 2 --dp 2", "--microbatches 4", 3,
+                  &f32_tolerance);
 }
 END_TEST
 
-START_TEST(test_pp2_ep2_fp8_first_step) {
+START_TEST(test_pp2_ep2_fp8_matches_microbatches) {
     if (skip_without_mpirun("the (pp 2, ep 2) FP8 comparison")) return;
-    check_matches(4, FOUR " --fp8 --steps 1", "--pp 2 --ep 2 --schedule 1f1b --microbatches 2", "--microbatches 4", 1,
-                  &fp8_tolerance);
+    check_matches(4, FOUR " --fp8 --steps 3", "--pp 2 --ep 2 --schedule 1f1b --microbatches 2", "--microbatches 4", 3,
+                  &f32_tolerance);
+    check_matches(4, FOUR " --fp8 --steps 1", "--pp 2 --ep 2 --schedule dualpipe --microbatches 4", "--microbatches 8",
+                  1, &fp8_tolerance);
 }
 END_TEST
 
@@ -612,8 +614,8 @@ static Suite *dist_suite(void) {
     tcase_set_timeout(same, 600);
     tcase_add_test(same, test_dp2_matches_one_rank);
     tcase_add_test(same, test_dp4_matches_one_rank);
-    tcase_add_test(same, test_dp2_fp8_first_step);
-    tcase_add_test(same, test_dp4_fp8_first_step);
+    tcase_add_test(same, test_dp2_fp8_matches_microbatches);
+    tcase_add_test(same, test_dp4_fp8_matches_microbatches);
     tcase_add_test(same, test_dp_checkpoint_resumes);
     tcase_add_test(same, test_microbatches_match_whole_batch);
     tcase_add_test(same, test_ep2_dp2_matches_one_rank);
@@ -622,8 +624,8 @@ static Suite *dist_suite(void) {
     tcase_add_test(same, test_pp2_ep2_1f1b_matches_one_rank);
     tcase_add_test(same, test_pp2_ep2_dualpipe_matches_one_rank);
     tcase_add_test(same, test_pp4_fp8_matches_microbatches);
-    tcase_add_test(same, test_ep2_dp2_fp8_first_step);
-    tcase_add_test(same, test_pp2_ep2_fp8_first_step);
+    tcase_add_test(same, test_ep2_dp2_fp8_matches_microbatches);
+    tcase_add_test(same, test_pp2_ep2_fp8_matches_microbatches);
     tcase_add_test(same, test_pp2_ep2_checkpoint_resumes);
     suite_add_tcase(s, same);
     TCase *layout = tcase_create("layout");

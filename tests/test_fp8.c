@@ -237,7 +237,7 @@ static Tensor *rows_slice(const Tensor *x, int64_t r0, int64_t r1) {
 
 /* Segments of 100, 0 and 200 rows: the tiles restart at rows 0 and 100, so the
  * used tiles are [0,100), [100,228), [228,300); each equals quantizing its
- * segment alone, and the 6 = ceil((300 + 3*127)/128) scale rows end in empty tiles. */
+ * segment alone, and the 7 = ceil((300 + (3+1)*127)/128) scale rows end in empty tiles. */
 START_TEST(segmented_tiles_restart_per_segment) {
     enum { M = 300, K = 3 };
     float v[M * K];
@@ -248,7 +248,7 @@ START_TEST(segmented_tiles_restart_per_segment) {
     Tensor *in[3] = {x, counts};
     Err e = {0};
     ck_assert_msg(run_node(OP_QUANTIZE, in, 2, a, 1, out, &e) == 0, "%s", e.msg);
-    ck_assert_int_eq(out[1]->shape[0], 6);
+    ck_assert_int_eq(out[1]->shape[0], 7);
     const int64_t seg[][2] = {{0, 100}, {100, 300}};
     int64_t tile = 0;
     for (int sgi = 0; sgi < 2; sgi++) {
@@ -275,12 +275,38 @@ START_TEST(segmented_tiles_restart_per_segment) {
 }
 END_TEST
 
+/* Expert parallelism's segments: counts [experts][sources] read row-major, and
+ * the rows past their sum (padding) one more segment. Each segment here is
+ * shorter than a tile, so every non-empty one has a tile of its own. */
+START_TEST(segmented_tiles_from_a_table_with_padding) {
+    enum { M = 10, K = 2 };
+    float v[M * K];
+    for (int i = 0; i < M * K; i++) v[i] = (float)(i % 5 + 1) * (i % 2 ? -1.0f : 1.0f);
+    int64_t shape[2] = {2, 2};
+    Tensor *x = f32_tensor(M, K, v), *counts = tensor_new(DT_I32, 2, shape), *out[2];
+    memcpy(counts->data, (const int32_t[]){3, 0, 4, 1}, sizeof(int32_t) * 4);
+    Attr a[1] = {attr_str("tile", "128x1")};
+    Tensor *in[2] = {x, counts};
+    Err e = {0};
+    ck_assert_msg(run_node(OP_QUANTIZE, in, 2, a, 1, out, &e) == 0, "%s", e.msg);
+    ck_assert_int_eq(out[1]->shape[0], 6); /* ceil((10 + 5*127)/128) */
+    const int seg[][2] = {{0, 3}, {3, 7}, {7, 8}, {8, 10}}; /* the 0-row segment has no tile */
+    for (int t = 0; t < 4; t++)
+        for (int c = 0; c < K; c++) {
+            float amax = 0;
+            for (int r = seg[t][0]; r < seg[t][1]; r++) amax = fmaxf(amax, fabsf(v[r * K + c]));
+            ck_assert_float_eq(tensor_f32(out[1])[t * K + c], amax / 448.0f);
+        }
+    tensor_free(x), tensor_free(counts), tensor_free(out[0]), tensor_free(out[1]);
+}
+END_TEST
+
 START_TEST(segmented_tiles_reject_bad_counts) {
     float v[8] = {1, 2, 3, 4, 5, 6, 7, 8};
     Tensor *x = f32_tensor(4, 2, v), *out[2];
     Attr a128x1[1] = {attr_str("tile", "128x1")}, a1x128[1] = {attr_str("tile", "1x128")};
-    const int32_t short_sum[] = {1, 2}, negative[] = {5, -1};
-    const int32_t *bad[] = {short_sum, negative};
+    const int32_t over_sum[] = {3, 2}, negative[] = {5, -1};
+    const int32_t *bad[] = {over_sum, negative};
     for (int i = 0; i < 2; i++) {
         Tensor *counts = i32_counts(2, bad[i]), *in[2] = {x, counts};
         Err e = {0};
@@ -760,6 +786,7 @@ static Suite *fp8_suite(void) {
     tcase_add_test(tc, zero_tile_quantizes_to_zeros);
     tcase_add_test(tc, segmented_tiles_restart_per_segment);
     tcase_add_test(tc, segmented_tiles_reject_bad_counts);
+    tcase_add_test(tc, segmented_tiles_from_a_table_with_padding);
     tcase_add_test(tc, fp8_pass_copies_wide_expert_stacks);
     tcase_add_test(tc, values_at_448_and_subnormals);
     tcase_add_test(tc, pow2_scales);

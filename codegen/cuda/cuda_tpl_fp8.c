@@ -46,20 +46,21 @@ static const char fp8_helpers[] =
     "    const long long c0 = in_batch % COL_TILES * TW;                                       \\\n"
     "    const long long c1 = c0 + TW < COLS ? c0 + TW : COLS;\n";
 
-/* Segmented 128x1 tiles (counts given): row tiles restart at each expert's first
- * row; tiles past the used ones are empty. Bad counts: status 3. */
+/* Segmented 128x1 tiles (counts given): row tiles restart at each segment of
+ * counts[i] rows (counts row-major; the rows past their sum are one last
+ * segment); tiles past the used ones are empty. Bad counts: status 3. */
 static const char segment_helper[] =
     "static __device__ int v3c_segment(const CT *counts, long long rt, long long *r0, long long *r1) {\n"
     "    long long at = 0, tile = 0;\n"
     "    *r0 = *r1 = ROWS;\n"
-    "    for (long long e = 0; e < EXPERTS; e++) {\n"
-    "        const long long c = (long long)counts[e];\n"
+    "    for (long long e = 0; e <= EXPERTS; e++) {\n"
+    "        const long long c = e < EXPERTS ? (long long)counts[e] : ROWS - at;\n"
     "        if (c < 0 || c > ROWS - at) return 1;\n"
     "        for (long long r = at; r < at + c; r += TH, tile++)\n"
     "            if (tile == rt) { *r0 = r; *r1 = r + TH < at + c ? r + TH : at + c; }\n"
     "        at += c;\n"
     "    }\n"
-    "    return at != ROWS;\n"
+    "    return 0;\n"
     "}\n"
     "#define SEGMENT(t) if (v3c_segment(counts, (t) % (ROW_TILES * COL_TILES) / COL_TILES, &r0, &r1)) { status[0] = 3; continue; }\n";
 static const char no_segment[] = "#define SEGMENT(t)\n";

@@ -77,17 +77,21 @@ static int require_e4m3(const Node *n, const char *what, const Type *t, Err *err
     return err_set(err, "%s: %s %s must be e4m3", node_op_name(n), what, TY(t));
 }
 
-/* Segmented 128x1 tiles (quantize's optional counts[E] input): the rows split
- * into E consecutive segments (experts' tokens) and the tiles restart at each
- * segment, as a per-expert GEMM tiles them. sum_e ceil(c_e/128) <=
- * ceil((M + 127*E)/128), a static bound; tiles past the used ones are empty. */
+/* Segmented 128x1 tiles (quantize's optional counts input): the rows split
+ * into consecutive segments of counts[i] rows (counts read in row-major order;
+ * the rows past their sum form one last segment, e.g. padding) and the tiles
+ * restart at each segment, as a per-expert GEMM tiles them (per expert and
+ * source rank under expert parallelism). With S counts there are at most
+ * sum ceil(c/128) <= ceil((M + 127*(S+1))/128) tiles, a static bound; tiles
+ * past the used ones are empty. */
 static int segmented_scales_type(const Node *n, const Type *x, const Type *counts, Type *out, Err *err) {
-    if (x->rank != 2 || counts->rank != 1 || (counts->dtype != DT_I32 && counts->dtype != DT_I64))
-        return err_set(err, "%s: segmented 128x1 tiles need x[M,K] and i32/i64 counts[E], got %s and %s",
+    if (x->rank != 2 || counts->rank < 1 || (counts->dtype != DT_I32 && counts->dtype != DT_I64))
+        return err_set(err, "%s: segmented 128x1 tiles need x[M,K] and i32/i64 counts, got %s and %s",
                        node_op_name(n), TY(x), TY(counts));
-    Dim pad, rows;
-    if (dim_mul(counts->dims[0], dim_const(FP8_BLOCK - 1), &pad, err) || dim_add(x->dims[0], pad, &rows, err) ||
-        dim_ceil_div(rows, FP8_BLOCK, &rows, err))
+    Dim segments, pad, rows;
+    if (dims_product(counts->dims, 0, counts->rank, &segments, err) ||
+        dim_add(segments, dim_const(1), &segments, err) || dim_mul(segments, dim_const(FP8_BLOCK - 1), &pad, err) ||
+        dim_add(x->dims[0], pad, &rows, err) || dim_ceil_div(rows, FP8_BLOCK, &rows, err))
         return err_wrap(err, "%s: ", node_op_name(n));
     *out = (Type){.dtype = DT_F32, .rank = 2, .dims = {rows, x->dims[1]}};
     return 0;
@@ -150,24 +154,20 @@ static TileBox tile_box(const TiledView *v, int64_t t) {
     return b;
 }
 
-/* Row-tile bounds for segments of counts[e] rows: 128-row tiles restarting at
- * each segment; the unused tiles at the end are empty (start = end = m). */
+/* Row-tile bounds for segments of counts[i] rows and a last one of the rest:
+ * 128-row tiles restarting at each segment; the unused tiles at the end are
+ * empty (start = end = m). */
 static int64_t *segment_row_bounds(const Tensor *counts, int64_t m, int64_t row_tiles, Err *err) {
     int64_t *bound = xmalloc(sizeof(int64_t) * (size_t)(row_tiles + 1)), at = 0, tile = 0;
-    for (int64_t e = 0; e < counts->numel; e++) {
-        int64_t c = index_at(counts, e);
+    for (int64_t e = 0; e <= counts->numel; e++) {
+        int64_t c = e < counts->numel ? index_at(counts, e) : m - at;
         if (c < 0 || c > m - at) {
             free(bound);
             err_set(err, "quantize: counts[%lld]=%lld overruns the %lld rows", (long long)e, (long long)c, (long long)m);
             return NULL;
         }
-        for (int64_t r = at; r < at + c; r += FP8_BLOCK) bound[tile++] = r;
+        for (int64_t r = at; r < at + c && tile < row_tiles; r += FP8_BLOCK) bound[tile++] = r;
         at += c;
-    }
-    if (at != m) {
-        free(bound);
-        err_set(err, "quantize: counts sum to %lld but x has %lld rows", (long long)at, (long long)m);
-        return NULL;
     }
     while (tile <= row_tiles) bound[tile++] = m;
     return bound;
