@@ -38,11 +38,12 @@ typedef struct Tolerance {
 static const Tolerance f32_tolerance = {1e-5, 1e-5, 1e-5, 1.0, 1};
 /* FP8 runs are compared with one rank accumulating over the same micro-batches
  * (FP8's 128-token tiles depend on the batch split), at the f32 tolerance. One
- * layout does not reach it yet: DualPipe with EP under FP8 (gradients 2e-4 on
- * the norm, moments 8e-3 relative L2 after step 1, while DualPipe with EP
- * without FP8 and 1F1B with EP under FP8 are at f32 rounding). It is held to
- * FP8's own bound for one step: two e4m3 roundings of a product differ by at most
- * 2 * 2^-4 relative; an error of order one (a wrong slice) still fails. */
+ * case does not reach it yet: EP under FP8 with MTP when a micro-batch holds a
+ * single sequence (1f1b and dualpipe alike; grad norm 2e-4, moments 8e-3
+ * relative after step 1), while two sequences per micro-batch, --dp instead of
+ * --ep, or no MTP layer all match at f32 rounding. It is held to FP8's own bound
+ * for one step: two e4m3 roundings of a product differ by at most 2 * 2^-4
+ * relative; an error of order one (a wrong slice) still fails. */
 static const Tolerance fp8_tolerance = {1e-5, 0.125, 0.125, 0.125, 0};
 /* Two layers (one dense, one MoE) keep each run to seconds; --alpha turns the
  * sequence-wise balance loss on so its gradient is averaged too. */
