@@ -19,48 +19,9 @@
 
 enum { BATCH = 2, SEQ = 3 };
 
-/* How to fill an input: floats in [-1, 1], floats in [0.5, 1.5] (log, sqrt), or integers in [0, range). */
-typedef struct Fill {
-    const char *name;
-    int positive;
-    int64_t range;
-} Fill;
-
-static uint64_t next_random(uint64_t *s) {
-    *s = *s * 6364136223846793005ULL + 1442695040888963407ULL;
-    return *s >> 33;
-}
-
-static Tensor *make_input(const Type *ty, const Fill *f, uint64_t *seed) {
-    int64_t shape[IR_MAX_RANK];
-    Err e = {0};
-    ck_assert_msg(type_concrete(ty, BATCH, SEQ, shape, &e) == 0, "%s", e.msg);
-    Tensor *t = tensor_new(ty->dtype, ty->rank, shape);
-    for (int64_t i = 0; i < t->numel; i++) {
-        uint64_t r = next_random(seed);
-        if (ty->dtype == DT_I64) ((int64_t *)t->data)[i] = (int64_t)(r % (uint64_t)f->range);
-        else if (ty->dtype == DT_I32) ((int32_t *)t->data)[i] = (int32_t)(r % (uint64_t)f->range);
-        else tensor_f32(t)[i] = f->positive ? 0.5f + (float)(r % 20001) / 20000.0f : (float)(r % 20001) / 10000.0f - 1.0f;
-    }
-    return t;
-}
-
-static const Fill *fill_for(const Fill *fills, const char *name) {
-    static const Fill plain = {"", 0, 1};
-    for (const Fill *f = fills; f && f->name; f++)
-        if (strcmp(f->name, name) == 0) return f;
-    return &plain;
-}
-
-/* Feeds every input of g with random values. */
-static void feed_all(const Graph *g, const Fill *fills, TensorSet *feeds) {
-    uint64_t seed = 12345;
-    for (size_t i = 0; i < g->nodes.len; i++) {
-        const Node *n = &g->nodes.data[i];
-        if (n->op != OP_INPUT) continue;
-        const char *name = node_str(n, "name", "");
-        tset_put(feeds, name, make_input(ir_type(g, n->out[0]), fill_for(fills, name), &seed));
-    }
+/* Every input of g with random values; unnamed ones as floats in [-1, 1], integers in [0, 1). */
+static void feed_all(const Graph *g, const InputFill *fills, TensorSet *feeds) {
+    feed_random_inputs(g, fills, (InputFill){"", 0, 1}, BATCH, SEQ, 12345, feeds);
 }
 
 static void run_both(const Graph *g, const TensorSet *feeds, int threads, TensorSet *cpu, TensorSet *interp) {
@@ -106,7 +67,7 @@ static Graph *parse(const char *text) {
     return g;
 }
 
-static void check_text(const char *text, const Fill *fills) {
+static void check_text(const char *text, const InputFill *fills) {
     Graph *g = parse(text);
     TensorSet feeds, cpu, interp;
     tset_init(&feeds), tset_init(&cpu), tset_init(&interp);
@@ -120,7 +81,7 @@ static void check_text(const char *text, const Fill *fills) {
 /* ---- one-node graphs: every forward op ---- */
 START_TEST(test_unary_ops) {
     const char *ops[] = {"neg", "exp", "log", "sqrt", "rsqrt", "recip", "abs", "sigmoid", "silu"};
-    static const Fill pos[] = {{"x", 1, 1}, {0}};
+    static const InputFill pos[] = {{"x", 1, 1}, {0}};
     for (size_t i = 0; i < sizeof ops / sizeof ops[0]; i++) {
         char text[512];
         snprintf(text, sizeof text, "v3ir 1\n%%0 = input {name=\"x\"} : f32[B,T,33]\n%%1 = %s %%0 : f32[B,T,33]\noutput \"y\" = %%1\n", ops[i]);
@@ -133,7 +94,7 @@ START_TEST(test_binary_ops) {
     const char *ops[] = {"add", "sub", "mul", "div", "maximum", "minimum"};
     /* full with full, a trailing vector, a per-row column, a leading-dim broadcast */
     const char *shapes[][2] = {{"B,T,17", "B,T,17"}, {"B,T,17", "17"}, {"B,T,17", "B,T,1"}, {"B,T,17", "1,T,17"}, {"B,T", "T"}};
-    static const Fill pos[] = {{"b", 1, 1}, {0}};
+    static const InputFill pos[] = {{"b", 1, 1}, {0}};
     for (size_t i = 0; i < sizeof ops / sizeof ops[0]; i++)
         for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
             char text[512];
@@ -263,7 +224,7 @@ START_TEST(test_exact_backend_kernels) {
 END_TEST
 
 START_TEST(test_other_forward_ops) {
-    static const Fill fills[] = {{"ids", 0, 10}, {0}};
+    static const InputFill fills[] = {{"ids", 0, 10}, {0}};
     for (size_t i = 0; i < sizeof other_ops / sizeof other_ops[0]; i++) {
         char *text = xsprintf("v3ir 1\n%s", other_ops[i]);
         check_text(text, fills);

@@ -32,45 +32,9 @@
 enum { BATCH = 2, SEQ = 3, EMU_BLOCK = 3, EMU_MAX_GRID = 2 };
 
 /* ---- inputs ---- */
-typedef struct Fill {
-    const char *name;
-    int64_t range; /* integers in [0, range); 0: floats in [-1, 1] */
-} Fill;
-
-static uint64_t next_random(uint64_t *s) {
-    *s = *s * 6364136223846793005ULL + 1442695040888963407ULL;
-    return *s >> 33;
-}
-
-static int64_t range_for(const Fill *fills, const char *name) {
-    for (const Fill *f = fills; f && f->name; f++)
-        if (strcmp(f->name, name) == 0) return f->range;
-    return 4;
-}
-
-static Tensor *random_input(const Type *ty, int64_t range, uint64_t *seed) {
-    int64_t shape[IR_MAX_RANK];
-    Err e = {0};
-    ck_assert_msg(type_concrete(ty, BATCH, SEQ, shape, &e) == 0, "%s", e.msg);
-    Tensor *t = tensor_new(ty->dtype, ty->rank, shape);
-    for (int64_t i = 0; i < t->numel; i++) {
-        uint64_t r = next_random(seed);
-        if (ty->dtype == DT_I64) ((int64_t *)t->data)[i] = (int64_t)(r % (uint64_t)range);
-        else if (ty->dtype == DT_I32) ((int32_t *)t->data)[i] = (int32_t)(r % (uint64_t)range);
-        else if (ty->dtype == DT_E4M3 || ty->dtype == DT_U8) ((uint8_t *)t->data)[i] = (uint8_t)(r % 0x7e);
-        else tensor_f32(t)[i] = (float)(r % 20001) / 10000.0f - 1.0f;
-    }
-    return t;
-}
-
-static void feed_inputs(const Graph *g, const Fill *fills, TensorSet *feeds) {
-    uint64_t seed = 2024;
-    for (size_t i = 0; i < g->nodes.len; i++) {
-        const Node *n = &g->nodes.data[i];
-        if (n->op != OP_INPUT) continue;
-        const char *name = node_str(n, "name", "");
-        tset_put(feeds, name, random_input(ir_type(g, n->out[0]), range_for(fills, name), &seed));
-    }
+/* Every input of g with random values; integers not named in fills in [0, 4). */
+static void feed_inputs(const Graph *g, const InputFill *fills, TensorSet *feeds) {
+    feed_random_inputs(g, fills, (InputFill){"", 0, 4}, BATCH, SEQ, 2024, feeds);
 }
 
 /* ---- the emulator: compile a plan's kernels into a shared object ---- */
@@ -329,7 +293,7 @@ static void emulate_and_compare(const Graph *g, const TensorSet *feeds, unsigned
     tset_free(&want);
 }
 
-static void check_graph(const char *text, const Fill *fills, int64_t max_ulps) {
+static void check_graph(const char *text, const InputFill *fills, int64_t max_ulps) {
     Graph *g = parse_ir_ok(text, text);
     TensorSet feeds;
     tset_init(&feeds);
@@ -339,7 +303,7 @@ static void check_graph(const char *text, const Fill *fills, int64_t max_ulps) {
     graph_free(g);
 }
 
-static void check_all(const char *const *texts, size_t n, const Fill *fills, int64_t max_ulps) {
+static void check_all(const char *const *texts, size_t n, const InputFill *fills, int64_t max_ulps) {
     for (size_t i = 0; i < n; i++) {
         char *text = xsprintf("v3ir 1\n%s", texts[i]);
         check_graph(text, fills, max_ulps);
@@ -468,7 +432,7 @@ static const char *const fp8_templates[] = {
     "output \"q\" = %5\noutput \"s\" = %6\noutput \"d\" = %7\n",
 };
 
-static const Fill index_fills[] = {{"ids", 5}, {0}};
+static const InputFill index_fills[] = {{"ids", 0, 5}, {0}};
 
 START_TEST(test_forward_templates_exact) {
     check_all(forward_templates, sizeof forward_templates / sizeof *forward_templates, index_fills, 0);
@@ -484,7 +448,7 @@ START_TEST(test_fp8_templates_exact) { check_all(fp8_templates, sizeof fp8_templ
 END_TEST
 
 /* Bad data cannot fail a kernel: it stores a status code (and reads nothing out of bounds). */
-static int status_after(const char *text, const Fill *fills) {
+static int status_after(const char *text, const InputFill *fills) {
     Graph *g = parse_ir_ok(text, text);
     TensorSet feeds;
     tset_init(&feeds);
@@ -501,7 +465,7 @@ static int status_after(const char *text, const Fill *fills) {
 }
 
 START_TEST(test_bad_data_sets_status) {
-    static const Fill wide_ids[] = {{"ids", 40}, {0}};
+    static const InputFill wide_ids[] = {{"ids", 0, 40}, {0}};
     int st = status_after("v3ir 1\n%0 = input {name=\"w\"} : f32[11,6]\n%1 = input {name=\"ids\"} : i64[B,T]\n"
                           "%2 = embedding %0, %1 : f32[B,T,6]\n%3 = input {name=\"g\"} : f32[B,T,6]\n"
                           "%4 = embedding_grad %3, %1 {rows=[11]} : f32[11,6]\noutput \"y\" = %2\noutput \"d\" = %4\n",
@@ -532,7 +496,7 @@ START_TEST(test_tiny_model_bit_for_bit) {
     tset_init(&feeds);
     InitOptions init = {.seed = 7, .std = 0.02};
     ck_assert_msg(init_params(g, &init, &feeds, &e) == 0, "%s", e.msg);
-    static const Fill ids[] = {{"input_ids", 256}, {0}};
+    static const InputFill ids[] = {{"input_ids", 0, 256}, {0}};
     feed_inputs(g, ids, &feeds);
     emulate_and_compare(g, &feeds, 1, 0);
     tset_free(&feeds);

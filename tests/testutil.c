@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "../base/base.h"
+#include "../ir/interp.h"
 #include "../ir/text.h"
 
 static char *slurp(const char *path) {
@@ -129,4 +130,40 @@ char *print_ir(const Graph *g) {
     PrintOptions opt = {0};
     ir_print(g, &opt, &b);
     return buf_take(&b);
+}
+
+static uint64_t next_random(uint64_t *s) {
+    *s = *s * 6364136223846793005ULL + 1442695040888963407ULL;
+    return *s >> 33;
+}
+
+static Tensor *random_input(const Type *ty, const InputFill *f, int64_t b, int64_t t, uint64_t *seed) {
+    int64_t shape[IR_MAX_RANK];
+    Err e = {0};
+    ck_assert_msg(type_concrete(ty, b, t, shape, &e) == 0, "%s", e.msg);
+    Tensor *x = tensor_new(ty->dtype, ty->rank, shape);
+    for (int64_t i = 0; i < x->numel; i++) {
+        uint64_t r = next_random(seed);
+        if (ty->dtype == DT_I64) ((int64_t *)x->data)[i] = (int64_t)(r % (uint64_t)f->range);
+        else if (ty->dtype == DT_I32) ((int32_t *)x->data)[i] = (int32_t)(r % (uint64_t)f->range);
+        else if (ty->dtype == DT_E4M3 || ty->dtype == DT_U8) ((uint8_t *)x->data)[i] = (uint8_t)(r % 0x7e);
+        else tensor_f32(x)[i] = f->positive ? 0.5f + (float)(r % 20001) / 20000.0f : (float)(r % 20001) / 10000.0f - 1.0f;
+    }
+    return x;
+}
+
+static const InputFill *fill_for(const InputFill *fills, const InputFill *fallback, const char *name) {
+    for (const InputFill *f = fills; f && f->name; f++)
+        if (strcmp(f->name, name) == 0) return f;
+    return fallback;
+}
+
+void feed_random_inputs(const Graph *g, const InputFill *fills, InputFill fallback, int64_t b, int64_t t,
+                        uint64_t seed, TensorSet *feeds) {
+    for (size_t i = 0; i < g->nodes.len; i++) {
+        const Node *n = &g->nodes.data[i];
+        if (n->op != OP_INPUT) continue;
+        const char *name = node_str(n, "name", "");
+        tset_put(feeds, name, random_input(ir_type(g, n->out[0]), fill_for(fills, &fallback, name), b, t, &seed));
+    }
 }

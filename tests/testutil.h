@@ -38,6 +38,22 @@ char *print_ir(const Graph *g);
  * returns the number of variants. */
 int for_each_variant(int (*check)(const char *dir), int min_each);
 
+/* How to fill one named input: floats in [-1, 1] (or [0.5, 1.5] when positive,
+ * for log and sqrt), integers in [0, range). */
+typedef struct InputFill {
+    const char *name;
+    int positive;
+    int64_t range;
+} InputFill;
+
+struct TensorSet;
+/* Feeds every input of g, at batch b and sequence t, with pseudo-random values
+ * drawn from seed in node order: an input named in fills (a list ending in {0},
+ * or NULL) as it says, any other as fallback; e4m3/u8 bytes stay below 0x7e
+ * (no NaN pattern). */
+void feed_random_inputs(const Graph *g, const InputFill *fills, InputFill fallback, int64_t b, int64_t t,
+                        uint64_t seed, struct TensorSet *feeds);
+
 /* Runs a suite, prints Check's summary, returns the process exit code. */
 int run_suite(Suite *s);
 
