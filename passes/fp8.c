@@ -90,6 +90,7 @@ typedef struct Rebuild {
      * the dequantized round trip and -1 for experts), else -1. */
     char *wants_128x1;
     ValueId (*saved)[2];
+    ValueId *segments; /* per old counts value: the Wgrad tile segments made of it once, else -1 */
 } Rebuild;
 
 /* counts >= 0: 128x1 tiles restarting at each expert's rows (segmented quantize). */
@@ -158,8 +159,9 @@ static int rewrite_wgrad(Rebuild *r, const Node *n, Err *err) {
 static ValueId wgrad_segments(Rebuild *r, ValueId old_counts, Err *err) {
     const Node *p = producer(r->old, old_counts);
     if (p->op != OP_EP_DISPATCH || p->out[1] != old_counts) return r->map[old_counts];
-    ValueId t;
-    return ir_emit(r->g, OP_TRANSPOSE, &r->map[p->out[2]], 1, NULL, 0, &t, err) < 0 ? -1 : t;
+    ValueId *t = &r->segments[old_counts]; /* one transpose serves the layer's Wgrads, forward and backward */
+    if (*t < 0 && ir_emit(r->g, OP_TRANSPOSE, &r->map[p->out[2]], 1, NULL, 0, t, err) < 0) return -1;
+    return *t;
 }
 
 /* Experts' Wgrad, grouped_linear_wgrad(g, counts, x): both operands carry their
@@ -270,7 +272,8 @@ static void find_wgrad_operands(Rebuild *r) {
     size_t nv = r->old->values.len ? r->old->values.len : 1;
     r->wants_128x1 = xcalloc(nv, 1);
     r->saved = xmalloc(sizeof *r->saved * nv);
-    for (size_t v = 0; v < nv; v++) r->saved[v][0] = r->saved[v][1] = -1;
+    r->segments = xmalloc(sizeof *r->segments * nv);
+    for (size_t v = 0; v < nv; v++) r->saved[v][0] = r->saved[v][1] = r->segments[v] = -1;
     for (size_t i = 0; i < r->old->nodes.len; i++) {
         const Node *n = &r->old->nodes.data[i];
         if (n->dead) continue;
@@ -280,7 +283,7 @@ static void find_wgrad_operands(Rebuild *r) {
 }
 
 int fp8_graph(Graph *g, const Fp8Options *opt, Err *err) {
-    Rebuild r = {g, graph_new(), xmalloc(sizeof(ValueId) * (g->values.len ? g->values.len : 1)), opt, NULL, NULL};
+    Rebuild r = {g, graph_new(), xmalloc(sizeof(ValueId) * (g->values.len ? g->values.len : 1)), opt, NULL, NULL, NULL};
     find_wgrad_operands(&r);
     int rc = 0;
     for (size_t i = 0; i < g->nodes.len && !rc; i++)
@@ -297,6 +300,7 @@ int fp8_graph(Graph *g, const Fp8Options *opt, Err *err) {
     free(r.map);
     free(r.wants_128x1);
     free(r.saved);
+    free(r.segments);
     return rc ? err_wrap(err, "fp8: ") : 0;
 }
 
