@@ -27,10 +27,6 @@ void ep_group_init(EpGroup *grp, Comm *comm) {
     grp->collectives = (Collectives){comm, comm_rank(comm), comm_size(comm), comm_bytes_alltoallv};
 }
 
-int ep_interp_run(const Graph *g, const TensorSet *feeds, const InterpOptions *opt, TensorSet *results, Err *err) {
-    return interp_run(g, feeds, opt, results, err); /* which binds opt->collectives itself */
-}
-
 /* ---- which rank holds what ---- */
 /* Finds "experts.<digits>" followed by '.' or the end: the digits' start and end. */
 static int find_expert_number(const char *name, size_t *start, size_t *end) {

@@ -18,9 +18,6 @@ typedef struct EpGroup {
 
 void ep_group_init(EpGroup *grp, Comm *comm);
 
-/* interp_run, which binds opt->collectives to this thread for the run (the
- * kernels of ep_dispatch / ep_combine find them there; ir/collective.h). */
-int ep_interp_run(const Graph *g, const TensorSet *feeds, const InterpOptions *opt, TensorSet *results, Err *err);
 
 /* The expert index e of a weight named "...experts.<e>...", else -1. */
 int64_t ep_expert_of(const char *name);

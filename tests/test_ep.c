@@ -83,7 +83,7 @@ typedef struct RankJob {
 
 static void *run_rank(void *p) {
     RankJob *j = p;
-    j->rc = ep_interp_run(j->g, &j->feeds, &j->opt, &j->results, &j->err);
+    j->rc = interp_run(j->g, &j->feeds, &j->opt, &j->results, &j->err);
     return NULL;
 }
 
@@ -527,7 +527,7 @@ END_TEST
 static void run_alone(const Graph *g, const Collectives *c, RankJob *j) {
     *j = (RankJob){.g = g, .opt = {.batch = 1, .seq = 1, .threads = 1, .collectives = c}};
     exchange_feeds(j, 0, rank_idx[0]);
-    j->rc = ep_interp_run(g, &j->feeds, &j->opt, &j->results, &j->err);
+    j->rc = interp_run(g, &j->feeds, &j->opt, &j->results, &j->err);
 }
 
 START_TEST(test_group_missing_or_mismatched) {
@@ -541,7 +541,7 @@ START_TEST(test_group_missing_or_mismatched) {
     run_alone(g, &three, &j);
     ck_assert_int_ne(j.rc, 0);
     ck_assert_msg(strstr(j.err.msg, "split for 2 EP ranks but this is rank 0 of 3"), "%s", j.err.msg);
-    ck_assert_ptr_null(collectives_current()); /* ep_interp_run restored the binding */
+    ck_assert_ptr_null(collectives_current()); /* interp_run restored the binding */
     free_jobs(&j, 1);
     graph_free(g);
 }
@@ -931,7 +931,7 @@ static int mpi_rank_run(const MpiLayout *l, const Checkpoint *ck, int fp8, int64
     EpGroup grp;
     ep_group_init(&grp, l->ep);
     InterpOptions io = {.batch = local, .seq = seq, .threads = 1, .collectives = &grp.collectives};
-    int rc = load_feeds(ck, g, first, local, seq, feeds, e) || ep_interp_run(g, feeds, &io, results, e) ? -1 : 0;
+    int rc = load_feeds(ck, g, first, local, seq, feeds, e) || interp_run(g, feeds, &io, results, e) ? -1 : 0;
     graph_free(g);
     return rc;
 }
