@@ -78,6 +78,13 @@ char *read_file(const char *path, size_t *len, Err *err);
 /* Writes to PATH.tmp.<pid> and renames it into place: a reader never sees half a file. */
 int write_file_atomic(const char *path, const void *data, size_t len, Err *err);
 
+/* Puts the finished directory tmp at dir. An earlier dir is swapped out
+ * atomically (RENAME_EXCHANGE) and deleted; where the filesystem cannot
+ * exchange it is moved aside first. `what` names the act in errors ("save to"). */
+int dir_publish(const char *tmp, const char *dir, const char *what, Err *err);
+/* Deletes a directory and everything below it (symbolic links are not followed). */
+void dir_remove_tree(const char *dir);
+
 /* 64-bit FNV-1a, for hashing names and kernel sources. */
 uint64_t hash_bytes(const void *p, size_t n, uint64_t seed);
 

@@ -296,6 +296,33 @@ int ir_add_output(Graph *g, const char *name, ValueId v, Err *err) {
     return 0;
 }
 
+static int name_in_use(const StrMap *m, const char *name) {
+    int64_t v;
+    return strmap_get(m, name, &v) && v >= 0;
+}
+
+int ir_rename_source(Graph *g, const char *from, const char *to, Err *err) {
+    int64_t v;
+    if (!strmap_get(&g->names, from, &v) || v < 0) return err_set(err, "no param or input named '%s'", from);
+    if (name_in_use(&g->names, to)) return err_set(err, "'%s' is already a param or input", to);
+    Node *n = &g->nodes.data[g->values.data[v].node];
+    for (int i = 0; i < n->nattrs; i++)
+        if (strcmp(n->attrs[i].key, "name") == 0) n->attrs[i].s = graph_intern(g, to);
+    strmap_put(&g->names, from, -1); /* the map has no delete: -1 reads as absent */
+    strmap_put(&g->names, to, v);
+    return 0;
+}
+
+int ir_rename_output(Graph *g, const char *from, const char *to, Err *err) {
+    int i = ir_find_output(g, from);
+    if (i < 0) return err_set(err, "no output named '%s'", from);
+    if (ir_find_output(g, to) >= 0) return err_set(err, "output '%s' is defined twice", to);
+    g->outputs.data[i].name = graph_intern(g, to);
+    strmap_put(&g->output_index, from, -1);
+    strmap_put(&g->output_index, to, i);
+    return 0;
+}
+
 const Type *ir_type(const Graph *g, ValueId v) { return &g->values.data[v].type; }
 
 int ir_find_output(const Graph *g, const char *name) {
@@ -336,7 +363,8 @@ void ir_compact(Graph *g) {
     g->nodes.len = nn;
     g->values.len = nv;
     for (size_t i = 0; i < g->outputs.len; i++) g->outputs.data[i].value = remap[g->outputs.data[i].value];
-    for (size_t i = 0; i < g->names.len; i++) g->names.vals[i] = remap[g->names.vals[i]];
+    for (size_t i = 0; i < g->names.len; i++)
+        if (g->names.vals[i] >= 0) g->names.vals[i] = remap[g->names.vals[i]]; /* -1: removed or renamed */
     free(remap);
 }
 

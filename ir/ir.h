@@ -147,6 +147,12 @@ int ir_infer(const Graph *g, OpKind op, const ValueId *in, int nin, const Attr *
 const Type *ir_type(const Graph *g, ValueId v);
 /* Position of the output named name, or -1. */
 int ir_find_output(const Graph *g, const char *name);
+/* Renames a param or input (its node's "name" and the name lookup) and an
+ * output. Errors: `from` absent, `to` already in use. For handing a graph
+ * planned for one rank to another that holds other weights of the same shapes
+ * (an EP rank's experts: tools/bundle.c). */
+int ir_rename_source(Graph *g, const char *from, const char *to, Err *err);
+int ir_rename_output(Graph *g, const char *from, const char *to, Err *err);
 /* Keeps only the outputs for which keep(name, ctx) is nonzero (in order). */
 void ir_retain_outputs(Graph *g, int (*keep)(const char *name, void *ctx), void *ctx);
 

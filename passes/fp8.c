@@ -86,10 +86,11 @@ typedef struct Rebuild {
     ValueId *map; /* old value -> new value */
     const Fp8Options *opt;
     /* Per old value x that a Wgrad reads: 1 if it is wanted in 128x1 tiles; then
-     * saved[x] holds what forward made of it (quantized q, scales for Linear;
-     * the dequantized round trip and -1 for experts), else -1. */
+     * saved[x] holds what forward made of it (quantized q, scales), else -1;
+     * for experts, restored[x] its dequantized values once a Wgrad made them. */
     char *wants_128x1;
     ValueId (*saved)[2];
+    ValueId *restored;
     ValueId *segments; /* per old counts value: the Wgrad tile segments made of it once, else -1 */
 } Rebuild;
 
@@ -167,18 +168,31 @@ static ValueId wgrad_segments(Rebuild *r, ValueId old_counts, Err *err) {
 /* Experts' Wgrad, grouped_linear_wgrad(g, counts, x): both operands carry their
  * 128x1 FP8 values (x's round trip made in forward), the tiles restarting at
  * each expert's first token as in a per-expert GEMM. */
+/* x's 128x1 FP8 copy back in high precision, where backward first needs it
+ * (the gate and up projections' Wgrads share it). */
+static ValueId restore_saved(Rebuild *r, ValueId old_x, ValueId segments, Err *err) {
+    if (r->restored[old_x] >= 0) return r->restored[old_x];
+    ValueId q[3] = {r->saved[old_x][0], r->saved[old_x][1], segments};
+    Attr a[2] = {attr_str("tile", "128x1"), attr_dtype("to", ir_type(r->g, r->map[old_x])->dtype)};
+    return ir_emit(r->g, OP_DEQUANTIZE, q, 3, a, 2, &r->restored[old_x], err) < 0 ? -1 : r->restored[old_x];
+}
+
 static int rewrite_grouped_wgrad(Rebuild *r, const Node *n, Err *err) {
-    ValueId in[3] = {0, r->map[n->in[1]], r->saved[n->in[2]][0]}, y, segments = wgrad_segments(r, n->in[1], err);
-    if (segments < 0 || fp8_round_trip(r, r->map[n->in[0]], segments, "128x1", 0, &in[0], err)) return -1;
+    ValueId in[3] = {0, r->map[n->in[1]], 0}, y, segments = wgrad_segments(r, n->in[1], err);
+    if (segments < 0 || (in[2] = restore_saved(r, n->in[2], segments, err)) < 0 ||
+        fp8_round_trip(r, r->map[n->in[0]], segments, "128x1", 0, &in[0], err))
+        return -1;
     if (ir_emit(r->g, OP_GROUPED_LINEAR_WGRAD, in, 3, NULL, 0, &y, err) < 0) return -1;
     r->map[n->out[0]] = y;
     return 0;
 }
 
+/* The experts' Wgrad copy of x: quantized in forward like a Linear's (tiles
+ * restarting at each expert's rows), kept as FP8 until backward dequantizes it. */
 static int save_grouped_for_wgrad(Rebuild *r, ValueId old_x, ValueId old_counts, int pow2, Err *err) {
     if (!r->wants_128x1[old_x] || r->saved[old_x][0] >= 0) return 0;
     ValueId segments = wgrad_segments(r, old_counts, err);
-    return segments < 0 ? -1 : fp8_round_trip(r, r->map[old_x], segments, "128x1", pow2, &r->saved[old_x][0], err);
+    return segments < 0 || quantize_in(r, r->map[old_x], segments, "128x1", pow2, r->saved[old_x], err) < 0 ? -1 : 0;
 }
 
 /* Forward (w a stack of params) and Dgrad (w = transpose(stack)). */
@@ -272,8 +286,9 @@ static void find_wgrad_operands(Rebuild *r) {
     size_t nv = r->old->values.len ? r->old->values.len : 1;
     r->wants_128x1 = xcalloc(nv, 1);
     r->saved = xmalloc(sizeof *r->saved * nv);
+    r->restored = xmalloc(sizeof *r->restored * nv);
     r->segments = xmalloc(sizeof *r->segments * nv);
-    for (size_t v = 0; v < nv; v++) r->saved[v][0] = r->saved[v][1] = r->segments[v] = -1;
+    for (size_t v = 0; v < nv; v++) r->saved[v][0] = r->saved[v][1] = r->restored[v] = r->segments[v] = -1;
     for (size_t i = 0; i < r->old->nodes.len; i++) {
         const Node *n = &r->old->nodes.data[i];
         if (n->dead) continue;
@@ -283,7 +298,7 @@ static void find_wgrad_operands(Rebuild *r) {
 }
 
 int fp8_graph(Graph *g, const Fp8Options *opt, Err *err) {
-    Rebuild r = {g, graph_new(), xmalloc(sizeof(ValueId) * (g->values.len ? g->values.len : 1)), opt, NULL, NULL, NULL};
+    Rebuild r = {g, graph_new(), xmalloc(sizeof(ValueId) * (g->values.len ? g->values.len : 1)), opt, NULL, NULL, NULL, NULL};
     find_wgrad_operands(&r);
     int rc = 0;
     for (size_t i = 0; i < g->nodes.len && !rc; i++)
@@ -300,6 +315,7 @@ int fp8_graph(Graph *g, const Fp8Options *opt, Err *err) {
     free(r.map);
     free(r.wants_128x1);
     free(r.saved);
+    free(r.restored);
     free(r.segments);
     return rc ? err_wrap(err, "fp8: ") : 0;
 }

@@ -7,7 +7,10 @@
  * (the op table has no grouped FP8 GEMM; a backend fuses the pair). Norms,
  * attention core, gate and heads are untouched. After autodiff the same linears
  * run Dgrad as FP8 GEMMs (g 1x128, w^T 128x128) and Wgrad as fp8_matmul wgrad=1
- * (g and x in 128x1 tiles, x quantized in forward); docs/ops.md "FP8". */
+ * (g and x in 128x1 tiles, x quantized in forward); the experts' Wgrad copy of
+ * x is kept as FP8 bytes and scales and dequantized in backward, so only FP8
+ * lives between the passes (spec: activations saved for Linear backward are
+ * FP8); docs/ops.md "FP8". */
 #ifndef V3C_PASSES_FP8_H
 #define V3C_PASSES_FP8_H
 

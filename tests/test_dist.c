@@ -423,7 +423,7 @@ static void expect_mpirun_error(int np, const char *env, const char *args, const
 
 START_TEST(test_layout_errors_one_rank) {
     CmdResult r = run_v3c("train " SMALL " --steps 1 --dp 2");
-    assert_user_error(&r, "--dp 2 = 2 ranks, but 1 were started (run it under mpirun -np N)");
+    assert_user_error(&r, "--dp 2 = 2 ranks, but 1 was started (run it under mpirun -np N)");
     cmd_free(&r);
     setenv("V3C_FAULT", "explode@rank=1", 1);
     r = run_v3c("train " SMALL " --steps 1 --batch 2 --seq 16");

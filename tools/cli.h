@@ -24,6 +24,7 @@ typedef struct Options {
     /* train (runtime/train.h documents each) */
     int64_t steps, warmup, save_every;
     int64_t dp, ep; /* train: data- and expert-parallel ranks (0: not given; --pp is below) */
+    int64_t ep_capacity; /* --ep-capacity: rows an EP rank may receive per local token (0: the exact worst case) */
     const char *log, *save, *resume, *lr, *min_lr, *weight_decay, *gamma, *alpha, *mtp_lambda, *clip;
     int recompute;
     /* convert */
@@ -66,5 +67,7 @@ int cmd_train(const Options *o, Err *err);   /* tools/cmd_train.c */
 int cmd_convert(const Options *o, Err *err); /* tools/cmd_convert.c */
 int cmd_schedule(const Options *o, Err *err); /* tools/cmd_schedule.c */
 int cmd_compile(const Options *o, Err *err);  /* tools/cmd_compile.c */
+int cmd_aot(const Options *o, Err *err);      /* tools/cmd_aot.c */
+int cmd_launch(const Options *o, Err *err);   /* tools/cmd_launch.c */
 
 #endif

@@ -1,135 +1,46 @@
 /* v3c train: builds the model, appends its backward graph, and runs the training
- * loop (runtime/train.h) on a byte-level corpus. docs/training.md describes it. */
-#include <errno.h>
-#include <math.h>
+ * job (train_job.h) on a byte-level corpus. docs/training.md describes it. */
 #include <stdlib.h>
-#include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include "../passes/autodiff.h"
 #include "../passes/expert_parallel.h"
-#include "../passes/pipeline_split.h"
-#include "../passes/memplan.h"
 #include "../passes/fp8.h"
 #include "../passes/recompute.h"
-#include "../runtime/comm.h"
-#include "../runtime/ep.h"
-#include "../runtime/exec.h"
-#include "../runtime/pipeline.h"
-#include "../runtime/schedule.h"
-#include "../runtime/train.h"
-#include "cli.h"
-
-
-/* Defaults chosen so `v3c train models/tiny.v3` takes a few minutes on two cores
- * (docs/training.md has the measurements). */
-static const char *const default_corpus = "data/kjv.txt";
-enum { DEFAULT_STEPS = 300, DEFAULT_BATCH = 4, DEFAULT_SEQ = 64, DEFAULT_WARMUP = 10, DEFAULT_SEED = 1 };
-static const double default_lr = 3e-3, default_gamma = 1e-3;
-
-/* A --flag value that must be a finite number >= 0. */
-static int parse_real(const char *flag, const char *text, double *out, Err *err) {
-    if (!text) return 0;
-    char *end;
-    errno = 0;
-    double v = strtod(text, &end);
-    if (end == text || *end || errno || !isfinite(v) || v < 0)
-        return err_set(err, "%s expects a number >= 0, got '%s'", flag, text);
-    *out = v;
-    return 0;
-}
-
-/* Options given on the command line win; the rest come from `base` (defaults or
- * the checkpoint being resumed). A 0 for the integer options means "not given"
- * (the option parser's default). */
-static int apply_options(const Options *o, TrainProgress *pr, int64_t *steps, Err *err) {
-    if (o->batch > 0) pr->batch = o->batch;
-    if (o->seq > 0) pr->seq = o->seq;
-    if (o->seed >= 0) pr->seed = o->seed;
-    if (o->steps >= 0) *steps = o->steps;
-    if (o->warmup >= 0) pr->optim.warmup = o->warmup;
-    if (o->seq > 0 && o->seq < 2) return err_set(err, "--seq must be at least 2 (one next-token target)");
-    OptimConfig *c = &pr->optim;
-    if (parse_real("--lr", o->lr, &c->lr, err) || parse_real("--weight-decay", o->weight_decay, &c->weight_decay, err) ||
-        parse_real("--clip", o->clip, &c->clip, err) || parse_real("--gamma", o->gamma, &pr->gamma, err))
-        return -1;
-    if (o->lr && !o->min_lr) c->min_lr = c->lr * 0.1;
-    if (parse_real("--min-lr", o->min_lr, &c->min_lr, err)) return -1;
-    if (c->min_lr > c->lr) return err_set(err, "--min-lr %g is above --lr %g", c->min_lr, c->lr);
-    c->total_steps = *steps;
-    return 0;
-}
-
-static TrainProgress fresh_progress(void) {
-    TrainProgress pr = {.batch = DEFAULT_BATCH, .seq = DEFAULT_SEQ, .seed = DEFAULT_SEED, .gamma = default_gamma};
-    pr.optim = optim_defaults(default_lr, DEFAULT_STEPS);
-    pr.optim.warmup = DEFAULT_WARMUP;
-    return pr;
-}
+#include "train_job.h"
 
 /* --set plus the training options that are DSL hyperparameters. */
 static char *hyper_sets(const Options *o, Err *err) {
     double v;
+    if (train_parse_real("--alpha", o->alpha, &v, err) || train_parse_real("--mtp-lambda", o->mtp_lambda, &v, err))
+        return NULL;
     Buf b = {0};
     if (o->sets) buf_puts(&b, o->sets);
-    if (parse_real("--alpha", o->alpha, &v, err) || parse_real("--mtp-lambda", o->mtp_lambda, &v, err)) {
-        buf_free(&b);
-        return NULL;
-    }
     if (o->alpha) buf_printf(&b, "%saux_loss_alpha=%s", b.len ? "," : "", o->alpha);
     if (o->mtp_lambda) buf_printf(&b, "%smtp_loss_weight=%s", b.len ? "," : "", o->mtp_lambda);
     return b.len ? buf_take(&b) : xstrdup("");
 }
 
-static int check_train_options(const Options *o, Err *err) {
-    if (o->resume && o->checkpoint)
-        return err_set(err, "give --checkpoint (start from weights) or --resume (continue a run), not both");
-    if (o->resume && o->config) return err_set(err, "--resume takes the model's config.json from %s; drop --config", o->resume);
-    struct stat st;
-    if (o->resume && (stat(o->resume, &st) != 0 || !S_ISDIR(st.st_mode)))
-        return err_set(err, "--resume %s: no such directory", o->resume);
-    if (o->save && save_check_writable(o->save, err)) return -1;
-    return 0;
-}
-
-/* The model with --alpha/--mtp-lambda bound, --resume's directory as its checkpoint. */
-static int build_model(const Options *o, Model *m, Err *err) {
+int train_build_model(const Options *o, Model *m, Err *err) {
     char *sets = hyper_sets(o, err);
     if (!sets) return -1;
     Options mo = *o;
     mo.sets = sets[0] ? sets : NULL;
     if (o->resume) mo.checkpoint = o->resume;
-    mo.fp8 = 0; /* FP8 rewrites the backward GEMMs too: prepare_graph applies it after autodiff */
+    mo.fp8 = 0; /* FP8 rewrites the backward GEMMs too: train_prepare_graph applies it after autodiff */
     int rc = model_build(&mo, m, err);
     if (rc && o->resume) err_wrap(err, "--resume %s: ", o->resume);
     free(sets);
     return rc;
 }
 
-/* The ranks' layout (docs/distributed.md): world = pp x ep x dp. World rank w
- * runs stage w / (ep*dp) as data rank d = w % (ep*dp) of it: EP rank d % ep of
- * replica d / ep. A data rank takes rows d*B/(ep*dp).. of every batch. */
-typedef struct Layout {
-    int64_t pp, ep, dp, microbatches;
-    SchedKind schedule;
-    int stage, data_rank, ep_rank, replica;
-    Comm *data;      /* this stage's ep*dp ranks: batch rows, losses, dense gradients */
-    Comm *ep_group;  /* the ep ranks of one replica that share out the experts */
-    Comm *expert_dp; /* the dp ranks holding the same experts */
-    Comm *pipe;      /* the pp ranks, one per stage, of one data rank */
-} Layout;
-
 static int has_output(const Graph *g, const char *name) { return ir_find_output(g, name) >= 0; }
 
-/* Appends the backward graph of the objective and, with --recompute, re-emits
- * the marked activations in backward instead of storing them; then drops what
- * nothing reads any more. */
-static int prepare_graph(const Options *o, const Layout *l, Graph *g, const char **objective, Err *err) {
+int train_prepare_graph(const Options *o, const Layout *l, Graph *g, const char **objective, Err *err) {
     *objective = has_output(g, "total_loss") ? "total_loss" : "loss";
     if (!has_output(g, *objective)) return err_set(err, "%s has no 'loss' output to train on", o->model);
     /* Before autodiff: the exchanges' VJPs are the reverse exchanges. */
-    EpOptions ep = {.ranks = (int)l->ep, .rank = l->ep_rank, .fp8_dispatch = o->fp8};
+    if (o->ep_capacity > (1 << 20)) return err_set(err, "--ep-capacity must be at most %d", 1 << 20);
+    EpOptions ep = {.ranks = (int)l->ep, .rank = l->ep_rank, .fp8_dispatch = o->fp8, .rows_per_token = (int)o->ep_capacity};
     if (l->ep > 1 && expert_parallel_graph(g, &ep, err)) return -1;
     if (autodiff_graph(g, *objective, err)) return -1;
     Fp8Options f8 = fp8_default_options();
@@ -140,261 +51,27 @@ static int prepare_graph(const Options *o, const Layout *l, Graph *g, const char
     return run_pipeline(g, &sweep, err);
 }
 
-/* Everything one training run holds, released together. */
-typedef struct Run {
-    Model model;
-    TensorSet weights;
-    AdamW opt;
-    Corpus data;
-    TrainProgress pr;
-    char *config_json;
-    FILE *log;
-    EpGroup ep;
-    PipelineSplit *split; /* with the runner: --pp or --microbatches */
-    Schedule *sched;
-    PipeRunner *pipe;
-} Run;
-
-static void run_free(Run *r) {
-    pipe_runner_free(r->pipe);
-    schedule_free(r->sched);
-    pipeline_split_free(r->split);
-    model_free(&r->model);
-    tset_free(&r->weights);
-    adamw_free(&r->opt);
-    corpus_close(&r->data);
-    free(r->config_json);
-    if (r->log) fclose(r->log);
+static int model_weights_of(const Options *o, void *ctx, TensorSet *weights, Err *err) {
+    return model_weights(o, ctx, weights, err);
 }
 
-/* A checkpoint holds every expert's moments (the one-rank format): read them
- * against every expert's shape, keep this EP rank's. */
-static int load_moments(const char *dir, const Layout *l, Run *r, TrainProgress *pr, Err *err) {
-    if (l->ep == 1) return load_train_state(dir, &r->weights, &r->opt, pr, err);
-    TensorSet all;
-    int64_t experts = ep_all_expert_shapes(&r->weights, l->ep_rank, (int)l->ep, &all);
-    int rc = load_train_state(dir, &all, &r->opt, pr, err);
-    tset_free(&all);
-    if (rc) return -1;
-    ep_keep_held(&r->opt.m, experts, l->ep_rank, (int)l->ep);
-    ep_keep_held(&r->opt.v, experts, l->ep_rank, (int)l->ep);
-    return 0;
-}
-
-/* Weights, optimizer state and progress: fresh, or from --resume. */
-static int load_state(const Options *o, const Layout *l, Run *r, int64_t *steps, Err *err) {
-    TrainProgress pr = fresh_progress();
-    *steps = DEFAULT_STEPS;
-    Options wo = *o;
-    if (o->seed < 0) wo.seed = DEFAULT_SEED;
-    if (model_weights(&wo, &r->model, &r->weights, err)) return -1;
-    if (o->resume) {
-        if (load_moments(o->resume, l, r, &pr, err)) return -1;
-        *steps = pr.optim.total_steps;
-    }
-    r->pr = pr;
-    return apply_options(o, &r->pr, steps, err);
-}
-
-static int open_outputs(const Options *o, Run *r, Err *err) {
-    if (r->model.program) r->config_json = program_hypers_json(r->model.program);
-    if (o->log && !(r->log = fopen(o->log, o->resume ? "a" : "w")))
-        return err_set(err, "cannot write --log %s: %s", o->log, strerror(errno));
-    return 0;
-}
-
-static void print_summary(const TrainSummary *s, const TrainProgress *pr) {
-    if (s->steps_run == 0) {
-        printf("nothing to train: already at step %lld\n", (long long)pr->step);
-        return;
-    }
-    printf("trained %lld steps (to step %lld): loss first %.4f last %.4f min %.4f, %.0f tokens/s\n",
-           (long long)s->steps_run, (long long)pr->step, s->first_loss, s->last_loss, s->min_loss, s->tokens_per_s);
-}
-
-/* The memory planner's peak of activations (graph outputs, the gradients among
- * them, left out) at the run's batch and sequence length. */
-static int activation_peak(const Graph *g, const TrainProgress *pr, int64_t *peak, Err *err) {
-    MemPlan plan;
-    if (memplan_build(g, pr->batch, pr->seq, &plan, err)) return -1;
-    *peak = plan.peak_activation_bytes;
-    memplan_free(&plan);
-    return 0;
-}
-
-static int64_t data_ranks(const Layout *l) { return l->ep * l->dp; }
-
-static int check_sizes(const Options *o, const Comm *world, Layout *l, Err *err) {
-    int64_t n = comm_size(world);
-    l->pp = o->pp > 0 ? o->pp : 1;
-    l->ep = o->ep > 0 ? o->ep : 1;
-    const int64_t most = (int64_t)1 << 20; /* keeps the product below far from overflowing */
-    if (l->pp > most || l->ep > most || o->dp > most)
-        return err_set(err, "--pp, --ep and --dp must each be at most %lld", (long long)most);
-    l->dp = o->dp > 0 ? o->dp : n / (l->pp * l->ep);
-    if (l->pp * l->ep * l->dp != n || l->dp < 1)
-        return err_set(err, "--pp %lld x --ep %lld x --dp %lld = %lld ranks, but %lld were started%s",
-                       (long long)l->pp, (long long)l->ep, (long long)l->dp, (long long)(l->pp * l->ep * l->dp),
-                       (long long)n, comm_under_mpirun() ? " (mpirun -np)" : " (run it under mpirun -np N)");
-    return 0;
-}
-
-/* --schedule (default 1f1b) and --microbatches (default 2P: enough for every schedule). */
-static int check_pipeline_options(const Options *o, Layout *l, Err *err) {
-    int kind = o->schedule ? sched_kind_parse(o->schedule) : SCHED_1F1B;
-    if (kind < 0) return err_set(err, "unknown --schedule '%s' (expected 1f1b, zb1p or dualpipe)", o->schedule);
-    l->schedule = (SchedKind)kind;
-    l->microbatches = o->microbatches > 0 ? o->microbatches : l->pp > 1 ? 2 * l->pp : 1;
-    if (l->microbatches > SCHED_MAX_MICROBATCHES)
-        return err_set(err, "--microbatches must be at most %d", SCHED_MAX_MICROBATCHES);
-    if (o->schedule && l->pp == 1) return err_set(err, "--schedule needs --pp 2 or more (one stage has no pipeline)");
-    return 0;
-}
-
-static int check_layout(const Options *o, const Comm *world, Layout *l, Err *err) {
-    if (check_sizes(o, world, l, err) || check_pipeline_options(o, l, err)) return -1;
-    int w = comm_rank(world), per_stage = (int)data_ranks(l);
-    l->stage = w / per_stage;
-    l->data_rank = w % per_stage;
-    l->ep_rank = l->data_rank % (int)l->ep;
-    l->replica = l->data_rank / (int)l->ep;
-    return 0;
-}
-
-static int split_comms(Comm *world, Layout *l, Err *err) {
-    int ep = (int)l->ep, dp = (int)l->dp;
-    l->data = comm_split(world, l->stage, l->data_rank, err);
-    if (l->data) l->ep_group = comm_split(world, l->stage * dp + l->replica, l->ep_rank, err);
-    if (l->ep_group) l->expert_dp = comm_split(world, l->stage * ep + l->ep_rank, l->replica, err);
-    if (l->expert_dp) l->pipe = comm_split(world, l->data_rank, l->stage, err);
-    return l->pipe ? 0 : -1;
-}
-
-/* After a failure only this rank may have seen, no collective teardown. */
-static void free_comms(Layout *l, int failed) {
-    Comm *comms[] = {l->pipe, l->expert_dp, l->ep_group, l->data};
-    for (size_t i = 0; i < sizeof comms / sizeof *comms; i++) {
-        if (failed) comm_abandon(comms[i]);
-        else comm_free(comms[i]);
-    }
-}
-
-static int check_batch_split(const TrainProgress *pr, const Layout *l, Err *err) {
-    int64_t d = data_ranks(l);
-    if (pr->batch % d != 0)
-        return err_set(err, "--batch %lld does not split over %lld data ranks (--ep x --dp; give a multiple of %lld)",
-                       (long long)pr->batch, (long long)d, (long long)d);
-    if ((pr->batch / d) % l->microbatches != 0)
-        return err_set(err,
-                       "--batch %lld over %lld data ranks is %lld rows each, not a multiple of --microbatches %lld",
-                       (long long)pr->batch, (long long)d, (long long)(pr->batch / d), (long long)l->microbatches);
-    return 0;
-}
-
-/* Rank 0 speaks for the job: log, progress and summary. */
-static int is_rank0(const Comm *world) { return comm_rank(world) == 0; }
-
-static const char *backend_of(const Options *o) { return o->backend ? o->backend : exec_default_backend(); }
-
-/* The stage graphs and their runner: pp ranks in the schedule's order, or one
- * stage accumulating gradients over the micro-batches. */
-static int make_pipeline(const Options *o, const Layout *l, Run *r, Err *err) {
-    PipelineSplitOptions so = {.stages = (int)l->pp, .split_weights = l->pp > 1 && l->schedule != SCHED_1F1B};
-    if (!(r->split = pipeline_split(r->model.graph, &so, err))) return -1;
-    if (l->pp > 1 && !(r->sched = schedule_build(l->schedule, (int)l->pp, (int)l->microbatches, err))) return -1;
-    PipeRunOptions po = {
-        .backend = backend_of(o),
-        .batch = r->pr.batch / data_ranks(l),
-        .seq = r->pr.seq,
-        .microbatches = (int)l->microbatches,
-        /* EP exchanges must run in one order on every rank; the cpu kernels
-         * are not known to be safe on two threads. */
-        .overlap = l->pp > 1 && l->ep == 1 && strcmp(backend_of(o), "interp") == 0,
-        .collectives = l->ep > 1 ? &r->ep.collectives : NULL,
-    };
-    r->pipe = pipe_runner_new((int)l->pp, r->split->graphs, r->sched, l->pp > 1 ? l->pipe : NULL, &po, err);
-    return r->pipe ? 0 : -1;
-}
-
-static int uses_pipeline(const Layout *l) { return l->pp > 1 || l->microbatches > 1; }
-
-static int train_prepared(const Options *o, Run *r, TrainConfig *c, const char *objective, int64_t steps,
-                          const Layout *l, int rank0, Err *err) {
-    c->graph = r->model.graph;
-    c->objective = objective;
-    c->data = &r->data;
-    c->steps = steps;
-    c->save_every = o->save_every;
-    c->save_dir = o->save;
-    c->config_json = r->config_json;
-    c->log = r->log;
-    c->progress = rank0 ? stderr : NULL;
-    c->progress_bar = isatty(STDERR_FILENO);
-    c->report_every = steps >= 20 ? steps / 20 : 1;
-    c->dp = l->data;
-    c->ep = l->ep > 1 ? l->ep_group : NULL;
-    c->expert_dp = l->ep > 1 ? l->expert_dp : NULL;
-    if (train_parse_fault(getenv("V3C_FAULT"), &c->fault, err)) return -1;
-    if (uses_pipeline(l)) {
-        if (make_pipeline(o, l, r, err)) return -1;
-        c->pipe = r->pipe;
-    } else {
-        InterpOptions io = {.batch = r->pr.batch / data_ranks(l), .seq = r->pr.seq};
-        io.collectives = l->ep > 1 ? &r->ep.collectives : NULL;
-        if (!(c->exec = exec_prepare(backend_of(o), c->graph, &io, err))) return -1;
-    }
-    TrainSummary sum;
-    int rc = train_run(c, &r->weights, &r->opt, &r->pr, &sum, err);
-    if (rc == 0 && rank0) print_summary(&sum, &r->pr);
-    exec_free(c->exec);
-    return rc;
-}
-
-static int train_with(const Options *o, Layout *l, int rank0, Err *err) {
-    Run r = {0};
-    tset_init(&r.weights);
-    adamw_init(&r.opt);
-    ep_group_init(&r.ep, l->ep_group);
-    int64_t steps = 0;
-    const char *objective = NULL;
-    TrainConfig c = {0};
-    int rc = build_model(o, &r.model, err);
-    if (rc == 0) rc = prepare_graph(o, l, r.model.graph, &objective, err);
-    if (rc == 0) rc = load_state(o, l, &r, &steps, err);
-    if (rc == 0) rc = check_batch_split(&r.pr, l, err);
-    if (rc == 0) rc = corpus_open(&r.data, o->data ? o->data : default_corpus, r.pr.seq, err);
+static int train_body(const Options *o, Layout *l, Comm *world, void *ctx, Err *err) {
+    (void)ctx;
+    Model m = {0};
+    TrainJob job = {.load_weights = model_weights_of, .ctx = &m};
+    int rc = train_build_model(o, &m, err);
+    if (rc == 0) rc = train_prepare_graph(o, l, m.graph, &job.objective, err);
     if (rc == 0) {
-        TrainProgress local = r.pr;
-        local.batch /= data_ranks(l) * l->microbatches;
-        rc = activation_peak(r.model.graph, &local, &c.peak_activation_bytes, err);
+        job.graph = m.graph; /* the job frees it; model_weights reads it until then */
+        if (m.program) job.config_json = program_hypers_json(m.program);
+        rc = train_job_run(o, l, world, &job, err);
+        m.graph = NULL;
     }
-    Options ro = *o;
-    if (!rank0) ro.log = NULL;
-    if (rc == 0) rc = open_outputs(&ro, &r, err);
-    if (rc == 0) rc = train_prepared(o, &r, &c, objective, steps, l, rank0, err);
-    run_free(&r);
-    return rc;
-}
-
-static int train_on(const Options *o, Comm *world, Err *err) {
-    Layout l = {0};
-    if (check_layout(o, world, &l, err) || check_train_options(o, err)) return -1;
-    int rc = split_comms(world, &l, err);
-    if (rc == 0) rc = train_with(o, &l, is_rank0(world), err);
-    free_comms(&l, rc != 0 && comm_size(world) > 1);
+    model_free(&m);
     return rc;
 }
 
 int cmd_train(const Options *o, Err *err) {
-    Comm *world = comm_init(NULL, NULL, 0, err);
-    if (!world) return -1;
-    int rc = train_on(o, world, err);
-    if (rc && comm_size(world) > 1) {
-        /* Name the rank: with many ranks the lines interleave. */
-        if (!strstr(err->msg, "rank ")) err_wrap(err, "rank %d: ", comm_rank(world));
-        comm_abandon(world);
-    } else {
-        comm_free(world);
-    }
-    return rc;
+    if (train_job_check_options(o, err)) return -1;
+    return train_job_main(o, NULL, train_body, NULL, err);
 }

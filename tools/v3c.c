@@ -32,6 +32,13 @@ static const Command commands[] = {
     {"compile", cmd_compile,
      "compile MODEL.v3 [--checkpoint DIR|--config F] [--set k=v,...] [--target sm_90a] [--batch B --seq T]\n"
      "      [--grads] [--fp8] [--dump-kernels DIR]   generate and NVRTC-compile every CUDA kernel (no GPU needed)"},
+    {"aot", cmd_aot,
+     "aot   MODEL.v3 [--checkpoint DIR|--config F] [--set k=v,...] --pp P --ep E --dp D [--schedule S]\n"
+     "      [--microbatches M] [--batch B --seq T] [--fp8] [--recompute] [--target sm_90a] -o DIR\n"
+     "      compile a training job for a cluster into a bundle: plans, kernels, per-rank memory (no GPU needed)"},
+    {"launch", cmd_launch,
+     "launch DIR [--checkpoint DIR|--resume DIR] [--data FILE] [--steps N] [--log F] [--save DIR] [--lr X] ...\n"
+     "      run a bundle from v3c aot (ranks: mpirun -np P*E*D)"},
     {"eval", cmd_eval,
      "eval  MODEL.v3 [--checkpoint DIR|--seed S] [--data FILE] [--batch B] [--seq T]   loss on text"},
 };

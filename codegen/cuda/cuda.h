@@ -57,6 +57,10 @@ typedef enum CudaLibKind {
     LIB_GROUPED_WGRAD,
     LIB_FP8_GEMM,       /* fp8_matmul wgrad=0: A scales VEC128_32F (1x128), B BLK128x128_32F */
     LIB_FP8_GEMM_WGRAD, /* fp8_matmul wgrad=1: both 128x1 (VEC128_32F along tokens) */
+    /* The EP exchanges (ops ep_dispatch / ep_combine): an all-to-all-v over the
+     * EP group (NCCL), m rows of n columns of the input, groups = the ranks. */
+    LIB_EP_DISPATCH,
+    LIB_EP_COMBINE,
     LIB_KIND_COUNT
 } CudaLibKind;
 

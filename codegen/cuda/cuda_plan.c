@@ -12,6 +12,7 @@ enum { MAX_GRID = 1 << 20 };
 static const char *const lib_kind_names[LIB_KIND_COUNT] = {
     [LIB_GEMM] = "gemm", [LIB_GEMM_WGRAD] = "gemm_wgrad", [LIB_GROUPED_GEMM] = "grouped_gemm",
     [LIB_GROUPED_WGRAD] = "grouped_wgrad", [LIB_FP8_GEMM] = "fp8_gemm", [LIB_FP8_GEMM_WGRAD] = "fp8_gemm_wgrad",
+    [LIB_EP_DISPATCH] = "ep_dispatch", [LIB_EP_COMBINE] = "ep_combine",
 };
 
 const char *cuda_lib_kind_name(CudaLibKind k) { return (unsigned)k < LIB_KIND_COUNT ? lib_kind_names[k] : "?"; }

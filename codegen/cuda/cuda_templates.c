@@ -127,9 +127,20 @@ static int lib_fp8(const Tpl *c, CudaLibCall *call) {
     return 0;
 }
 
+/* Rows move between ranks: communication, not a kernel. */
+static int lib_ep(const Tpl *c, CudaLibCall *call) {
+    int64_t x[IR_MAX_RANK];
+    int rank = tpl_shape(c, c->n->in[0], x);
+    if (rank < 0) return -1;
+    CudaLibKind kind = c->n->op == OP_EP_DISPATCH ? LIB_EP_DISPATCH : LIB_EP_COMBINE;
+    *call = (CudaLibCall){kind, 0, shape_prod(x, 0, rank - 1), x[rank - 1], 0, node_int(c->n, "ranks", 1)};
+    return 0;
+}
+
 static const LibFn lib_fns[OP_COUNT] = {
     [OP_LINEAR] = lib_linear, [OP_LINEAR_WGRAD] = lib_linear_wgrad, [OP_GROUPED_LINEAR] = lib_grouped,
     [OP_GROUPED_LINEAR_WGRAD] = lib_grouped_wgrad, [OP_FP8_MATMUL] = lib_fp8,
+    [OP_EP_DISPATCH] = lib_ep, [OP_EP_COMBINE] = lib_ep,
 };
 
 int cuda_library_node(CudaPlan *p, const Graph *g, const Node *n, int64_t b, int64_t t, Err *err) {
