@@ -79,9 +79,10 @@ char *read_file(const char *path, size_t *len, Err *err);
 int write_file_atomic(const char *path, const void *data, size_t len, Err *err);
 
 /* Puts the finished directory tmp at dir. An earlier dir is swapped out
- * atomically (RENAME_EXCHANGE) and deleted; where the filesystem cannot
- * exchange it is moved aside first. `what` names the act in errors ("save to"). */
-int dir_publish(const char *tmp, const char *dir, const char *what, Err *err);
+ * atomically (RENAME_EXCHANGE) and deleted with remove_old; where the
+ * filesystem cannot exchange it is moved aside first, so dir is briefly absent
+ * but never half written. `what` names the act in errors ("save to"). */
+int dir_publish(const char *tmp, const char *dir, const char *what, void (*remove_old)(const char *dir), Err *err);
 /* Deletes a directory and everything below it (symbolic links are not followed). */
 void dir_remove_tree(const char *dir);
 

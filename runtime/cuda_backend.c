@@ -1,12 +1,18 @@
 /* The CUDA driver through dlopen: the entry points resolved by name into a
- * table, errors turned into messages with cuGetErrorString. */
+ * table, errors turned into messages with cuGetErrorString; and the CudaApi
+ * the executor runs on (the device's primary context, NVRTC with the kernel
+ * cache for the device's target, cuBLASLt for the GEMMs).
+ *
+ * Not verified on a GPU: no machine this was written on has one. */
 #include <dlfcn.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cuda_backend.h"
+#include "cuda_blaslt.h"
 
 typedef int CUresult;
 enum { CU_ATTR_CC_MAJOR = 75, CU_ATTR_CC_MINOR = 76 }; /* CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_* */
@@ -21,23 +27,56 @@ struct CudaDevice {
     CUresult (*device_attribute)(int *value, int attribute, int device);
     CUresult (*device_name)(char *name, int len, int device);
     CUresult (*error_string)(CUresult r, const char **text);
+    /* what the executor needs (cuda.h's names, the _v2 entry points where cuda.h maps to them) */
+    CUresult (*primary_retain)(void **ctx, int device);
+    CUresult (*primary_release)(int device);
+    CUresult (*ctx_set_current)(void *ctx);
+    CUresult (*module_load_data)(CuModule *m, const void *image);
+    CUresult (*module_unload)(CuModule m);
+    CUresult (*module_get_function)(CuFunction *f, CuModule m, const char *name);
+    CUresult (*launch_kernel)(CuFunction f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by,
+                              unsigned bz, unsigned smem, CuStream s, void **params, void **extra);
+    CUresult (*mem_alloc)(CuPtr *p, size_t bytes);
+    CUresult (*mem_free)(CuPtr p);
+    CUresult (*memset_d8_async)(CuPtr p, unsigned char v, size_t n, CuStream s);
+    CUresult (*memcpy_h2d_async)(CuPtr dst, const void *src, size_t n, CuStream s);
+    CUresult (*memcpy_d2h_async)(void *dst, CuPtr src, size_t n, CuStream s);
+    CUresult (*stream_create)(CuStream *s, unsigned flags);
+    CUresult (*stream_destroy)(CuStream s);
+    CUresult (*stream_sync)(CuStream s);
+    CUresult (*event_create)(CuEvent *e, unsigned flags);
+    CUresult (*event_destroy)(CuEvent e);
+    CUresult (*event_record)(CuEvent e, CuStream s);
+    CUresult (*stream_wait_event)(CuStream s, CuEvent e, unsigned flags);
+    CUresult (*event_elapsed)(float *ms, CuEvent start, CuEvent end);
 };
 
 typedef struct Symbol {
-    const char *name;
+    const char *name, *older; /* older: the name a driver before the _v2 entry point has */
     size_t offset;
 } Symbol;
 
-#define SYM(name, field) {name, offsetof(CudaDevice, field)}
+#define SYM(name, field) {name, NULL, offsetof(CudaDevice, field)}
+#define SYM2(name, older, field) {name, older, offsetof(CudaDevice, field)}
 static const Symbol symbols[] = {
     SYM("cuInit", init), SYM("cuDeviceGetCount", device_count), SYM("cuDeviceGet", device_get),
     SYM("cuDeviceGetAttribute", device_attribute), SYM("cuDeviceGetName", device_name),
-    SYM("cuGetErrorString", error_string),
+    SYM("cuGetErrorString", error_string), SYM("cuDevicePrimaryCtxRetain", primary_retain),
+    SYM("cuDevicePrimaryCtxRelease_v2", primary_release), SYM("cuCtxSetCurrent", ctx_set_current),
+    SYM("cuModuleLoadData", module_load_data), SYM("cuModuleUnload", module_unload),
+    SYM("cuModuleGetFunction", module_get_function), SYM("cuLaunchKernel", launch_kernel),
+    SYM("cuMemAlloc_v2", mem_alloc), SYM("cuMemFree_v2", mem_free), SYM("cuMemsetD8Async", memset_d8_async),
+    SYM("cuMemcpyHtoDAsync_v2", memcpy_h2d_async), SYM("cuMemcpyDtoHAsync_v2", memcpy_d2h_async),
+    SYM("cuStreamCreate", stream_create), SYM("cuStreamDestroy_v2", stream_destroy),
+    SYM("cuStreamSynchronize", stream_sync), SYM("cuEventCreate", event_create),
+    SYM("cuEventDestroy_v2", event_destroy), SYM("cuEventRecord", event_record),
+    SYM("cuStreamWaitEvent", stream_wait_event), SYM2("cuEventElapsedTime_v2", "cuEventElapsedTime", event_elapsed),
 };
 
 static int resolve(CudaDevice *d, Err *err) {
     for (size_t i = 0; i < sizeof symbols / sizeof *symbols; i++) {
         void *fn = dlsym(d->lib, symbols[i].name);
+        if (!fn && symbols[i].older) fn = dlsym(d->lib, symbols[i].older);
         if (!fn) return err_set(err, "the CUDA driver (libcuda.so.1) lacks %s", symbols[i].name);
         memcpy((char *)d + symbols[i].offset, &fn, sizeof fn);
     }
@@ -90,3 +129,148 @@ void cuda_device_close(CudaDevice *d) {
 
 const char *cuda_device_target(const CudaDevice *d) { return d->target; }
 const char *cuda_device_name(const CudaDevice *d) { return d->name; }
+
+int cuda_gpu_present(void) {
+    Err quiet = {0};
+    CudaDevice *d = cuda_device_open(&quiet);
+    int present = d != NULL;
+    cuda_device_close(d);
+    return present;
+}
+
+/* ---- the executor's table on the device ---- */
+enum { GEMM_WORKSPACE = 32 << 20 }; /* cuBLASLt's scratch: 32 MiB covers its Hopper kernels */
+
+typedef struct Driver {
+    CudaDevice *dev;
+    void *ctx; /* the primary context */
+    Nvrtc *nvrtc;
+    char *cache_dir;
+    Blaslt *blaslt;
+    CuPtr workspace;
+    char what[320];
+} Driver;
+
+static Driver *drv(const CudaApi *a) { return a->ctx; }
+static int dcheck(const CudaApi *a, CUresult r, const char *what, Err *err) { return check(drv(a)->dev, r, what, err); }
+
+static int d_bind(CudaApi *a, Err *err) { return dcheck(a, drv(a)->dev->ctx_set_current(drv(a)->ctx), "cuCtxSetCurrent", err); }
+
+static int d_compile(CudaApi *a, const CudaKernel *kernels, int n, CudaCubin *images, CudaCompileStats *stats, Err *err) {
+    Driver *d = drv(a);
+    return cuda_compile_kernels(d->nvrtc, kernels, n, d->dev->target, d->cache_dir, images, stats, err);
+}
+
+static int d_module_load(CudaApi *a, const CudaCubin *image, CuModule *m, Err *err) {
+    return dcheck(a, drv(a)->dev->module_load_data(m, image->data), "cuModuleLoadData", err);
+}
+static void d_module_unload(CudaApi *a, CuModule m) { drv(a)->dev->module_unload(m); }
+static int d_module_function(CudaApi *a, CuModule m, const char *name, CuFunction *f, Err *err) {
+    if (dcheck(a, drv(a)->dev->module_get_function(f, m, name), "cuModuleGetFunction", err)) return err_wrap(err, "%s: ", name);
+    return 0;
+}
+
+static int d_mem_alloc(CudaApi *a, size_t bytes, CuPtr *p, Err *err) {
+    if (dcheck(a, drv(a)->dev->mem_alloc(p, bytes), "cuMemAlloc", err))
+        return err_wrap(err, "allocating %zu bytes on the GPU: ", bytes);
+    return 0;
+}
+static void d_mem_free(CudaApi *a, CuPtr p) { drv(a)->dev->mem_free(p); }
+static int d_memset_zero(CudaApi *a, CuPtr p, size_t bytes, CuStream s, Err *err) {
+    return dcheck(a, drv(a)->dev->memset_d8_async(p, 0, bytes, s), "cuMemsetD8Async", err);
+}
+static int d_copy_h2d(CudaApi *a, CuPtr dst, const void *src, size_t bytes, CuStream s, Err *err) {
+    return dcheck(a, drv(a)->dev->memcpy_h2d_async(dst, src, bytes, s), "cuMemcpyHtoDAsync", err);
+}
+static int d_copy_d2h(CudaApi *a, void *dst, CuPtr src, size_t bytes, CuStream s, Err *err) {
+    return dcheck(a, drv(a)->dev->memcpy_d2h_async(dst, src, bytes, s), "cuMemcpyDtoHAsync", err);
+}
+
+/* cuLaunchKernel takes the address of each argument. */
+static int d_launch(CudaApi *a, CuFunction f, unsigned grid, unsigned block, unsigned smem, CuStream s,
+                    const CuPtr *args, int nargs, Err *err) {
+    CuPtr values[CUDA_MAX_PARAMS];
+    void *params[CUDA_MAX_PARAMS];
+    for (int i = 0; i < nargs && i < CUDA_MAX_PARAMS; i++) values[i] = args[i], params[i] = &values[i];
+    return dcheck(a, drv(a)->dev->launch_kernel(f, grid, 1, 1, block, 1, 1, smem, s, params, NULL), "cuLaunchKernel", err);
+}
+
+static int d_stream_create(CudaApi *a, CuStream *s, Err *err) {
+    return dcheck(a, drv(a)->dev->stream_create(s, 1 /* CU_STREAM_NON_BLOCKING */), "cuStreamCreate", err);
+}
+static void d_stream_destroy(CudaApi *a, CuStream s) { drv(a)->dev->stream_destroy(s); }
+static int d_stream_sync(CudaApi *a, CuStream s, Err *err) {
+    return dcheck(a, drv(a)->dev->stream_sync(s), "cuStreamSynchronize (a kernel or GEMM before it failed)", err);
+}
+static int d_event_create(CudaApi *a, CuEvent *e, Err *err) {
+    return dcheck(a, drv(a)->dev->event_create(e, 0 /* CU_EVENT_DEFAULT: timed */), "cuEventCreate", err);
+}
+static void d_event_destroy(CudaApi *a, CuEvent e) { drv(a)->dev->event_destroy(e); }
+static int d_event_record(CudaApi *a, CuEvent e, CuStream s, Err *err) {
+    return dcheck(a, drv(a)->dev->event_record(e, s), "cuEventRecord", err);
+}
+static int d_stream_wait_event(CudaApi *a, CuStream s, CuEvent e, Err *err) {
+    return dcheck(a, drv(a)->dev->stream_wait_event(s, e, 0), "cuStreamWaitEvent", err);
+}
+static int d_event_elapsed(CudaApi *a, CuEvent start, CuEvent end, float *ms, Err *err) {
+    return dcheck(a, drv(a)->dev->event_elapsed(ms, start, end), "cuEventElapsedTime", err);
+}
+static int d_gemm(CudaApi *a, const CudaGemm *g, CuStream s, Err *err) { return blaslt_gemm(drv(a)->blaslt, g, s, err); }
+
+static int d_fp8_gemm(CudaApi *a, const CudaFp8Gemm *g, CuStream s, Err *err) {
+    return blaslt_fp8_gemm(drv(a)->blaslt, g, s, err);
+}
+static int d_fp8_check(CudaApi *a, const CudaFp8Gemm *g, Err *err) { (void)a; return blaslt_fp8_check(g, err); }
+
+static void d_close(CudaApi *a) {
+    Driver *d = drv(a);
+    if (d->blaslt) blaslt_close(d->blaslt);
+    if (d->workspace) d->dev->mem_free(d->workspace);
+    if (d->ctx) d->dev->primary_release(d->dev->device);
+    nvrtc_close(d->nvrtc);
+    free(d->cache_dir);
+    cuda_device_close(d->dev);
+    free(d);
+    free(a);
+}
+
+static const CudaApi driver_table = {
+    .bind = d_bind, .compile = d_compile, .module_load = d_module_load, .module_unload = d_module_unload,
+    .module_function = d_module_function, .mem_alloc = d_mem_alloc, .mem_free = d_mem_free,
+    .memset_zero = d_memset_zero, .copy_h2d = d_copy_h2d, .copy_d2h = d_copy_d2h, .launch = d_launch,
+    .stream_create = d_stream_create, .stream_destroy = d_stream_destroy, .stream_sync = d_stream_sync,
+    .event_create = d_event_create, .event_destroy = d_event_destroy, .event_record = d_event_record,
+    .stream_wait_event = d_stream_wait_event, .event_elapsed_ms = d_event_elapsed, .gemm = d_gemm,
+    .fp8_gemm = d_fp8_gemm, .fp8_check = d_fp8_check, .close = d_close,
+};
+
+static int open_parts(Driver *d, Err *err) {
+    if (!(d->dev = cuda_device_open(err))) return -1;
+    if (check(d->dev, d->dev->primary_retain(&d->ctx, d->dev->device), "cuDevicePrimaryCtxRetain", err)) {
+        d->ctx = NULL;
+        return -1;
+    }
+    if (check(d->dev, d->dev->ctx_set_current(d->ctx), "cuCtxSetCurrent", err)) return -1;
+    if (!(d->nvrtc = nvrtc_open(err)) || !(d->cache_dir = kcache_dir(err))) return -1;
+    if (check(d->dev, d->dev->mem_alloc(&d->workspace, GEMM_WORKSPACE), "cuMemAlloc (GEMM workspace)", err)) {
+        d->workspace = 0;
+        return -1;
+    }
+    if (!(d->blaslt = blaslt_open(NULL, d->workspace, GEMM_WORKSPACE, err))) return -1;
+    snprintf(d->what, sizeof d->what, "CUDA driver on %s (%s)", d->dev->name, d->dev->target);
+    return 0;
+}
+
+CudaApi *cuda_api_open(Err *err) {
+    CudaApi *a = xcalloc(1, sizeof *a);
+    *a = driver_table;
+    Driver *d = xcalloc(1, sizeof *d);
+    a->ctx = d;
+    if (open_parts(d, err)) {
+        if (d->dev) d_close(a);
+        else free(d), free(a);
+        return NULL;
+    }
+    a->what = d->what;
+    return a;
+}

@@ -7,7 +7,7 @@
 #ifndef V3C_RUNTIME_CUDA_BACKEND_H
 #define V3C_RUNTIME_CUDA_BACKEND_H
 
-#include "../base/base.h"
+#include "cuda_api.h"
 
 typedef struct CudaDevice CudaDevice;
 
@@ -17,5 +17,15 @@ void cuda_device_close(CudaDevice *d);
 /* "sm_90a" on Hopper (the arch-specific target for compute capability 9.0), else "sm_NN". */
 const char *cuda_device_target(const CudaDevice *d);
 const char *cuda_device_name(const CudaDevice *d);
+
+/* Whether the driver loads and a GPU answers; prints nothing, costs one dlopen
+ * where there is no driver (exec_default_backend asks it). */
+int cuda_gpu_present(void);
+
+/* The executor's table on the real device (cuda_api.h): device 0's primary
+ * context, two streams' worth of driver calls, kernels compiled by NVRTC for
+ * the device's target through the kernel cache ($V3C_CACHE_DIR, ...), GEMMs by
+ * cuBLASLt (fp32, and block-scaled FP8 in the forward form: cuda_blaslt.h). */
+CudaApi *cuda_api_open(Err *err);
 
 #endif

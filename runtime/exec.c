@@ -6,6 +6,7 @@
 #include "../ir/collective.h"
 #include "cpu_backend.h"
 #include "cuda_backend.h"
+#include "cuda_exec.h"
 #include "exec.h"
 
 static int run_cpu(const Graph *g, const TensorSet *feeds, const InterpOptions *opt, TensorSet *results, Err *err) {
@@ -16,21 +17,19 @@ static int run_cpu(const Graph *g, const TensorSet *feeds, const InterpOptions *
     return rc;
 }
 
-/* The driver is opened first, so a machine without one hears exactly that;
- * with one, the error says what exists instead (code generation, no launches). */
-static int cuda_unavailable(Err *err) {
-    CudaDevice *d = cuda_device_open(err);
-    if (!d) return -1;
-    err_set(err, "--backend cuda: found %s (%s), but the cuda backend does not launch kernels yet; `v3c compile "
-                 "--target %s` generates and compiles them; run with --backend cpu",
-            cuda_device_name(d), cuda_device_target(d), cuda_device_target(d));
-    cuda_device_close(d);
-    return -1;
+/* The driver is opened first, so a machine without one hears exactly that. */
+static CudaExec *cuda_prepare(const Graph *g, const InterpOptions *opt, Err *err) {
+    CudaApi *api = cuda_api_open(err);
+    if (!api) return NULL;
+    return cuda_exec_prepare(api, g, opt, err);
 }
 
 static int run_cuda(const Graph *g, const TensorSet *feeds, const InterpOptions *opt, TensorSet *results, Err *err) {
-    (void)g, (void)feeds, (void)opt, (void)results;
-    return cuda_unavailable(err);
+    CudaExec *x = cuda_prepare(g, opt, err);
+    if (!x) return -1;
+    int rc = cuda_exec_step(x, feeds, results, err);
+    cuda_exec_free(x);
+    return rc;
 }
 
 typedef int (*BackendFn)(const Graph *, const TensorSet *, const InterpOptions *, TensorSet *, Err *);
@@ -55,12 +54,16 @@ int exec_run(const char *backend, const Graph *g, const TensorSet *feeds, const 
     return unknown_backend(backend, err);
 }
 
-const char *exec_default_backend(void) { return cpu_kernels_available() ? "cpu" : "interp"; }
+const char *exec_default_backend(void) {
+    if (cuda_gpu_present()) return "cuda";
+    return cpu_kernels_available() ? "cpu" : "interp";
+}
 
 struct Executor {
     const Graph *g;
     InterpOptions opt;
-    CpuPlan *plan; /* NULL: the interpreter */
+    CpuPlan *plan;  /* cpu */
+    CudaExec *cuda; /* cuda; neither: the interpreter */
 };
 
 static int known_backend(const char *backend, Err *err) {
@@ -71,11 +74,13 @@ static int known_backend(const char *backend, Err *err) {
 
 Executor *exec_prepare(const char *backend, const Graph *g, const InterpOptions *opt, Err *err) {
     if (known_backend(backend, err)) return NULL;
-    if (strcmp(backend, "cuda") == 0 && cuda_unavailable(err)) return NULL;
     Executor *x = xcalloc(1, sizeof *x);
     x->g = g;
     x->opt = *opt;
-    if (strcmp(backend, "cpu") == 0 && !(x->plan = cpu_plan_build(g, opt, NULL, err))) {
+    int failed = strcmp(backend, "cpu") == 0    ? !(x->plan = cpu_plan_build(g, opt, NULL, err))
+                 : strcmp(backend, "cuda") == 0 ? !(x->cuda = cuda_prepare(g, opt, err))
+                                                : 0;
+    if (failed) {
         free(x);
         return NULL;
     }
@@ -86,7 +91,9 @@ Executor *exec_prepare(const char *backend, const Graph *g, const InterpOptions 
  * (ir/collective.h), whichever backend runs the graph. */
 int exec_step(Executor *x, const TensorSet *feeds, TensorSet *results, Err *err) {
     const Collectives *prev = collectives_bind(x->opt.collectives);
-    int rc = x->plan ? cpu_plan_run(x->plan, feeds, results, err) : interp_run(x->g, feeds, &x->opt, results, err);
+    int rc = x->plan   ? cpu_plan_run(x->plan, feeds, results, err)
+             : x->cuda ? cuda_exec_step(x->cuda, feeds, results, err)
+                       : interp_run(x->g, feeds, &x->opt, results, err);
     collectives_bind(prev);
     return rc;
 }
@@ -94,6 +101,7 @@ int exec_step(Executor *x, const TensorSet *feeds, TensorSet *results, Err *err)
 void exec_free(Executor *x) {
     if (!x) return;
     if (x->plan) cpu_plan_free(x->plan);
+    cuda_exec_free(x->cuda);
     free(x);
 }
 

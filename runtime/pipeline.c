@@ -11,10 +11,13 @@
 #include <string.h>
 #include <time.h>
 
-/* MPI guarantees tags up to 32767 (comm.c checks the same bound). */
-enum { PIPE_TAG_LIMIT = 32768 };
+/* MPI guarantees tags up to 32767 (comm.c checks the same bound). A step's
+ * messages use tags below routes x micro-batches < PIPE_TAG_LIMIT - 1; the
+ * last one carries the shared gradients, which move once they are all done. */
+enum { PIPE_TAG_LIMIT = 32768, PIPE_SUM_TAG = PIPE_TAG_LIMIT - 1 };
 static const char *const message_prefix = "x.";
 static const char *const input_ids_name = "input_ids";
+static const char *const grad_prefix = "grad.";
 static const char *const part_names[PIPE_PARTS] = {"forward", "backward", "weight"};
 
 /* One name passed from graph (src_stage, src_part) to graph (dst_stage, dst_part). */
@@ -23,11 +26,21 @@ typedef struct Route {
     int src_stage, src_part, dst_stage, dst_part;
 } Route;
 
-/* A step result the runner reduces: its name and type, from the stage graph that outputs it. */
+/* A step result the runner reduces: its name and type, from the stage graph
+ * that outputs it, and for a gradient "grad.<param>" the param's index. */
 typedef struct ResultSpec {
     const char *name;
     Type type;
+    int param; /* -1: not a gradient of a param (a loss, an expert load) */
 } ResultSpec;
+
+/* A param some stage graph reads, and the ranks that run such a stage. */
+typedef struct PipeParam {
+    const char *name;
+    unsigned char *holders; /* [ranks]: 1 where that rank holds it */
+    int first, count;       /* the lowest holder, how many hold it */
+    int group;              /* count > 1: its holder set's index in `groups`; else -1 */
+} PipeParam;
 
 /* A value on its way to a graph: present (req NULL) or being received. */
 typedef struct Parcel {
@@ -51,6 +64,10 @@ struct PipeRunner {
     Executor *(*exec)[PIPE_PARTS]; /* [stage][part]; NULL where this rank does not run it or it is empty */
     VEC(Route) routes;
     VEC(ResultSpec) results;
+    StrMap param_index; /* name -> index in params */
+    VEC(PipeParam) params;
+    VEC(int) groups; /* each distinct set of two or more holders: a param that has it */
+    int held_grads_only;
     /* Per step. */
     StrMap parcel_index;
     VEC(Parcel) parcels;
@@ -83,6 +100,13 @@ static int stage_here(const PipeRunner *r, int stage) {
 
 /* Micro-batches per direction: DualPipe feeds half from each end. */
 static int per_dir(const PipeRunner *r) { return is_dualpipe(r) ? r->microbatches / 2 : r->microbatches; }
+
+/* The index of the param a "grad.<param>" result is the gradient of, else -1. */
+static int param_of_grad(const PipeRunner *r, const char *name) {
+    int64_t at;
+    if (strncmp(name, grad_prefix, strlen(grad_prefix)) != 0) return -1;
+    return strmap_get(&r->param_index, name + strlen(grad_prefix), &at) ? (int)at : -1;
+}
 
 /* ---- the route table, from the graphs' names ---- */
 
@@ -140,11 +164,65 @@ static int build_results(PipeRunner *r, Err *err) {
                 if (t->dtype != DT_F32 && t->dtype != DT_I32)
                     return err_set(err, "step result '%s' is %s; the pipeline reduces only f32 and i32", o->name,
                                    dtype_name(t->dtype));
-                ResultSpec spec = {o->name, *t};
+                ResultSpec spec = {o->name, *t, param_of_grad(r, o->name)};
                 VEC_PUSH(r->results, spec);
             }
         }
     return 0;
+}
+
+/* ---- the params: which ranks hold each ---- */
+
+/* Records that stage `stage`, and so every rank running it, reads param `name`. */
+static void note_reader(PipeRunner *r, const char *name, int stage) {
+    int64_t at;
+    if (!strmap_get(&r->param_index, name, &at)) {
+        at = (int64_t)r->params.len;
+        PipeParam p = {.name = name, .holders = xcalloc((size_t)r->ranks, 1), .group = -1};
+        VEC_PUSH(r->params, p);
+        strmap_put(&r->param_index, name, at);
+    }
+    for (int dir = 0; dir < (is_dualpipe(r) ? 2 : 1); dir++) r->params.data[at].holders[rank_of(r, stage, dir)] = 1;
+}
+
+/* The group of p's holder set, made when p is the first param with that set. */
+static int group_of(PipeRunner *r, const PipeParam *p) {
+    for (size_t g = 0; g < r->groups.len; g++)
+        if (memcmp(r->params.data[r->groups.data[g]].holders, p->holders, (size_t)r->ranks) == 0) return (int)g;
+    int first = (int)(p - r->params.data);
+    VEC_PUSH(r->groups, first);
+    return (int)r->groups.len - 1;
+}
+
+/* A stage outputs the gradient only of params it reads (the split puts a
+ * param into every graph reading it); should one not, its rank still holds
+ * the param, so that no part of the gradient is left with a rank not holding it. */
+static void note_gradient_makers(PipeRunner *r, int stage, const Graph *g) {
+    for (size_t i = 0; i < g->outputs.len; i++) {
+        const char *name = g->outputs.data[i].name;
+        if (param_of_grad(r, name) >= 0) note_reader(r, name + strlen(grad_prefix), stage);
+    }
+}
+
+/* Stage by stage, so every rank lists the params, and numbers the groups, alike. */
+static void build_params(PipeRunner *r) {
+    for (int s = 0; s < r->stages; s++)
+        for (int q = 0; q < PIPE_PARTS; q++) {
+            const Graph *g = r->graphs[s][q];
+            for (size_t i = 0; i < g->nodes.len; i++)
+                if (g->nodes.data[i].op == OP_PARAM) note_reader(r, node_str(&g->nodes.data[i], "name", ""), s);
+        }
+    for (int s = 0; s < r->stages; s++)
+        for (int q = 0; q < PIPE_PARTS; q++) note_gradient_makers(r, s, r->graphs[s][q]);
+    for (size_t i = 0; i < r->params.len; i++) {
+        PipeParam *p = &r->params.data[i];
+        p->first = -1;
+        for (int k = 0; k < r->ranks; k++) {
+            if (!p->holders[k]) continue;
+            if (p->count++ == 0) p->first = k;
+        }
+        if (p->count > 1) p->group = group_of(r, p);
+    }
 }
 
 /* ---- preparation ---- */
@@ -196,6 +274,8 @@ PipeRunner *pipe_runner_new(int stages, Graph *(*graphs)[PIPE_PARTS], const Sche
     r->rows = o->batch / r->microbatches;
     r->exec = xcalloc((size_t)stages, sizeof *r->exec);
     strmap_init(&r->parcel_index);
+    strmap_init(&r->param_index);
+    build_params(r);
     if (build_routes(r, err) || build_results(r, err) || prepare_graphs(r, err)) {
         pipe_runner_free(r);
         return NULL;
@@ -222,10 +302,30 @@ void pipe_runner_free(PipeRunner *r) {
     VEC_FREE(r->sends);
     VEC_FREE(r->routes);
     VEC_FREE(r->results);
+    for (size_t i = 0; i < r->params.len; i++) free(r->params.data[i].holders);
+    VEC_FREE(r->params);
+    VEC_FREE(r->groups);
+    strmap_free(&r->param_index);
     free(r);
 }
 
 PipeStepTimes pipe_runner_times(const PipeRunner *r) { return r->times; }
+
+void pipe_runner_keep_held_grads(PipeRunner *r) { r->held_grads_only = 1; }
+
+void pipe_runner_params(const PipeRunner *r, StrMap *held) {
+    for (size_t i = 0; i < r->params.len; i++) {
+        const PipeParam *p = &r->params.data[i];
+        if (p->holders[r->rank]) strmap_put(held, p->name, p->first == r->rank);
+    }
+}
+
+int pipe_runner_reads(const PipeRunner *r, const char *name) {
+    int64_t at;
+    return strmap_get(&r->param_index, name, &at);
+}
+
+Comm *pipe_runner_comm(const PipeRunner *r) { return r->sched ? r->comm : NULL; }
 
 /* ---- the tasks of one step ---- */
 
@@ -441,16 +541,12 @@ static void release_feeds(TensorSet *feeds) {
     tset_free(feeds);
 }
 
-static void add_into(Tensor *acc, const Tensor *v) {
-    if (acc->dtype == DT_I32) {
-        int32_t *a = acc->data;
-        const int32_t *b = v->data;
-        for (int64_t i = 0; i < acc->numel; i++) a[i] += b[i];
-        return;
+/* acc += v elementwise (f32 or i32). */
+static void add_elements(void *acc, const void *v, size_t count, DType dt) {
+    for (size_t k = 0; k < count; k++) {
+        if (dt == DT_I32) ((int32_t *)acc)[k] += ((const int32_t *)v)[k];
+        else ((float *)acc)[k] += ((const float *)v)[k];
     }
-    float *a = tensor_f32(acc);
-    const float *b = tensor_f32(v);
-    for (int64_t i = 0; i < acc->numel; i++) a[i] += b[i];
 }
 
 /* Adds a step result of one micro-batch into acc; owns v. */
@@ -464,7 +560,7 @@ static int accumulate(TensorSet *acc, const char *name, Tensor *v, Err *err) {
     if (a->dtype != v->dtype || a->numel != v->numel)
         rc = err_internal(err, "step result '%s' changes type between micro-batches", name);
     else
-        add_into(a, v);
+        add_elements(a->data, v->data, (size_t)a->numel, a->dtype);
     tensor_free(v);
     return rc;
 }
@@ -602,11 +698,35 @@ static int64_t spec_elems(const PipeRunner *r, const ResultSpec *spec, Err *err)
     return n;
 }
 
-/* Elements of all results of dtype dt, in the shared order. */
-static int64_t result_elems(const PipeRunner *r, DType dt, Err *err) {
+/* Where a result is summed over the ranks. */
+enum {
+    SCOPE_ALL = -3,       /* every rank: losses, expert loads, and every gradient unless held_grads_only */
+    SCOPE_LOCAL = -2,     /* the gradient of a param this rank alone holds */
+    SCOPE_ELSEWHERE = -1, /* the gradient of a param this rank does not hold */
+};                        /* >= 0: the holder group (`groups`) of a param several ranks hold */
+
+static int scope_of(const PipeRunner *r, const ResultSpec *spec) {
+    if (!r->held_grads_only || spec->param < 0) return SCOPE_ALL;
+    const PipeParam *p = &r->params.data[spec->param];
+    if (!p->holders[r->rank]) return SCOPE_ELSEWHERE;
+    return p->count == 1 ? SCOPE_LOCAL : p->group;
+}
+
+/* One reduction: the results of one dtype and one scope. */
+typedef struct Reduction {
+    DType dt;
+    int scope;
+} Reduction;
+
+static int selected(const PipeRunner *r, const ResultSpec *spec, Reduction red) {
+    return spec->type.dtype == red.dt && scope_of(r, spec) == red.scope;
+}
+
+/* Elements of all results the reduction covers, in the shared order. */
+static int64_t result_elems(const PipeRunner *r, Reduction red, Err *err) {
     int64_t total = 0;
     for (size_t i = 0; i < r->results.len; i++) {
-        if (r->results.data[i].type.dtype != dt) continue;
+        if (!selected(r, &r->results.data[i], red)) continue;
         int64_t n = spec_elems(r, &r->results.data[i], err);
         if (n < 0) return -1;
         total += n;
@@ -614,12 +734,12 @@ static int64_t result_elems(const PipeRunner *r, DType dt, Err *err) {
     return total;
 }
 
-/* Micro-batch g's results of dtype dt into its row (zeros where this rank computed none). */
-static int pack_microbatch(const PipeRunner *r, const TensorSet *acc, DType dt, char *row, Err *err) {
+/* Micro-batch g's results of the reduction into its row (zeros where this rank computed none). */
+static int pack_microbatch(const PipeRunner *r, const TensorSet *acc, Reduction red, char *row, Err *err) {
     int64_t at = 0;
     for (size_t i = 0; i < r->results.len; i++) {
         const ResultSpec *spec = &r->results.data[i];
-        if (spec->type.dtype != dt) continue;
+        if (!selected(r, spec, red)) continue;
         const Tensor *t = tset_get(acc, spec->name);
         int64_t n = spec_elems(r, spec, err);
         if (n < 0) return -1;
@@ -648,41 +768,87 @@ static void sum_rows(const char *buf, int m, int64_t total, DType dt, char *out)
     }
 }
 
-static void unpack_results(const PipeRunner *r, const char *sums, DType dt, TensorSet *results) {
+static void unpack_results(const PipeRunner *r, const char *sums, Reduction red, TensorSet *results) {
     int64_t at = 0;
     for (size_t i = 0; i < r->results.len; i++) {
         const Type *ty = &r->results.data[i].type;
-        if (ty->dtype != dt) continue;
+        if (!selected(r, &r->results.data[i], red)) continue;
         int64_t shape[IR_MAX_RANK];
         type_concrete(ty, r->rows, r->o.seq, shape, &(Err){0}); /* checked by result_elems */
-        Tensor *t = tensor_new(dt, ty->rank, shape);
+        Tensor *t = tensor_new(red.dt, ty->rank, shape);
         memcpy(t->data, sums + at * 4, (size_t)t->numel * 4);
         at += t->numel;
         tset_put(results, r->results.data[i].name, t);
     }
 }
 
-/* Reduces the results of one dtype. Every micro-batch keeps its own row
- * through the sum over ranks (each row has one rank's values, or two for a
- * weight two stages share, and zeros elsewhere, so the sum is exact), and the
- * rows are then added in micro-batch order: the step's results do not depend
- * on the schedule or on which rank ran what, bit for bit (FP8 needs that: a
- * last-bit change can move a value across a rounding boundary of e4m3). */
-static int reduce_results(PipeRunner *r, TensorSet *acc, DType dt, TensorSet *results, Err *err) {
-    int64_t total = result_elems(r, dt, err);
+/* Sums buf over the holders in `holders`: the lowest adds the others' in rank
+ * order and sends the sum back, so every holder gets the same bits. */
+static int holders_sum(PipeRunner *r, const unsigned char *holders, void *buf, size_t count, DType dt, Err *err) {
+    CommType ct = dt == DT_F32 ? COMM_F32 : COMM_I32;
+    int first = 0;
+    while (!holders[first]) first++;
+    if (r->rank != first)
+        return comm_send(r->comm, buf, count, ct, first, PIPE_SUM_TAG, err) ||
+                       comm_recv(r->comm, buf, count, ct, first, PIPE_SUM_TAG, err)
+                   ? -1
+                   : 0;
+    void *in = xmalloc(count * 4);
+    int rc = 0;
+    for (int k = first + 1; rc == 0 && k < r->ranks; k++)
+        if (holders[k] && (rc = comm_recv(r->comm, in, count, ct, k, PIPE_SUM_TAG, err)) == 0)
+            add_elements(buf, in, count, dt);
+    for (int k = first + 1; rc == 0 && k < r->ranks; k++)
+        if (holders[k]) rc = comm_send(r->comm, buf, count, ct, k, PIPE_SUM_TAG, err);
+    free(in);
+    return rc;
+}
+
+/* The rows summed over the ranks the reduction's scope covers. */
+static int sum_over_ranks(PipeRunner *r, Reduction red, void *buf, size_t count, Err *err) {
+    if (red.scope == SCOPE_ALL)
+        return r->ranks > 1 ? comm_allreduce_sum(r->comm, buf, count, red.dt == DT_F32 ? COMM_F32 : COMM_I32, err) : 0;
+    if (red.scope == SCOPE_LOCAL) return 0;
+    return holders_sum(r, r->params.data[r->groups.data[red.scope]].holders, buf, count, red.dt, err);
+}
+
+/* Reduces the results of one dtype and scope. Every micro-batch keeps its own
+ * row through the sum over ranks (each row has one rank's values, or two for
+ * a weight two stages share, and zeros elsewhere, so the sum is exact), and
+ * the rows are then added in micro-batch order: the step's results do not
+ * depend on the schedule or on which rank ran what, bit for bit (FP8 needs
+ * that: a last-bit change can move a value across a rounding boundary of e4m3). */
+static int reduce_results(PipeRunner *r, TensorSet *acc, Reduction red, TensorSet *results, Err *err) {
+    int64_t total = result_elems(r, red, err);
     if (total <= 0) return (int)total;
     int m = r->microbatches;
     char *buf = xcalloc((size_t)(total * m), 4), *sums = xmalloc((size_t)total * 4);
     int rc = 0;
-    for (int g = 0; rc == 0 && g < m; g++) rc = pack_microbatch(r, &acc[g], dt, buf + (size_t)(g * total) * 4, err);
-    if (rc == 0 && r->ranks > 1)
-        rc = comm_allreduce_sum(r->comm, buf, (size_t)(total * m), dt == DT_F32 ? COMM_F32 : COMM_I32, err);
+    for (int g = 0; rc == 0 && g < m; g++) rc = pack_microbatch(r, &acc[g], red, buf + (size_t)(g * total) * 4, err);
+    if (rc == 0) rc = sum_over_ranks(r, red, buf, (size_t)(total * m), err);
     if (rc == 0) {
-        sum_rows(buf, m, total, dt, sums);
-        unpack_results(r, sums, dt, results);
+        sum_rows(buf, m, total, red.dt, sums);
+        unpack_results(r, sums, red, results);
     }
     free(buf);
     free(sums);
+    return rc;
+}
+
+static int holds_group(const PipeRunner *r, int group) {
+    return r->params.data[r->groups.data[group]].holders[r->rank];
+}
+
+/* Every scope this rank takes part in, in one order on every rank (the
+ * groups' sums then never wait on each other in a cycle). */
+static int reduce_step(PipeRunner *r, TensorSet *acc, TensorSet *results, Err *err) {
+    static const DType dtypes[] = {DT_F32, DT_I32};
+    int rc = 0;
+    for (int scope = SCOPE_ALL; rc == 0 && scope < (int)r->groups.len; scope++) {
+        if (scope == SCOPE_ELSEWHERE || (scope >= 0 && !holds_group(r, scope))) continue;
+        for (size_t k = 0; rc == 0 && k < sizeof dtypes / sizeof *dtypes; k++)
+            rc = reduce_results(r, acc, (Reduction){dtypes[k], scope}, results, err);
+    }
     return rc;
 }
 
@@ -710,8 +876,7 @@ int pipeline_train_step(PipeRunner *r, const TensorSet *weights, const Tensor *i
     TensorSet *acc = xcalloc((size_t)r->microbatches, sizeof *acc);
     for (int g = 0; g < r->microbatches; g++) tset_init(&acc[g]);
     int rc = run_tasks(r, &tasks, weights, ids, acc, err);
-    if (rc == 0) rc = reduce_results(r, acc, DT_F32, results, err);
-    if (rc == 0) rc = reduce_results(r, acc, DT_I32, results, err);
+    if (rc == 0) rc = reduce_step(r, acc, results, err);
     for (int g = 0; g < r->microbatches; g++) tset_free(&acc[g]);
     free(acc);
     drop_parcels(r);

@@ -14,7 +14,9 @@
  * batch's value), integer ones summed (expert loads); then summed over the
  * ranks, so every rank ends with the loss and the full gradient of every
  * weight (DualPipe's two copies of a stage, and a weight two stages share,
- * add up). docs/pipeline.md describes it. */
+ * add up). After pipe_runner_keep_held_grads a rank gets only the gradients
+ * of the params it holds (those its stage graphs read), each summed over the
+ * ranks holding it alone. docs/pipeline.md describes it. */
 #ifndef V3C_RUNTIME_PIPELINE_H
 #define V3C_RUNTIME_PIPELINE_H
 
@@ -56,9 +58,30 @@ void pipe_runner_free(PipeRunner *r);
 /* One training step on input_ids (I64 [batch, seq], the same on every rank;
  * micro-batch g gets rows [g*b, (g+1)*b)). `weights` holds at least every
  * param of this rank's stages (it is only read). `results` gets the step's
- * results, identical on every rank. */
+ * results: every one, identical on every rank, or (pipe_runner_keep_held_grads)
+ * the gradients of this rank's params only. */
 int pipeline_train_step(PipeRunner *r, const TensorSet *weights, const Tensor *input_ids, TensorSet *results,
                         Err *err);
+
+/* From now on a step gives this rank the losses and expert loads as before,
+ * but of the gradients only those of the params it holds: one held here alone
+ * is summed over its micro-batches locally, one several ranks hold (the
+ * embedding read by stage 0 and by the MTP module on stage P-1; every param
+ * under DualPipe, whose rank r runs stages r and P-1-r) over its holders,
+ * who all get the same bits. Nothing of the other ranks' params is moved. */
+void pipe_runner_keep_held_grads(PipeRunner *r);
+
+/* The params this rank holds: those the stage graphs it runs read (stage r,
+ * and under DualPipe stage P-1-r; every stage without a schedule). Each name
+ * goes into `held` with value 1 where this rank is the lowest-numbered rank
+ * holding it (a weight several ranks hold is counted once, there, in a sum
+ * over the ranks such as the gradient norm), else 0. */
+void pipe_runner_params(const PipeRunner *r, StrMap *held);
+/* 1 when some stage graph reads param `name` (a weight none reads is no
+ * rank's to update: every rank may keep it). */
+int pipe_runner_reads(const PipeRunner *r, const char *name);
+/* The communicator over the pipeline's ranks; NULL without a schedule (one process). */
+Comm *pipe_runner_comm(const PipeRunner *r);
 
 /* Seconds this rank spent computing and waiting for messages in the last step. */
 typedef struct PipeStepTimes {

@@ -142,31 +142,13 @@ static int write_contents(const char *dir, const TensorSet *weights, const char 
     return rc;
 }
 
-/* Puts the finished tmp directory at dir. An existing checkpoint there is swapped
- * out atomically (RENAME_EXCHANGE) and then deleted; where the filesystem cannot
- * exchange, it is moved aside first, so dir is briefly absent but never half written. */
-static int publish(const char *tmp, const char *dir, Err *err) {
-    if (rename(tmp, dir) == 0) return 0;
-    if (errno != ENOTEMPTY && errno != EEXIST) return err_set(err, "cannot save to '%s': %s", dir, strerror(errno));
-    if (renameat2(AT_FDCWD, tmp, AT_FDCWD, dir, RENAME_EXCHANGE) == 0) {
-        remove_checkpoint_dir(tmp); /* now the previous checkpoint */
-        return 0;
-    }
-    char *old = xsprintf("%s.old.%ld", dir, (long)getpid());
-    int rc = rename(dir, old) == 0 && rename(tmp, dir) == 0 ? 0 : -1;
-    if (rc) err_set(err, "cannot save to '%s': %s", dir, strerror(errno));
-    else remove_checkpoint_dir(old);
-    free(old);
-    return rc;
-}
-
 int save_checkpoint(const char *dir, const TensorSet *weights, const char *config_json, const AdamW *opt,
                     const TrainProgress *pr, Err *err) {
     char *tmp = xsprintf("%s.tmp.%ld", dir, (long)getpid());
     int rc = -1;
     if (mkdir(tmp, 0777) != 0)
         err_set(err, "cannot save to '%s': cannot create '%s': %s", dir, tmp, strerror(errno));
-    else if (write_contents(tmp, weights, config_json, opt, pr, err) == 0 && publish(tmp, dir, err) == 0)
+    else if (write_contents(tmp, weights, config_json, opt, pr, err) == 0 && dir_publish(tmp, dir, "save to", remove_checkpoint_dir, err) == 0)
         rc = 0;
     if (rc) remove_checkpoint_dir(tmp);
     free(tmp);
@@ -256,5 +238,121 @@ int load_train_state(const char *dir, const TensorSet *weights, AdamW *opt, Trai
     memset(pr, 0, sizeof *pr);
     if (load_progress(dir, pr, err) || load_moments(dir, weights, opt, err)) return -1;
     opt->updates = pr->step;
+    return 0;
+}
+
+/* ---- one rank's checkpoint from the pipeline's ranks ---- */
+
+/* Per entry: name length, dtype, rank, shape. Tags need only be apart from a
+ * step's messages, and every step has ended when a checkpoint is gathered. */
+enum { GATHER_META = 3 + IR_MAX_RANK, GATHER_TAG = 1 };
+
+static size_t entry_bytes(const Tensor *t) { return (size_t)t->numel * dtype_host_size(t->dtype); }
+
+/* Tells rank 0 what this rank holds and sends what it asks for. */
+static int send_entries(Comm *c, const TensorSet *set, Err *err) {
+    int64_t n = (int64_t)set->names.len;
+    if (comm_send(c, &n, 1, COMM_I64, 0, GATHER_TAG, err)) return -1;
+    if (n == 0) return 0;
+    int64_t *meta = xcalloc((size_t)n * GATHER_META, sizeof *meta);
+    Buf names = {0};
+    for (size_t i = 0; i < set->names.len; i++) {
+        const Tensor *t = set->tensors.data[i];
+        int64_t *m = meta + i * GATHER_META;
+        m[0] = (int64_t)strlen(set->names.data[i]);
+        m[1] = t->dtype;
+        m[2] = t->rank;
+        memcpy(m + 3, t->shape, (size_t)t->rank * sizeof *t->shape);
+        buf_puts(&names, set->names.data[i]);
+    }
+    unsigned char *want = xcalloc((size_t)n, 1);
+    int rc = comm_send(c, meta, (size_t)n * GATHER_META, COMM_I64, 0, GATHER_TAG, err) ||
+                     comm_send(c, names.data, names.len, COMM_U8, 0, GATHER_TAG, err) ||
+                     comm_recv(c, want, (size_t)n, COMM_U8, 0, GATHER_TAG, err)
+                 ? -1
+                 : 0;
+    for (size_t i = 0; rc == 0 && i < set->names.len; i++) {
+        const Tensor *t = set->tensors.data[i];
+        if (want[i] && entry_bytes(t)) rc = comm_send(c, t->data, entry_bytes(t), COMM_U8, 0, GATHER_TAG, err);
+    }
+    free(want);
+    free(meta);
+    buf_free(&names);
+    return rc;
+}
+
+/* A new tensor of the entry's dtype and shape, or NULL where the peer sent nonsense. */
+static Tensor *entry_tensor(const int64_t *m) {
+    if (m[1] < 0 || m[1] >= DT_COUNT || m[2] < 0 || m[2] > IR_MAX_RANK) return NULL;
+    for (int d = 0; d < m[2]; d++)
+        if (m[3 + d] < 0) return NULL;
+    return tensor_new((DType)m[1], (int)m[2], m + 3);
+}
+
+/* Rank 0's asks: each entry it lacks, in the sender's order. */
+static int ask_for_missing(const TensorSet *set, const int64_t *meta, const char *names, size_t names_len,
+                           int64_t n, unsigned char *want, Err *err) {
+    size_t at = 0;
+    for (int64_t i = 0; i < n; i++) {
+        size_t len = (size_t)meta[i * GATHER_META];
+        if (len > names_len - at)
+            return err_internal(err, "checkpoint gather: a rank sent a malformed list of tensors");
+        char *name = xstrndup(names + at, len);
+        want[i] = !tset_get(set, name);
+        free(name);
+        at += len;
+    }
+    return 0;
+}
+
+/* The entries asked for, in the sender's order, into set. */
+static int receive_wanted(Comm *c, int from, TensorSet *set, const int64_t *meta, const char *names, int64_t n,
+                          const unsigned char *want, Err *err) {
+    size_t at = 0;
+    int rc = 0;
+    for (int64_t i = 0; rc == 0 && i < n; at += (size_t)meta[i * GATHER_META], i++) {
+        if (!want[i]) continue;
+        Tensor *t = entry_tensor(meta + i * GATHER_META);
+        if (!t) rc = err_internal(err, "checkpoint gather: rank %d sent a tensor of no valid type", from);
+        else if (entry_bytes(t) && comm_recv(c, t->data, entry_bytes(t), COMM_U8, from, GATHER_TAG, err)) rc = -1;
+        char *name = xstrndup(names + at, (size_t)meta[i * GATHER_META]);
+        if (rc == 0) tset_put(set, name, t);
+        else tensor_free(t);
+        free(name);
+    }
+    return rc;
+}
+
+/* Receives what rank `from` holds and this one lacks. */
+static int receive_entries(Comm *c, int from, TensorSet *set, Err *err) {
+    int64_t n = 0;
+    if (comm_recv(c, &n, 1, COMM_I64, from, GATHER_TAG, err)) return -1;
+    if (n < 0) return err_internal(err, "checkpoint gather: rank %d sent %lld tensors", from, (long long)n);
+    if (n == 0) return 0;
+    int64_t *meta = xcalloc((size_t)n * GATHER_META, sizeof *meta);
+    int rc = comm_recv(c, meta, (size_t)n * GATHER_META, COMM_I64, from, GATHER_TAG, err);
+    size_t names_len = 0;
+    for (int64_t i = 0; rc == 0 && i < n; i++) {
+        if (meta[i * GATHER_META] < 0 || meta[i * GATHER_META] > (int64_t)1 << 20)
+            rc = err_internal(err, "checkpoint gather: rank %d sent a malformed list of tensors", from);
+        else
+            names_len += (size_t)meta[i * GATHER_META];
+    }
+    char *names = xmalloc(names_len + 1);
+    unsigned char *want = xcalloc((size_t)n, 1);
+    if (rc == 0) rc = comm_recv(c, names, names_len, COMM_U8, from, GATHER_TAG, err);
+    if (rc == 0) rc = ask_for_missing(set, meta, names, names_len, n, want, err);
+    if (rc == 0) rc = comm_send(c, want, (size_t)n, COMM_U8, from, GATHER_TAG, err);
+    if (rc == 0) rc = receive_wanted(c, from, set, meta, names, n, want, err);
+    free(want);
+    free(names);
+    free(meta);
+    return rc;
+}
+
+int save_gather_on_rank0(Comm *c, TensorSet *set, Err *err) {
+    if (comm_rank(c) != 0) return send_entries(c, set, err);
+    for (int k = 1; k < comm_size(c); k++)
+        if (receive_entries(c, k, set, err)) return -1;
     return 0;
 }

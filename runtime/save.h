@@ -9,6 +9,7 @@
 #ifndef V3C_SAVE_H
 #define V3C_SAVE_H
 
+#include "comm.h"
 #include "optim.h"
 
 typedef struct TrainProgress {
@@ -26,6 +27,13 @@ int save_check_writable(const char *dir, Err *err);
 /* config_json may be NULL (a graph read from IR text has no hyperparameters). */
 int save_checkpoint(const char *dir, const TensorSet *weights, const char *config_json, const AdamW *opt,
                     const TrainProgress *pr, Err *err);
+
+/* Gathers on rank 0 of c every entry of the ranks' sets that rank 0 lacks
+ * (by name; from the lowest rank that has it), so one rank holds the whole
+ * checkpoint: pipeline ranks each hold their own stages' weights and moments.
+ * Other ranks' sets are left as they are. Collective over c; each wait is
+ * bounded by c's timeout. */
+int save_gather_on_rank0(Comm *c, TensorSet *set, Err *err);
 
 /* Reads DIR's train_state.{json,safetensors}. Every moment must name a weight in
  * `weights` with its shape; anything missing or malformed is an error naming the file. */

@@ -46,6 +46,7 @@ double load_cv(const int32_t *load, int64_t experts) {
 typedef struct StepStats {
     double loss, mtp_loss, objective, lr, grad_norm, expert_load_cv, seconds;
     int has_mtp;
+    int64_t held_parameters; /* scalars in the weights this rank holds */
 } StepStats;
 
 static int scalar_output(const TensorSet *results, const char *name, double *out) {
@@ -139,6 +140,122 @@ static int global_expert_loads(const TrainConfig *c, TensorSet *results, Err *er
     return 0;
 }
 
+/* ---- pipeline parallelism: each rank holds its own stages' weights ---- */
+
+/* The pipeline's ranks, when there are several (not one process running every stage). */
+static Comm *pipe_comm(const TrainConfig *c) {
+    Comm *p = c->pipe ? pipe_runner_comm(c->pipe) : NULL;
+    return p && comm_size(p) > 1 ? p : NULL;
+}
+
+/* Keeps the entries of set that this rank holds, and those no stage reads
+ * (no rank updates them; every rank may keep them); frees the rest. */
+static void keep_held(const TrainConfig *c, const StrMap *held, TensorSet *set) {
+    TensorSet kept;
+    tset_init(&kept);
+    for (size_t i = 0; i < set->names.len; i++) {
+        const char *name = set->names.data[i];
+        int64_t first;
+        if (pipe_runner_reads(c->pipe, name) && !strmap_get(held, name, &first)) continue;
+        tset_put(&kept, name, set->tensors.data[i]);
+        set->tensors.data[i] = NULL;
+    }
+    tset_free(set);
+    *set = kept;
+}
+
+/* What a pipeline rank holds, and the order the gradient norm adds weights in. */
+typedef struct Holding {
+    StrMap held;  /* this rank's params: name -> 1 where it counts them (pipe_runner_params) */
+    StrMap order; /* every weight: name -> its position in the set every rank loaded */
+} Holding;
+
+/* Under a pipeline over ranks: h gets this rank's params, the weights and
+ * moments of every other rank's are freed, and the runner returns only the
+ * gradients of ours. */
+static void hold_own_stages(const TrainConfig *c, TensorSet *weights, AdamW *opt, Holding *h) {
+    strmap_init(&h->held);
+    strmap_init(&h->order);
+    if (!pipe_comm(c)) return;
+    for (size_t i = 0; i < weights->names.len; i++) strmap_put(&h->order, weights->names.data[i], (int64_t)i);
+    pipe_runner_params(c->pipe, &h->held);
+    pipe_runner_keep_held_grads(c->pipe);
+    keep_held(c, &h->held, weights);
+    keep_held(c, &h->held, &opt->m);
+    keep_held(c, &h->held, &opt->v);
+}
+
+static void holding_free(Holding *h) {
+    strmap_free(&h->held);
+    strmap_free(&h->order);
+}
+
+static int64_t parameters_in(const TensorSet *weights) {
+    int64_t n = 0;
+    for (size_t i = 0; i < weights->names.len; i++)
+        if (strcmp(weights->names.data[i], input_name) != 0) n += weights->tensors.data[i]->numel;
+    return n;
+}
+
+/* Whether the weight's gradient counts towards the norm here: a weight
+ * several pipeline ranks hold counts on the lowest-numbered one. */
+static int counts_here(const TrainConfig *c, const StrMap *held, const char *name) {
+    int64_t lowest = 1;
+    return !pipe_comm(c) || (strmap_get(held, name, &lowest) && lowest);
+}
+
+static double weight_sum_sq(const ParamGrad *p) {
+    double sum = 0.0;
+    const float *g = tensor_f32(p->grad);
+    for (int64_t k = 0; k < p->grad->numel; k++) sum += (double)g[k] * (double)g[k];
+    return sum;
+}
+
+/* The squared norm on one data rank: each weight's own sum of squares, added
+ * in the order of the loaded set. A pipeline's ranks each fill in the weights
+ * they count (every slot has one rank's value and zeros, so the sum over the
+ * ranks is exact): every layout adds the same numbers in the same order and
+ * gets the one-rank norm, bit for bit (FP8 needs that, see docs/pipeline.md). */
+static int weights_sum_sq(const TrainConfig *c, const Holding *h, const ParamGrad *p, size_t n, double *sum_sq,
+                          Err *err) {
+    *sum_sq = 0.0;
+    if (!pipe_comm(c)) {
+        for (size_t i = 0; i < n; i++) *sum_sq += weight_sum_sq(&p[i]);
+        return 0;
+    }
+    double *slots = xcalloc(h->order.len + 1, sizeof *slots);
+    for (size_t i = 0; i < n; i++) {
+        int64_t at;
+        if (counts_here(c, &h->held, p[i].name) && strmap_get(&h->order, p[i].name, &at))
+            slots[at] = weight_sum_sq(&p[i]);
+    }
+    int rc = comm_allreduce_sum(pipe_comm(c), slots, h->order.len, COMM_F64, err);
+    for (size_t i = 0; rc == 0 && i < h->order.len; i++) *sum_sq += slots[i];
+    free(slots);
+    return rc;
+}
+
+/* Adds the pipeline ranks' squared norms in rank order, so every rank gets the same bits. */
+static int pipe_sum(const TrainConfig *c, double *sum_sq, Err *err) {
+    Comm *p = pipe_comm(c);
+    if (!p) return 0;
+    double *all = xcalloc((size_t)comm_size(p), sizeof *all);
+    int rc = comm_allgather(p, sum_sq, all, 1, COMM_F64, err);
+    *sum_sq = 0.0;
+    for (int k = 0; rc == 0 && k < comm_size(p); k++) *sum_sq += all[k];
+    free(all);
+    return rc;
+}
+
+/* The pipeline ranks of data rank 0 send world rank 0 the weights and
+ * moments it does not hold, so it writes the whole checkpoint. */
+static int gather_stages(const TrainConfig *c, TensorSet *w, AdamW *full, Err *err) {
+    Comm *p = pipe_comm(c);
+    if (!p || dp_rank(c) != 0) return 0;
+    if (save_gather_on_rank0(p, w, err) || save_gather_on_rank0(p, &full->m, err)) return -1;
+    return save_gather_on_rank0(p, &full->v, err);
+}
+
 /* ---- expert parallelism ---- */
 
 static int experts_sharded(const TrainConfig *c) { return c->ep && comm_size(c->ep) > 1; }
@@ -149,6 +266,7 @@ typedef struct Shards {
     Zero1 dense, experts;
     size_t ndense; /* the first ndense of the step's params are not experts */
     int ready;
+    const Holding *hold; /* this pipeline rank's params */
 } Shards;
 
 static void shards_free(Shards *z) {
@@ -170,31 +288,49 @@ static size_t experts_last(ParamGrad *p, size_t n) {
     return dense;
 }
 
+/* Which of p's weights count towards the norm on this pipeline rank. */
+static void count_only_ours(const TrainConfig *c, const Shards *z, Zero1 *zero, const ParamGrad *p, size_t n) {
+    unsigned char *counted = xmalloc(n + 1);
+    for (size_t i = 0; i < n; i++) counted[i] = (unsigned char)counts_here(c, &z->hold->held, p[i].name);
+    zero1_count_only(zero, counted);
+    free(counted);
+}
+
 static int shards_init(const TrainConfig *c, Shards *z, AdamW *opt, const ParamGrad *p, size_t n, Err *err) {
     z->ready = 1;
     if (zero1_init(&z->dense, c->dp, p, z->ndense, opt, err)) return -1;
+    count_only_ours(c, z, &z->dense, p, z->ndense);
     if (!experts_sharded(c)) return 0;
     if (zero1_init(&z->experts, c->expert_dp, p + z->ndense, n - z->ndense, opt, err)) return -1;
+    count_only_ours(c, z, &z->experts, p + z->ndense, n - z->ndense);
     z->experts.average_over = dp_size(c);
     return 0;
 }
 
-/* The norm of the averaged gradient: each expert counted once, on the EP rank holding it. */
-static int grad_norm(const TrainConfig *c, Shards *z, AdamW *opt, ParamGrad *p, size_t n, double *norm, Err *err) {
-    if (dp_size(c) == 1) {
-        *norm = grad_global_norm(p, n);
-        return 0;
-    }
+/* The squared norm of this stage's gradient averaged over its data ranks:
+ * each expert counted once, on the EP rank holding it. */
+static int stage_sum_sq(const TrainConfig *c, Shards *z, AdamW *opt, ParamGrad *p, size_t n, double *sum_sq,
+                        Err *err) {
     z->ndense = experts_sharded(c) ? experts_last(p, n) : n;
     if (!z->ready && shards_init(c, z, opt, p, n, err)) return -1;
     double dense = 0.0, experts = 0.0;
     if (zero1_reduce_grads(&z->dense, p, z->ndense, &dense, err)) return -1;
     if (experts_sharded(c)) {
         if (zero1_reduce_grads(&z->experts, p + z->ndense, n - z->ndense, &experts, err)) return -1;
-        experts *= experts;
         if (comm_allreduce_sum(c->ep, &experts, 1, COMM_F64, err)) return -1;
     }
-    *norm = sqrt(dense * dense + experts);
+    *sum_sq = dense + experts;
+    return 0;
+}
+
+/* The norm of the averaged gradient of the whole model: each weight counted
+ * once, on one rank of its stage's data ranks and pipeline ranks. */
+static int grad_norm(const TrainConfig *c, Shards *z, AdamW *opt, ParamGrad *p, size_t n, double *norm, Err *err) {
+    double sum_sq = 0.0;
+    int rc = dp_size(c) == 1 ? weights_sum_sq(c, z->hold, p, n, &sum_sq, err)
+                             : stage_sum_sq(c, z, opt, p, n, &sum_sq, err) || pipe_sum(c, &sum_sq, err);
+    if (rc) return -1;
+    *norm = sqrt(sum_sq);
     return 0;
 }
 
@@ -288,6 +424,7 @@ static void log_step(FILE *f, const TrainConfig *c, const TrainProgress *pr, con
     json_number(f, "lr", s->lr);
     json_number(f, "grad_norm", s->grad_norm);
     json_number(f, "step_seconds", s->seconds);
+    fprintf(f, ",\"held_parameters\":%lld", (long long)s->held_parameters);
     fputs("}\n", f);
     fflush(f);
 }
@@ -335,19 +472,22 @@ static int gather_experts(const TrainConfig *c, TensorSet *w, AdamW *full, Err *
     return ep_gather_experts(c->ep, &full->v, experts, "", err);
 }
 
-/* Every rank gathers the moments (collectives); world rank 0 writes. */
+/* Every rank gathers the moments (collectives), world rank 0 the other
+ * pipeline ranks' weights and moments; it writes. */
 static int save(const TrainConfig *c, const TensorSet *feeds, AdamW *opt, Shards *z, const TrainProgress *pr,
                 Err *err) {
     if (z->ready && zero1_gather_moments(&z->dense, opt, err)) return -1;
     if (z->ready && experts_sharded(c) && zero1_gather_moments(&z->experts, opt, err)) return -1;
+    int gathers = experts_sharded(c) || pipe_comm(c);
     TensorSet w;
     weights_only(feeds, &w);
     AdamW full = {.updates = opt->updates};
-    weights_only(experts_sharded(c) ? &opt->m : NULL, &full.m);
-    weights_only(experts_sharded(c) ? &opt->v : NULL, &full.v);
+    weights_only(gathers ? &opt->m : NULL, &full.m);
+    weights_only(gathers ? &opt->v : NULL, &full.v);
     int rc = experts_sharded(c) ? gather_experts(c, &w, &full, err) : 0;
+    if (rc == 0) rc = gather_stages(c, &w, &full, err);
     if (rc == 0 && writes_checkpoints(c))
-        rc = save_checkpoint(c->save_dir, &w, c->config_json, experts_sharded(c) ? &full : opt, pr, err);
+        rc = save_checkpoint(c->save_dir, &w, c->config_json, gathers ? &full : opt, pr, err);
     tset_free(&w);
     adamw_free(&full);
     return rc;
@@ -371,10 +511,12 @@ int train_run(const TrainConfig *c, TensorSet *weights, AdamW *opt, TrainProgres
     if (check_dp(c, pr, err)) return -1;
     int64_t saved_step = -1;
     double seconds = 0.0;
-    Shards zero = {0};
+    Holding hold;
+    hold_own_stages(c, weights, opt, &hold);
+    Shards zero = {.hold = &hold};
     int rc = 0;
     while (rc == 0 && pr->step < c->steps) {
-        StepStats s = {0};
+        StepStats s = {.held_parameters = parameters_in(weights)};
         double start = now_seconds();
         rc = train_step(c, weights, opt, &zero, pr, &s, saved_step, err);
         s.seconds = now_seconds() - start;
@@ -392,6 +534,7 @@ int train_run(const TrainConfig *c, TensorSet *weights, AdamW *opt, TrainProgres
     /* Nothing left to train: the checkpoint is still written. */
     if (rc == 0 && c->save_dir && saved_step < 0) rc = save(c, weights, opt, &zero, pr, err);
     shards_free(&zero);
+    holding_free(&hold);
     sum->tokens_per_s = seconds > 0 ? (double)(sum->steps_run * pr->batch * pr->seq) / seconds : 0.0;
     return rc;
 }

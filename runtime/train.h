@@ -50,7 +50,8 @@ typedef struct TrainConfig {
      * every expert. */
     Comm *ep, *expert_dp;
     /* Non-NULL: every step runs through this pipeline runner (--pp stages, or
-     * micro-batches with gradient accumulation on one stage), exec unused. */
+     * micro-batches with gradient accumulation on one stage), exec unused.
+     * train_run switches it to held gradients (pipeline.h). */
     struct PipeRunner *pipe;
     TrainFault fault;
 } TrainConfig;
@@ -62,7 +63,10 @@ typedef struct TrainSummary {
 } TrainSummary;
 
 /* Trains from pr->step to c->steps (pr->batch is the global batch). `weights` holds every param of the graph and is
- * updated in place; opt and pr carry the state a checkpoint stores. A NaN or
+ * updated in place; opt and pr carry the state a checkpoint stores. With a
+ * pipeline over ranks (c->pipe with a schedule) the weights and moments of
+ * params other ranks' stages read are dropped from weights and opt first:
+ * each rank keeps and updates its own (docs/distributed.md). A NaN or
  * infinite loss or gradient stops training with an error naming the step; the last
  * checkpoint written stays as it was. */
 int train_run(const TrainConfig *c, TensorSet *weights, AdamW *opt, TrainProgress *pr, TrainSummary *sum, Err *err);

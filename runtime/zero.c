@@ -1,6 +1,5 @@
 #include "zero.h"
 
-#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -58,6 +57,7 @@ int zero1_init(Zero1 *z, Comm *dp, const ParamGrad *p, size_t n, const AdamW *op
 
 void zero1_free(Zero1 *z) {
     free(z->params);
+    free(z->counted);
     free(z->flat);
     free(z->grad);
     free(z->m);
@@ -72,7 +72,26 @@ static int same_params(const Zero1 *z, const ParamGrad *p, size_t n) {
     return 1;
 }
 
-int zero1_reduce_grads(Zero1 *z, const ParamGrad *p, size_t n, double *norm, Err *err) {
+void zero1_count_only(Zero1 *z, const unsigned char *counted) {
+    free(z->counted);
+    z->counted = xmalloc(z->n + 1);
+    memcpy(z->counted, counted, z->n);
+}
+
+/* Our shard's part of the squared norm: the counted weights' elements, in shard order. */
+static double shard_sum_sq(const Zero1 *z) {
+    double sum = 0.0, inv = 1.0 / (double)z->average_over;
+    size_t at = 0;
+    for (size_t i = 0; i < z->n; at += (size_t)z->params[i].weight->numel, i++) {
+        Overlap o = overlap(z, at, (size_t)z->params[i].weight->numel);
+        if (z->counted && !z->counted[i]) continue;
+        for (size_t k = o.in_shard; k < o.in_shard + o.len; k++)
+            sum += ((double)z->grad[k] * inv) * ((double)z->grad[k] * inv);
+    }
+    return sum;
+}
+
+int zero1_reduce_grads(Zero1 *z, const ParamGrad *p, size_t n, double *sum_sq, Err *err) {
     if (!same_params(z, p, n)) return err_internal(err, "ZeRO-1: this step's gradients are not the weights sharded");
     size_t at = 0;
     for (size_t i = 0; i < z->n; i++) {
@@ -81,11 +100,8 @@ int zero1_reduce_grads(Zero1 *z, const ParamGrad *p, size_t n, double *norm, Err
     }
     memset(z->flat + at, 0, (z->shard_len * ranks(z) - at) * sizeof *z->flat);
     if (comm_reduce_scatter_sum(z->dp, z->flat, z->grad, z->shard_len * ranks(z), COMM_F32, err)) return -1;
-    double sum = 0.0, inv = 1.0 / (double)z->average_over;
-    for (size_t k = 0; k < z->shard_len; k++) sum += ((double)z->grad[k] * inv) * ((double)z->grad[k] * inv);
-    if (comm_allreduce_sum(z->dp, &sum, 1, COMM_F64, err)) return -1;
-    *norm = sqrt(sum);
-    return 0;
+    *sum_sq = shard_sum_sq(z);
+    return comm_allreduce_sum(z->dp, sum_sq, 1, COMM_F64, err);
 }
 
 /* Our updated shard of the weights, gathered from everyone into every weight. */

@@ -22,15 +22,22 @@ typedef struct Zero1 {
      * expert's gradient (ZeRO over the ranks holding the same experts) already
      * sums the tokens of its whole EP group, so it divides by EP x DP. */
     int average_over;
+    /* counted[i]: p[i]'s gradient counts towards the norm (NULL: every one's).
+     * A weight two pipeline ranks hold counts on one of them only. */
+    unsigned char *counted;
 } Zero1;
 
 /* The layout for these weights (p's order; every rank must pass the same); our
  * moments from opt's full tensors (zeros for a weight opt has none for). Collective. */
 int zero1_init(Zero1 *z, Comm *dp, const ParamGrad *p, size_t n, const AdamW *opt, Err *err);
 void zero1_free(Zero1 *z);
+/* Only the weights with counted[i] (p's order, as given to zero1_init) count
+ * towards the norm from now on. */
+void zero1_count_only(Zero1 *z, const unsigned char *counted);
 /* Reduce-scatters the gradients (p as given to zero1_init, with this step's
- * grads); *norm: the global norm of their average over ranks. */
-int zero1_reduce_grads(Zero1 *z, const ParamGrad *p, size_t n, double *norm, Err *err);
+ * grads); *sum_sq: the squared global norm of their average over ranks (the
+ * counted ones'). */
+int zero1_reduce_grads(Zero1 *z, const ParamGrad *p, size_t n, double *sum_sq, Err *err);
 /* AdamW on our shard with the averaged gradients times grad_scale, then every
  * rank's updated shard into every rank's weights. Counts opt->updates. */
 int zero1_update(Zero1 *z, AdamW *opt, const OptimConfig *c, double lr, double grad_scale, Err *err);

@@ -6,7 +6,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "../base/json.h"
@@ -14,30 +13,6 @@
 #include "testutil.h"
 
 #define TINY "models/tiny.v3 --batch 8 --seq 16"
-
-static int mpirun_present(void) { return system("command -v mpirun >/dev/null 2>&1") == 0; }
-
-/* `mpirun --oversubscribe -np N v3c ARGS`, output captured. */
-static CmdResult mpirun_v3c(int np, const char *args) {
-    char *dir = make_temp_dir(), *out = path_join(dir, "stdout"), *err = path_join(dir, "stderr");
-    /* OpenMPI's plugins leak at MPI_Finalize: leak checking stays with the one-rank tests. */
-    char *cmd = xsprintf("OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 ASAN_OPTIONS=detect_leaks=0 "
-                         "timeout 300 mpirun --oversubscribe -np %d %s %s >%s 2>%s </dev/null",
-                         np, V3C_BINARY, args, out, err);
-    int st = system(cmd);
-    CmdResult r = {0};
-    r.status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + (WIFSIGNALED(st) ? WTERMSIG(st) : 0);
-    Err e = {0};
-    r.out = read_file(out, NULL, &e);
-    r.err = read_file(err, NULL, &e);
-    if (!r.out) r.out = xstrdup("");
-    if (!r.err) r.err = xstrdup("");
-    free(cmd);
-    free(out);
-    free(err);
-    free(dir);
-    return r;
-}
 
 /* Runs `v3c aot ARGS -o DIR` into a fresh directory; returns DIR. */
 static char *aot_ok(const char *args) {
@@ -218,16 +193,13 @@ static void expect_same_file(const char *a, const char *b) {
 /* launch of `aot ARGS` equals `train ARGS` in the same layout: the same stage
  * graphs, weights and order of work, so logs and checkpoints bit for bit. */
 static void expect_launch_equals_train(int np, const char *args) {
-    if (!mpirun_present()) {
-        printf("test_aot: skipped the launch comparison: no mpirun on PATH\n");
-        return;
-    }
+    if (skip_without_mpirun("the launch comparison")) return;
     char *bundle = aot_ok(args), *dir = make_temp_dir();
     char *la = path_join(dir, "launch.jsonl"), *tr = path_join(dir, "train.jsonl");
     char *ca = path_join(dir, "launch_ckpt"), *ct = path_join(dir, "train_ckpt");
     char *a1 = xsprintf("launch %s --steps 3 --warmup 1 --log %s --save %s", bundle, la, ca);
     char *a2 = xsprintf("train %s --steps 3 --warmup 1 --log %s --save %s", args, tr, ct);
-    CmdResult r1 = mpirun_v3c(np, a1), r2 = mpirun_v3c(np, a2);
+    CmdResult r1 = run_mpirun_v3c(np, "", "", a1, NULL), r2 = run_mpirun_v3c(np, "", "", a2, NULL);
     ck_assert_msg(r1.status == 0, "launch: %s", r1.err);
     ck_assert_msg(r2.status == 0, "train: %s", r2.err);
     char *l1 = log_without_timing(la), *l2 = log_without_timing(tr);
@@ -381,11 +353,8 @@ END_TEST
 /* --ep-capacity bounds the rows an EP rank receives: one row per token cannot
  * hold tiny.v3's two experts per token, and the step says so. */
 START_TEST(test_ep_capacity_overflow) {
-    if (!mpirun_present()) {
-        printf("test_aot: skipped the capacity test: no mpirun on PATH\n");
-        return;
-    }
-    CmdResult r = mpirun_v3c(2, "train " TINY " --ep 2 --ep-capacity 1 --steps 1");
+    if (skip_without_mpirun("the capacity test")) return;
+    CmdResult r = run_mpirun_v3c(2, "", "", "train " TINY " --ep 2 --ep-capacity 1 --steps 1", NULL);
     ck_assert_int_ne(r.status, 0);
     ck_assert_msg(strstr(r.err, "rows arrive but the capacity is") != NULL, "%s", r.err);
     cmd_free(&r);

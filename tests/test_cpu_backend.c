@@ -315,17 +315,6 @@ END_TEST
 
 /* The cuda backend generates kernels (v3c compile) but launches none yet: a
  * run says so, or, without a driver (here and in CI), that the driver is missing. */
-START_TEST(test_cuda_backend_refused_clearly) {
-    char *dir = make_temp_dir();
-    CmdResult r = run_v3c("run models/deepseek_v3.v3 --checkpoint ../shared/golden/tiny --input "
-                          "../shared/golden/tiny/expected.safetensors --output %s/out.safetensors --backend cuda", dir);
-    assert_user_error(&r, "cuda");
-    ck_assert_msg(strstr(r.err, "libcuda.so.1") || strstr(r.err, "does not launch kernels yet"), "%s", r.err);
-    cmd_free(&r);
-    free(dir);
-}
-END_TEST
-
 START_TEST(test_dump_kernels) {
     Graph *g = parse(rmsnorm_silu);
     char *dir = make_temp_dir();
@@ -434,7 +423,6 @@ int main(void) {
     tcase_add_test(tc, test_fused_bits_match_interpreter);
     tcase_add_test(tc, test_fusion_keeps_graph_acyclic);
     tcase_add_test(tc, test_errors);
-    tcase_add_test(tc, test_cuda_backend_refused_clearly);
     tcase_add_test(tc, test_dump_kernels);
     tcase_add_test(tc, test_golden_tiny_forward);
     tcase_add_test(tc, test_golden_tiny_grads);

@@ -37,55 +37,12 @@ static void feed_inputs(const Graph *g, const InputFill *fills, TensorSet *feeds
     feed_random_inputs(g, fills, (InputFill){"", 0, 4}, BATCH, SEQ, 2024, feeds);
 }
 
-/* ---- the emulator: compile a plan's kernels into a shared object ---- */
-static const char *find_cxx(void) {
-    static const char *const compilers[] = {"g++", "clang++"};
-    for (size_t i = 0; i < 2; i++) {
-        char *cmd = xsprintf("command -v %s >/dev/null 2>&1", compilers[i]);
-        int rc = system(cmd);
-        free(cmd);
-        if (rc == 0) return compilers[i];
-    }
-    return NULL;
-}
-
-static void write_wrapper(const CudaPlan *p, const char *path, const char *shim) {
-    Buf b = {0};
-    buf_printf(&b, "#define V3C_EMU_MAIN\n#include \"%s\"\n", shim);
-    for (size_t i = 0; i < p->kernels.len; i++) {
-        const CudaKernel *k = &p->kernels.data[i];
-        buf_printf(&b, "extern \"C\" void %s(", k->name);
-        for (int a = 0; a < k->nparams; a++) buf_printf(&b, "%s%s", a ? ", " : "", k->param_types[a]);
-        buf_printf(&b, ");\nextern \"C\" void v3c_entry_%zu(void **a) { %s(", i, k->name);
-        for (int a = 0; a < k->nparams; a++) buf_printf(&b, "%s(%s)a[%d]", a ? ", " : "", k->param_types[a], a);
-        buf_puts(&b, "); }\n");
-    }
-    write_text(path, b.data);
-    buf_free(&b);
-}
-
-/* Builds dir/kernels.so from the plan; returns its dlopen handle. */
+/* ---- the emulator: a plan's kernels in a shared object (tests/testutil.c) ---- */
 static void *build_emulator(const CudaPlan *p, const char *cxx) {
-    char *dir = make_temp_dir(), shim[4096];
-    ck_assert_ptr_nonnull(realpath("codegen/cuda/host_emu.h", shim));
-    Buf cmd = {0};
-    buf_printf(&cmd, "%s -std=c++17 -O1 -ffp-contract=off -fPIC -shared -w -include %s -o %s/kernels.so", cxx, shim, dir);
-    for (size_t i = 0; i < p->kernels.len; i++) {
-        char *name = xsprintf("%s/k%zu.cpp", dir, i);
-        write_text(name, p->kernels.data[i].source);
-        buf_printf(&cmd, " %s", name);
-        free(name);
-    }
-    char *wrapper = path_join(dir, "wrapper.cpp");
-    write_wrapper(p, wrapper, shim);
-    buf_printf(&cmd, " %s -lpthread 2>%s/cxx.log", wrapper, dir);
-    int rc = system(cmd.data);
-    ck_assert_msg(rc == 0, "host compile failed (see %s/cxx.log): %s", dir, cmd.data);
-    char *so = path_join(dir, "kernels.so");
+    char *so = build_host_kernels(cxx, p->kernels.data, p->kernels.len);
     void *h = dlopen(so, RTLD_NOW | RTLD_LOCAL);
     ck_assert_msg(h != NULL, "%s", dlerror());
-    free(so), free(wrapper), free(dir);
-    buf_free(&cmd);
+    free(so);
     return h;
 }
 
@@ -185,7 +142,7 @@ static void host_library_call(const Replay *r, const CudaLibCall *c) {
     ck_assert_int_eq(at, c->m);
 }
 
-static void run_launch(Replay *r, const CudaLaunch *l, void *so, LaunchFn launch, unsigned block) {
+static void run_launch(Replay *r, const CudaPlan *p, const CudaLaunch *l, void *so, LaunchFn launch, unsigned block) {
     void *args[CUDA_MAX_PARAMS];
     for (int a = 0; a < l->nargs; a++) {
         const CudaArg *arg = &l->args[a];
@@ -193,8 +150,8 @@ static void run_launch(Replay *r, const CudaLaunch *l, void *so, LaunchFn launch
                   : arg->kind == CARG_STATUS ? (void *)&r->status
                                              : scratch_for(r, l, arg);
     }
-    char entry[64];
-    snprintf(entry, sizeof entry, "v3c_entry_%d", l->kernel);
+    char entry[256];
+    snprintf(entry, sizeof entry, "v3c_entry_%s", p->kernels.data[l->kernel].name);
     void (*fn)(void **) = (void (*)(void **))dlsym(so, entry);
     ck_assert_ptr_nonnull(fn);
     unsigned grid = l->grid < EMU_MAX_GRID ? (unsigned)l->grid : EMU_MAX_GRID;
@@ -209,7 +166,7 @@ static void replay(Replay *r, const CudaPlan *p, void *so, unsigned block) {
     while (li < p->launches.len || ci < p->calls.len) {
         int take_call = ci < p->calls.len && (li == p->launches.len || p->calls.data[ci].node < p->launches.data[li].node);
         if (take_call) host_library_call(r, &p->calls.data[ci++]);
-        else run_launch(r, &p->launches.data[li++], so, launch, block);
+        else run_launch(r, p, &p->launches.data[li++], so, launch, block);
     }
 }
 
@@ -253,7 +210,7 @@ typedef struct Emulated {
 
 /* 0 and x filled in, or 1 when no host compiler exists (the caller skips). */
 static int emulate(const Graph *g, const TensorSet *feeds, unsigned block, Emulated *x) {
-    const char *cxx = find_cxx();
+    const char *cxx = host_cxx();
     if (!cxx) {
         printf("test_cuda_codegen: skipping host emulation: no g++ or clang++ on PATH\n");
         return 1;

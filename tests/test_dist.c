@@ -18,6 +18,7 @@
 #include <sys/wait.h>
 #include <time.h>
 
+#include "../base/json.h"
 #include "../runtime/comm.h"
 #include "../runtime/ep.h"
 #include "../runtime/safetensors.h"
@@ -51,47 +52,13 @@ static const Tolerance fp8_tolerance = {1e-5, 0.125, 0.125, 0.125, 0};
 /* Four layers (one dense, three MoE, so each of 4 pipeline stages has one). */
 #define FOUR "models/tiny.v3 --warmup 1 --alpha 0.001 --batch 8 --seq 16"
 
-static int mpirun_present(void) { return system("command -v mpirun >/dev/null 2>&1") == 0; }
-
-static int skip_without_mpirun(const char *what) {
-    if (mpirun_present()) return 0;
-    printf("test_dist: skipped %s: no mpirun on PATH\n", what);
-    return 1;
-}
-
-/* `env mpirun --oversubscribe MPIRUN_OPTS -np N v3c ARGS`, output captured. */
-static CmdResult mpirun_v3c(int np, const char *env, const char *mpirun_opts, const char *args, double *seconds) {
-    char *dir = make_temp_dir(), *out = path_join(dir, "stdout"), *err = path_join(dir, "stderr");
-    /* OpenMPI's plugins leak at MPI_Finalize from modules already unloaded, which
-     * no suppression can name: leak checking stays with the one-rank tests. */
-    char *cmd = xsprintf("OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 ASAN_OPTIONS=detect_leaks=0 %s "
-                         "timeout 300 mpirun --oversubscribe %s -np %d %s %s >%s 2>%s </dev/null",
-                         env, mpirun_opts, np, V3C_BINARY, args, out, err);
-    struct timespec t0, t1;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
-    int st = system(cmd);
-    clock_gettime(CLOCK_MONOTONIC, &t1);
-    if (seconds) *seconds = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) * 1e-9;
-    CmdResult r = {0};
-    r.status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + (WIFSIGNALED(st) ? WTERMSIG(st) : 0);
-    Err e = {0};
-    r.out = read_file(out, NULL, &e);
-    r.err = read_file(err, NULL, &e);
-    if (!r.out) r.out = xstrdup("");
-    if (!r.err) r.err = xstrdup("");
-    free(cmd);
-    free(out);
-    free(err);
-    free(dir);
-    return r;
-}
-
 /* ---- reading what a run left ---- */
 
 enum { MAX_STEPS = 8 };
 typedef struct StepLog {
     int steps;
     double loss[MAX_STEPS], mtp_loss[MAX_STEPS], total_loss[MAX_STEPS], grad_norm[MAX_STEPS];
+    double held_parameters[MAX_STEPS]; /* of rank 0, which writes the log */
 } StepLog;
 
 static double field(const char *line, const char *key) {
@@ -110,6 +77,7 @@ static StepLog read_log(const char *path) {
         log.mtp_loss[log.steps] = field(line, "\"mtp_loss\":");
         log.total_loss[log.steps] = field(line, "\"total_loss\":");
         log.grad_norm[log.steps] = field(line, "\"grad_norm\":");
+        log.held_parameters[log.steps] = field(line, "\"held_parameters\":");
         log.steps++;
     }
     free(text);
@@ -126,6 +94,34 @@ static void expect_same_log(const StepLog *dp, const StepLog *one, int steps, co
         ck_assert_msg(fabs(dp->total_loss[s] - one->total_loss[s]) <= t->loss, "step %d total_loss", s + 1);
         ck_assert_msg(fabs(dp->grad_norm[s] - one->grad_norm[s]) <= t->grad * one->grad_norm[s],
                       "step %d grad_norm %.9g vs %.9g", s + 1, dp->grad_norm[s], one->grad_norm[s]);
+    }
+}
+
+/* Bit for bit: the losses and the gradient norm of every step. */
+static void expect_identical_log(const StepLog *a, const StepLog *b, int steps) {
+    ck_assert_int_eq(a->steps, steps);
+    ck_assert_int_eq(b->steps, steps);
+    for (int s = 0; s < steps; s++)
+        ck_assert_msg(a->loss[s] == b->loss[s] && a->mtp_loss[s] == b->mtp_loss[s] &&
+                          a->total_loss[s] == b->total_loss[s] && a->grad_norm[s] == b->grad_norm[s],
+                      "step %d: loss %.17g / %.17g, grad_norm %.17g / %.17g", s + 1, a->loss[s], b->loss[s],
+                      a->grad_norm[s], b->grad_norm[s]);
+}
+
+/* Byte for byte: the weights and the optimizer state. */
+static void expect_identical_checkpoint(const char *dir_a, const char *dir_b) {
+    static const char *const files[] = {"model.safetensors", "train_state.safetensors"};
+    for (size_t i = 0; i < sizeof files / sizeof *files; i++) {
+        char *pa = path_join(dir_a, files[i]), *pb = path_join(dir_b, files[i]);
+        Err e = {0};
+        size_t na = 0, nb = 0;
+        char *a = read_file(pa, &na, &e), *b = a ? read_file(pb, &nb, &e) : NULL;
+        ck_assert_msg(a && b, "%s", e.msg);
+        ck_assert_msg(na == nb && memcmp(a, b, na) == 0, "%s and %s differ", pa, pb);
+        free(a);
+        free(b);
+        free(pa);
+        free(pb);
     }
 }
 
@@ -211,7 +207,7 @@ static Run one_rank(const char *args) {
 static Run many_ranks(int np, const char *args) {
     Run r = run_paths();
     char *a = xsprintf("train %s --log %s --save %s", args, r.log, r.save);
-    CmdResult c = mpirun_v3c(np, "", "", a, NULL);
+    CmdResult c = run_mpirun_v3c(np, "", "", a, NULL);
     ck_assert_msg(c.status == 0, "%s%s", c.out, c.err);
     /* Rank 0 alone reports: one summary line. */
     const char *first = strstr(c.out, "trained 3 steps");
@@ -281,7 +277,7 @@ START_TEST(test_dp_checkpoint_resumes) {
     ck_assert_msg(c.status == 0, "%s", c.err);
     cmd_free(&c);
     char *a = xsprintf("train " SMALL " --steps 3 --dp 2 --resume %s --log %s --save %s", dp.save, both.log, both.save);
-    c = mpirun_v3c(2, "", "", a, NULL);
+    c = run_mpirun_v3c(2, "", "", a, NULL);
     ck_assert_msg(c.status == 0, "%s", c.err);
     cmd_free(&c);
     StepLog x = read_log(both.log), y = read_log(solo.log);
@@ -411,10 +407,125 @@ START_TEST(test_pp2_ep2_checkpoint_resumes) {
 }
 END_TEST
 
+/* ---- per-stage weights ---- */
+
+/* The stages that read a weight, by the split's placement (docs/pipeline.md):
+ * decoder layer N on the stage holding [floor(s*L/P), floor((s+1)*L/P)), an MTP
+ * module (layer L + k - 1) on stage P-1 and so are the final norm and the head;
+ * the embedding on stage 0 and, when the model has MTP (whose modules embed
+ * their inputs with it), on stage P-1 as well. A bit set of stages. */
+static unsigned stages_reading(const char *name, int64_t layers, int64_t mtp, int stages) {
+    unsigned last = 1u << (stages - 1);
+    if (starts_with(name, "model.embed_tokens.")) return 1u | (mtp > 0 ? last : 0);
+    if (!starts_with(name, "model.layers.")) return last;
+    int64_t n = strtoll(name + strlen("model.layers."), NULL, 10);
+    if (n >= layers) return last;
+    int s = stages - 1;
+    while (s > 0 && (int64_t)s * layers / stages > n) s--;
+    return 1u << s;
+}
+
+static int64_t config_int(const char *dir, const char *key) {
+    char *path = path_join(dir, "config.json");
+    Err e = {0};
+    size_t len = 0;
+    char *text = read_file(path, &len, &e);
+    Json *j = text ? json_parse(text, len, path, &e) : NULL;
+    ck_assert_msg(j != NULL, "%s", e.msg);
+    const Json *v = json_get(j, key);
+    ck_assert_msg(v && v->kind == JSON_NUMBER && v->is_integer, "%s: no integer %s", path, key);
+    int64_t out = v->integer;
+    json_free(j);
+    free(text);
+    free(path);
+    return out;
+}
+
+/* Scalars in the one-rank checkpoint's weights that rank 0 of `stages` holds
+ * (it runs the stages in rank0_stages); *total: in all of them. */
+static int64_t expected_held(const char *one_rank_save, int stages, unsigned rank0_stages, int64_t *total) {
+    int64_t layers = config_int(one_rank_save, "num_hidden_layers");
+    int64_t mtp = config_int(one_rank_save, "num_nextn_predict_layers");
+    char *path = path_join(one_rank_save, "model.safetensors");
+    Err e = {0};
+    StFile *f = st_open(path, &e);
+    ck_assert_msg(f != NULL, "%s", e.msg);
+    int64_t held = 0;
+    *total = 0;
+    for (size_t i = 0; i < f->tensors.len; i++) {
+        const StTensor *t = &f->tensors.data[i];
+        int64_t numel = 1;
+        for (int d = 0; d < t->rank; d++) numel *= t->shape[d];
+        *total += numel;
+        if (stages_reading(t->name, layers, mtp, stages) & rank0_stages) held += numel;
+    }
+    st_close(f);
+    free(path);
+    return held;
+}
+
+/* A pipeline rank holds only the weights its stages read: rank 0 runs stage 0
+ * under 1f1b and stages 0 and 3 under dualpipe, so of the 4-layer model it
+ * drops layers 1-3 and the MTP module, or layers 1-2. The one-rank run holds
+ * every weight of its checkpoint; each count is checked against the
+ * checkpoint's tensors placed by the split's rule (above). */
+START_TEST(test_pp4_rank0_holds_its_stages) {
+    if (skip_without_mpirun("the (pp 4) held-weights test")) return;
+    Run one = one_rank(FOUR " --steps 1 --microbatches 4");
+    Run ofb = many_ranks(4, FOUR " --steps 1 --pp 4 --schedule 1f1b --microbatches 4");
+    Run dual = many_ranks(4, FOUR " --steps 1 --pp 4 --schedule dualpipe --microbatches 8");
+    StepLog a = read_log(one.log), b = read_log(ofb.log), c = read_log(dual.log);
+    int64_t total = 0, want_1f1b = expected_held(one.save, 4, 1u, &total);
+    int64_t want_dual = expected_held(one.save, 4, 1u | 8u, &total);
+    ck_assert_int_eq((int64_t)a.held_parameters[0], total);
+    ck_assert_int_eq((int64_t)b.held_parameters[0], want_1f1b);
+    ck_assert_int_eq((int64_t)c.held_parameters[0], want_dual);
+    ck_assert(want_1f1b < want_dual && want_dual < total);
+    /* Every rank's weights and moments still reach the checkpoint. */
+    expect_same_checkpoint(ofb.save, one.save, &f32_tolerance);
+    run_free_paths(&one);
+    run_free_paths(&ofb);
+    run_free_paths(&dual);
+}
+END_TEST
+
+/* Under (pp 2) 1f1b the embedding is read by stage 0 and by the MTP module on
+ * stage 1: both ranks hold it, get the same summed gradient and apply the same
+ * update. Each rank adds the micro-batches in order and the gradient norm adds
+ * the weights' squared norms in the loaded order (pipeline.md), so the run is
+ * one rank's over the same micro-batches bit for bit: logs and checkpoint
+ * files. Then checkpoints cross layouts: a (pp 4) dualpipe one is byte for
+ * byte one rank's, and each resumes the other's into its own layout. */
+START_TEST(test_pp_shared_embedding_matches_one_rank) {
+    if (skip_without_mpirun("the (pp 2) shared-weight comparison")) return;
+    Run one = one_rank(FOUR " --steps 3 --microbatches 2");
+    Run pp2 = many_ranks(2, FOUR " --steps 3 --pp 2 --schedule 1f1b --microbatches 2");
+    StepLog a = read_log(pp2.log), b = read_log(one.log);
+    expect_identical_log(&a, &b, 3);
+    expect_identical_checkpoint(pp2.save, one.save);
+    ck_assert(a.held_parameters[0] < b.held_parameters[0]);
+    const char *layout = "--pp 4 --schedule dualpipe --microbatches 8", *resumer = "--pp 2 --microbatches 8";
+    char *x = xsprintf(FOUR " --steps 2 %s", layout);
+    Run solo = one_rank(FOUR " --steps 2 --microbatches 8"), dual = many_ranks(4, x);
+    expect_identical_checkpoint(dual.save, solo.save);
+    char *y = xsprintf(FOUR " --steps 3 --resume %s --microbatches 8", dual.save);
+    char *z = xsprintf(FOUR " --steps 3 --resume %s %s", solo.save, resumer);
+    Run from_pp = one_rank(y), into_pp = many_ranks(2, z);
+    StepLog c = read_log(from_pp.log), d = read_log(into_pp.log);
+    expect_identical_log(&c, &d, 1);
+    expect_identical_checkpoint(from_pp.save, into_pp.save);
+    free(x);
+    free(y);
+    free(z);
+    Run *runs[] = {&one, &pp2, &solo, &dual, &from_pp, &into_pp};
+    for (size_t i = 0; i < sizeof runs / sizeof *runs; i++) run_free_paths(runs[i]);
+}
+END_TEST
+
 /* ---- layout errors ---- */
 
 static void expect_mpirun_error(int np, const char *env, const char *args, const char *needle) {
-    CmdResult r = mpirun_v3c(np, env, "", args, NULL);
+    CmdResult r = run_mpirun_v3c(np, env, "", args, NULL);
     ck_assert_msg(r.status != 0, "exit 0:\n%s", r.err);
     ck_assert_msg(strstr(r.err, "v3c: error: ") && strstr(r.err, needle), "no '%s' in:\n%s", needle, r.err);
     ck_assert_msg(!strstr(r.err, "Sanitizer") && !strstr(r.err, "runtime error"), "%s", r.err);
@@ -467,7 +578,7 @@ END_TEST
  * before the 300 s default timeout would. */
 static CmdResult faulty_run(const char *fault, const char *mpirun_opts, double *seconds) {
     char *env = xsprintf("V3C_FAULT=%s V3C_COMM_TIMEOUT=4", fault);
-    CmdResult r = mpirun_v3c(2, env, mpirun_opts, "train " SMALL " --steps 3 --batch 2 --seq 16", seconds);
+    CmdResult r = run_mpirun_v3c(2, env, mpirun_opts, "train " SMALL " --steps 3 --batch 2 --seq 16", seconds);
     free(env);
     ck_assert_msg(*seconds < 120, "took %.0f s:\n%s", *seconds, r.err);
     return r;
@@ -532,10 +643,10 @@ START_TEST(test_zero1_one_rank_is_adamw) {
     Zero1 z;
     ck_assert_msg(zero1_init(&z, c, pb, 2, &B, &err) == 0, "%s", err.msg);
     for (int step = 0; step < 3; step++) {
-        double norm = 0;
+        double sum_sq = 0;
         adamw_step(&A, &oc, pa, 2, 1e-2, 0.5);
-        ck_assert_msg(zero1_reduce_grads(&z, pb, 2, &norm, &err) == 0, "%s", err.msg);
-        ck_assert(fabs(norm - grad_global_norm(pa, 2)) <= 1e-12 * norm);
+        ck_assert_msg(zero1_reduce_grads(&z, pb, 2, &sum_sq, &err) == 0, "%s", err.msg);
+        ck_assert(fabs(sqrt(sum_sq) - grad_global_norm(pa, 2)) <= 1e-12 * sqrt(sum_sq));
         ck_assert_msg(zero1_update(&z, &B, &oc, 1e-2, 0.5, &err) == 0, "%s", err.msg);
     }
     ck_assert_msg(zero1_gather_moments(&z, &B, &err) == 0, "%s", err.msg);
@@ -628,6 +739,8 @@ static Suite *dist_suite(void) {
     tcase_add_test(same, test_ep2_dp2_fp8_matches_microbatches);
     tcase_add_test(same, test_pp2_ep2_fp8_matches_microbatches);
     tcase_add_test(same, test_pp2_ep2_checkpoint_resumes);
+    tcase_add_test(same, test_pp4_rank0_holds_its_stages);
+    tcase_add_test(same, test_pp_shared_embedding_matches_one_rank);
     suite_add_tcase(s, same);
     TCase *layout = tcase_create("layout");
     tcase_set_timeout(layout, 300);

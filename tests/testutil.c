@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "../base/base.h"
@@ -35,6 +36,37 @@ CmdResult run_v3c(const char *args_fmt, ...) {
     r.out = slurp(out);
     r.err = slurp(err);
     buf_free(&cmd);
+    free(out);
+    free(err);
+    free(dir);
+    return r;
+}
+
+int skip_without_mpirun(const char *what) {
+    if (system("command -v mpirun >/dev/null 2>&1") == 0) return 0;
+    printf("skipped %s: no mpirun on PATH\n", what);
+    return 1;
+}
+
+static double seconds_now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+CmdResult run_mpirun_v3c(int np, const char *env, const char *mpirun_opts, const char *args, double *seconds) {
+    char *dir = make_temp_dir(), *out = path_join(dir, "stdout"), *err = path_join(dir, "stderr");
+    char *cmd = xsprintf("OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 ASAN_OPTIONS=detect_leaks=0 %s "
+                         "timeout 300 mpirun --oversubscribe %s -np %d %s %s >%s 2>%s </dev/null",
+                         env, mpirun_opts, np, V3C_BINARY, args, out, err);
+    double t0 = seconds_now();
+    int st = system(cmd);
+    if (seconds) *seconds = seconds_now() - t0;
+    CmdResult r = {0};
+    r.status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + (WIFSIGNALED(st) ? WTERMSIG(st) : 0);
+    r.out = slurp(out);
+    r.err = slurp(err);
+    free(cmd);
     free(out);
     free(err);
     free(dir);
@@ -167,3 +199,264 @@ void feed_random_inputs(const Graph *g, const InputFill *fills, InputFill fallba
         tset_put(feeds, name, random_input(ir_type(g, n->out[0]), fill_for(fills, &fallback, name), b, t, &seed));
     }
 }
+
+/* ---- CUDA without a GPU ---- */
+#include <dlfcn.h>
+#include <time.h>
+
+#include "../base/fp8.h"
+#include "../runtime/cuda_api.h"
+
+const char *host_cxx(void) {
+    static const char *const compilers[] = {"g++", "clang++"};
+    for (size_t i = 0; i < sizeof compilers / sizeof *compilers; i++) {
+        char *cmd = xsprintf("command -v %s >/dev/null 2>&1", compilers[i]);
+        int rc = system(cmd);
+        free(cmd);
+        if (rc == 0) return compilers[i];
+    }
+    return NULL;
+}
+
+static void write_entry_wrapper(const CudaKernel *kernels, size_t n, const char *path, const char *shim) {
+    Buf b = {0};
+    buf_printf(&b, "#define V3C_EMU_MAIN\n#include \"%s\"\n", shim);
+    for (size_t i = 0; i < n; i++) {
+        const CudaKernel *k = &kernels[i];
+        buf_printf(&b, "extern \"C\" void %s(", k->name);
+        for (int a = 0; a < k->nparams; a++) buf_printf(&b, "%s%s", a ? ", " : "", k->param_types[a]);
+        buf_printf(&b, ");\nextern \"C\" void v3c_entry_%s(void **a) { %s(", k->name, k->name);
+        for (int a = 0; a < k->nparams; a++) buf_printf(&b, "%s(%s)a[%d]", a ? ", " : "", k->param_types[a], a);
+        buf_puts(&b, "); }\n");
+    }
+    write_text(path, b.data);
+    buf_free(&b);
+}
+
+char *build_host_kernels(const char *cxx, const CudaKernel *kernels, size_t n) {
+    char *dir = make_temp_dir(), shim[4096];
+    ck_assert_ptr_nonnull(realpath("codegen/cuda/host_emu.h", shim));
+    Buf cmd = {0};
+    buf_printf(&cmd, "%s -std=c++17 -O1 -ffp-contract=off -fPIC -shared -w -include %s -o %s/kernels.so", cxx, shim, dir);
+    for (size_t i = 0; i < n; i++) {
+        char *name = xsprintf("%s/k%zu.cpp", dir, i);
+        write_text(name, kernels[i].source);
+        buf_printf(&cmd, " %s", name);
+        free(name);
+    }
+    char *wrapper = path_join(dir, "wrapper.cpp");
+    write_entry_wrapper(kernels, n, wrapper, shim);
+    buf_printf(&cmd, " %s -lpthread 2>%s/cxx.log", wrapper, dir);
+    int rc = system(cmd.data);
+    ck_assert_msg(rc == 0, "host compile failed (see %s/cxx.log): %s", dir, cmd.data);
+    char *so = path_join(dir, "kernels.so");
+    free(wrapper), free(dir);
+    buf_free(&cmd);
+    return so;
+}
+
+typedef void (*EmuEntry)(void **args);
+typedef int (*EmuLaunch)(EmuEntry fn, void **args, unsigned grid, unsigned block);
+
+typedef struct EmuFunction {
+    EmuEntry entry;
+    EmuLaunch launch;
+} EmuFunction;
+
+typedef struct EmuEvent {
+    int recorded;
+    struct timespec at;
+} EmuEvent;
+
+typedef struct Emu {
+    const char *cxx;
+    unsigned block, max_grid;
+    VEC(EmuFunction *) functions;
+    CudaEmuCounts counts;
+} Emu;
+
+static Emu *emu(const CudaApi *a) { return a->ctx; }
+static void *host_ptr(CuPtr p) { return (void *)(uintptr_t)p; }
+
+static int emu_bind(CudaApi *a, Err *err) { (void)a, (void)err; return 0; }
+
+static int emu_compile(CudaApi *a, const CudaKernel *kernels, int n, CudaCubin *images, CudaCompileStats *st, Err *err) {
+    (void)err;
+    char *so = build_host_kernels(emu(a)->cxx, kernels, (size_t)n);
+    for (int i = 0; i < n; i++) images[i] = (CudaCubin){xstrdup(so), strlen(so) + 1, 0};
+    free(so);
+    *st = (CudaCompileStats){.compiled = n};
+    emu(a)->counts.compiles += n;
+    return 0;
+}
+
+static int emu_module_load(CudaApi *a, const CudaCubin *image, CuModule *m, Err *err) {
+    (void)a;
+    *m = dlopen(image->data, RTLD_NOW | RTLD_LOCAL);
+    return *m ? 0 : err_set(err, "emulated module %s: %s", image->data, dlerror());
+}
+static void emu_module_unload(CudaApi *a, CuModule m) { (void)a, dlclose(m); }
+
+static int emu_module_function(CudaApi *a, CuModule m, const char *name, CuFunction *f, Err *err) {
+    char *entry = xsprintf("v3c_entry_%s", name);
+    EmuFunction fn = {(EmuEntry)dlsym(m, entry), (EmuLaunch)dlsym(m, "v3c_emu_launch")};
+    free(entry);
+    if (!fn.entry || !fn.launch) return err_set(err, "emulated module has no kernel %s", name);
+    EmuFunction *kept = xmalloc(sizeof *kept);
+    *kept = fn;
+    VEC_PUSH(emu(a)->functions, kept);
+    *f = kept;
+    return 0;
+}
+
+static int emu_mem_alloc(CudaApi *a, size_t bytes, CuPtr *p, Err *err) {
+    (void)err;
+    void *m = xmalloc(bytes);
+    memset(m, 0xff, bytes);
+    *p = (CuPtr)(uintptr_t)m;
+    emu(a)->counts.live_allocations++;
+    return 0;
+}
+static void emu_mem_free(CudaApi *a, CuPtr p) {
+    free(host_ptr(p));
+    emu(a)->counts.live_allocations--;
+}
+static int emu_memset_zero(CudaApi *a, CuPtr p, size_t bytes, CuStream s, Err *err) {
+    (void)a, (void)s, (void)err;
+    memset(host_ptr(p), 0, bytes);
+    return 0;
+}
+static int emu_copy_h2d(CudaApi *a, CuPtr dst, const void *src, size_t bytes, CuStream s, Err *err) {
+    (void)a, (void)s, (void)err;
+    memcpy(host_ptr(dst), src, bytes);
+    return 0;
+}
+static int emu_copy_d2h(CudaApi *a, void *dst, CuPtr src, size_t bytes, CuStream s, Err *err) {
+    (void)a, (void)s, (void)err;
+    memcpy(dst, host_ptr(src), bytes);
+    return 0;
+}
+
+static int emu_launch(CudaApi *a, CuFunction f, unsigned grid, unsigned block, unsigned smem, CuStream s,
+                      const CuPtr *args, int nargs, Err *err) {
+    (void)block, (void)smem, (void)s;
+    const Emu *e = emu(a);
+    const EmuFunction *fn = f;
+    void *argv[32];
+    if (nargs > 32) return err_set(err, "emulated launch with %d arguments", nargs);
+    for (int i = 0; i < nargs; i++) argv[i] = host_ptr(args[i]);
+    unsigned g = grid < e->max_grid ? grid : e->max_grid;
+    emu(a)->counts.launches++;
+    return fn->launch(fn->entry, argv, g, e->block) == 0 ? 0 : err_set(err, "emulated launch failed");
+}
+
+static int emu_stream_create(CudaApi *a, CuStream *s, Err *err) {
+    (void)a, (void)err;
+    *s = xcalloc(1, 1);
+    return 0;
+}
+static void emu_stream_destroy(CudaApi *a, CuStream s) { (void)a, free(s); }
+static int emu_stream_sync(CudaApi *a, CuStream s, Err *err) { (void)a, (void)s, (void)err; return 0; }
+static int emu_event_create(CudaApi *a, CuEvent *ev, Err *err) {
+    (void)a, (void)err;
+    *ev = xcalloc(1, sizeof(EmuEvent));
+    return 0;
+}
+static void emu_event_destroy(CudaApi *a, CuEvent ev) { (void)a, free(ev); }
+static int emu_event_record(CudaApi *a, CuEvent ev, CuStream s, Err *err) {
+    (void)a, (void)s, (void)err;
+    EmuEvent *e = ev;
+    e->recorded = 1;
+    clock_gettime(CLOCK_MONOTONIC, &e->at);
+    return 0;
+}
+static int emu_stream_wait_event(CudaApi *a, CuStream s, CuEvent ev, Err *err) {
+    (void)s;
+    emu(a)->counts.stream_waits++;
+    return ((EmuEvent *)ev)->recorded ? 0 : err_set(err, "emulation: a stream waits on an event never recorded");
+}
+static int emu_event_elapsed(CudaApi *a, CuEvent start, CuEvent end, float *ms, Err *err) {
+    (void)a;
+    const EmuEvent *s = start, *e = end;
+    if (!s->recorded || !e->recorded) return err_set(err, "emulation: elapsed time of an event never recorded");
+    *ms = (float)((double)(e->at.tv_sec - s->at.tv_sec) * 1e3 + (double)(e->at.tv_nsec - s->at.tv_nsec) / 1e6);
+    return 0;
+}
+
+/* The interpreter's GEMM order: fp64 sums, one rounding to fp32. */
+static int emu_gemm(CudaApi *a, const CudaGemm *g, CuStream s, Err *err) {
+    (void)s, (void)err;
+    const float *pa = host_ptr(g->a), *pb = host_ptr(g->b);
+    float *out = host_ptr(g->out);
+    emu(a)->counts.gemms++;
+    for (int64_t r = 0; r < (g->wgrad ? g->n : g->m); r++)
+        for (int64_t c = 0; c < (g->wgrad ? g->k : g->n); c++) {
+            double sum = 0;
+            if (g->wgrad)
+                for (int64_t i = 0; i < g->m; i++) sum += (double)pa[i * g->n + r] * pb[i * g->k + c];
+            else
+                for (int64_t i = 0; i < g->k; i++) sum += (double)pa[r * g->k + i] * pb[c * g->k + i];
+            out[r * (g->wgrad ? g->k : g->n) + c] = (float)sum;
+        }
+    return 0;
+}
+
+/* ir/ops/fp8.c's order: per 128-block of the contracted axis an exact partial
+ * sum, scaled by both scales in fp64 and added into the fp32 accumulator. */
+static int emu_fp8_gemm(CudaApi *a, const CudaFp8Gemm *g, CuStream s, Err *err) {
+    (void)s, (void)err;
+    const uint8_t *qa = host_ptr(g->qa), *qb = host_ptr(g->qb);
+    const float *sa = host_ptr(g->sa), *sb = host_ptr(g->sb);
+    float *y = host_ptr(g->out);
+    emu(a)->counts.fp8_gemms++;
+    int64_t rows = g->wgrad ? g->n : g->m, cols = g->wgrad ? g->k : g->n, len = g->wgrad ? g->m : g->k;
+    int64_t blocks = (len + 127) / 128;
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t c = 0; c < cols; c++) {
+            float acc = 0;
+            for (int64_t kb = 0; kb < blocks; kb++) {
+                double part = 0;
+                for (int64_t i = kb * 128; i < len && i < (kb + 1) * 128; i++) {
+                    uint8_t ab = g->wgrad ? qa[i * g->n + r] : qa[r * g->k + i];
+                    uint8_t bb = g->wgrad ? qb[i * g->k + c] : qb[c * g->k + i];
+                    part += (double)fp8_to_float(FP8_E4M3, ab) * fp8_to_float(FP8_E4M3, bb);
+                }
+                double scaled = g->wgrad ? part * sa[kb * g->n + r] * sb[kb * g->k + c]
+                                         : part * sa[r * blocks + kb] * sb[(c / 128) * blocks + kb];
+                acc = (float)((double)acc + scaled);
+            }
+            y[r * cols + c] = acc;
+        }
+    return 0;
+}
+
+static void emu_close(CudaApi *a) {
+    Emu *e = emu(a);
+    for (size_t i = 0; i < e->functions.len; i++) free(e->functions.data[i]);
+    VEC_FREE(e->functions);
+    free(e);
+    free(a);
+}
+
+CudaApi *cuda_emu_open(unsigned block, unsigned max_grid) {
+    const char *cxx = host_cxx();
+    if (!cxx) {
+        printf("skipping host emulation of CUDA: no g++ or clang++ on PATH\n");
+        return NULL;
+    }
+    Emu *e = xcalloc(1, sizeof *e);
+    e->cxx = cxx, e->block = block, e->max_grid = max_grid;
+    CudaApi *a = xcalloc(1, sizeof *a);
+    *a = (CudaApi){
+        .ctx = e, .what = "host emulation", .bind = emu_bind, .compile = emu_compile, .module_load = emu_module_load,
+        .module_unload = emu_module_unload, .module_function = emu_module_function, .mem_alloc = emu_mem_alloc,
+        .mem_free = emu_mem_free, .memset_zero = emu_memset_zero, .copy_h2d = emu_copy_h2d, .copy_d2h = emu_copy_d2h,
+        .launch = emu_launch, .stream_create = emu_stream_create, .stream_destroy = emu_stream_destroy,
+        .stream_sync = emu_stream_sync, .event_create = emu_event_create, .event_destroy = emu_event_destroy,
+        .event_record = emu_event_record, .stream_wait_event = emu_stream_wait_event,
+        .event_elapsed_ms = emu_event_elapsed, .gemm = emu_gemm, .fp8_gemm = emu_fp8_gemm, .close = emu_close,
+    };
+    return a;
+}
+
+CudaEmuCounts cuda_emu_counts(const CudaApi *api) { return emu(api)->counts; }

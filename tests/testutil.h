@@ -15,6 +15,14 @@ typedef struct CmdResult {
 
 CmdResult run_v3c(const char *args_fmt, ...) __attribute__((format(printf, 1, 2)));
 void cmd_free(CmdResult *r);
+/* Multi-rank runs: `ENV mpirun --oversubscribe MPIRUN_OPTS -np N v3c ARGS`
+ * (root allowed), output captured, leak checking off (OpenMPI's plugins leak at
+ * MPI_Finalize from modules already unloaded, which no suppression can name);
+ * seconds, when not NULL, gets the wall time. */
+CmdResult run_mpirun_v3c(int np, const char *env, const char *mpirun_opts, const char *args, double *seconds);
+/* 1 (and a line saying what is skipped) when mpirun is not on PATH. */
+int skip_without_mpirun(const char *what);
+
 /* Asserts exit 1 with exactly one "v3c: error: " line on stderr containing every needle. */
 void assert_user_error(const CmdResult *r, const char *needle);
 
@@ -53,6 +61,34 @@ struct TensorSet;
  * (no NaN pattern). */
 void feed_random_inputs(const Graph *g, const InputFill *fills, InputFill fallback, int64_t b, int64_t t,
                         uint64_t seed, struct TensorSet *feeds);
+
+/* ---- CUDA without a GPU (codegen/cuda/host_emu.h) ---- */
+struct CudaKernel;
+struct CudaApi;
+
+/* "g++" or "clang++" when one is on PATH, else NULL. */
+const char *host_cxx(void);
+/* Compiles kernels (CUDA C) with cxx and host_emu.h into one shared object in a
+ * fresh temporary directory and returns its path. Each kernel K gets an entry
+ * `extern "C" void v3c_entry_<K's name>(void **args)`; `v3c_emu_launch` runs one. */
+char *build_host_kernels(const char *cxx, const struct CudaKernel *kernels, size_t n);
+
+/* The executor's table (runtime/cuda_api.h) emulated on the host: memory is
+ * malloc (filled with 0xff bytes, NaN as floats, so a read of memory nothing
+ * wrote shows), a module is the kernels compiled by build_host_kernels, a
+ * launch runs at most max_grid blocks of `block` threads whatever the plan
+ * asks (the generated kernels are grid-stride loops and read blockDim, so any
+ * shape computes the same values; one thread per block makes every block
+ * reduction the left-to-right sum), streams run their work at once, waiting on
+ * an event never recorded is an error, and the GEMMs are host loops in the
+ * interpreter's order (fp64 sums, one rounding; fp8_matmul as ir/ops/fp8.c).
+ * NULL, with the reason printed, when there is no host C++ compiler. */
+struct CudaApi *cuda_emu_open(unsigned block, unsigned max_grid);
+/* What the emulated device was asked to do, for tests of the executor's bookkeeping. */
+typedef struct CudaEmuCounts {
+    int64_t launches, gemms, fp8_gemms, compiles, live_allocations, stream_waits;
+} CudaEmuCounts;
+CudaEmuCounts cuda_emu_counts(const struct CudaApi *api);
 
 /* Runs a suite, prints Check's summary, returns the process exit code. */
 int run_suite(Suite *s);

@@ -155,6 +155,13 @@ static int str_field(Reader *r, const Json *obj, const char *key, char **out) {
     return 0;
 }
 
+static int bool_field(Reader *r, const Json *obj, const char *key, int *out) {
+    const Json *j = field(r, obj, key, JSON_BOOL);
+    if (!j) return -1;
+    *out = j->boolean;
+    return 0;
+}
+
 static Json *read_json(const char *dir, const char *name, char **path, Err *err) {
     *path = xsprintf("%s/%s", dir, name);
     size_t len;
@@ -218,7 +225,8 @@ static int read_manifest(const Json *m, const char *what, Bundle *b, Err *err) {
     const Json *hypers = field(&r, m, "hyperparameters", JSON_OBJECT);
     if (!hypers || read_layout(&r, m, &b->layout) || int_field(&r, m, "batch", 1, (int64_t)1 << 40, &b->batch) ||
         int_field(&r, m, "seq", 2, (int64_t)1 << 40, &b->seq) || str_field(&r, m, "objective", &b->objective) ||
-        str_field(&r, m, "target", &b->target) || str_field(&r, m, "checkpoint", &b->checkpoint))
+        str_field(&r, m, "target", &b->target) || str_field(&r, m, "checkpoint", &b->checkpoint) ||
+        bool_field(&r, m, "fp8", &b->fp8))
         return -1;
     return read_activations(&r, m, b) || read_weights(&r, m, b) ? -1 : 0;
 }

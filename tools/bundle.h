@@ -48,6 +48,7 @@ typedef struct Bundle {
     char *dir;
     Layout layout; /* sizes, schedule, micro-batches; not placed */
     int64_t batch, seq;
+    int fp8;
     char *objective, *target, *checkpoint; /* checkpoint: "" when aot had none */
     char *config_json;                     /* the bound hyperparameters, a JSON object */
     int64_t *activation_bytes;             /* per pipe rank */

@@ -353,7 +353,7 @@ static int write_bundle(Aot *a, Err *err) {
     double t4 = now();
     double marks[5] = {t0, t1, t2, t3, t4};
     for (int i = 0; i < 4; i++) a->seconds[i] = marks[i + 1] - marks[i];
-    return dir_publish(a->tmp, a->o->out_file, "write the bundle", err);
+    return dir_publish(a->tmp, a->o->out_file, "write the bundle", dir_remove_tree, err);
 }
 
 static void aot_free(Aot *a) {

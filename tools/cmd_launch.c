@@ -6,7 +6,6 @@
 #include <string.h>
 
 #include "../runtime/cuda_backend.h"
-#include "../runtime/exec.h"
 #include "../runtime/fp8_checkpoint.h"
 #include "../runtime/init.h"
 #include "bundle.h"
@@ -38,6 +37,7 @@ static int launch_body(const Options *o, Layout *l, Comm *world, void *ctx, Err 
         .peak_activation_bytes = b->activation_bytes[l->stage],
         .load_weights = launch_weights,
         .ctx = b,
+        .backend = train_job_backend(o, l, b->fp8),
     };
     int rc = train_job_run(o, l, world, &job, err);
     b->split = NULL; /* the job freed it */
@@ -46,8 +46,7 @@ static int launch_body(const Options *o, Layout *l, Comm *world, void *ctx, Err 
 
 /* On a GPU the kernels come from the bundle, compiled for its target. */
 static int use_bundle_kernels(const Options *o, const Bundle *b, Err *err) {
-    const char *backend = o->backend ? o->backend : exec_default_backend();
-    if (strcmp(backend, "cuda") != 0) return 0;
+    if (strcmp(train_job_backend(o, &b->layout, b->fp8), "cuda") != 0) return 0;
     CudaDevice *d = cuda_device_open(err);
     if (!d) return -1;
     int rc = strcmp(cuda_device_target(d), b->target) == 0

@@ -207,13 +207,14 @@ static int check_batch_split(const TrainProgress *pr, const Layout *l, Err *err)
     return 0;
 }
 
-static void print_summary(const TrainSummary *s, const TrainProgress *pr) {
+static void print_summary(const TrainSummary *s, const TrainProgress *pr, const char *backend) {
     if (s->steps_run == 0) {
         printf("nothing to train: already at step %lld\n", (long long)pr->step);
         return;
     }
-    printf("trained %lld steps (to step %lld): loss first %.4f last %.4f min %.4f, %.0f tokens/s\n",
-           (long long)s->steps_run, (long long)pr->step, s->first_loss, s->last_loss, s->min_loss, s->tokens_per_s);
+    printf("trained %lld steps (to step %lld): loss first %.4f last %.4f min %.4f, %.0f tokens/s on %s\n",
+           (long long)s->steps_run, (long long)pr->step, s->first_loss, s->last_loss, s->min_loss, s->tokens_per_s,
+           backend);
 }
 
 /* What the log reports as peak_activation_bytes: this rank's activations as
@@ -229,24 +230,29 @@ static int activation_peak(const Layout *l, const TrainProgress *pr, TrainJob *j
     return 0;
 }
 
-static const char *backend_of(const Options *o) { return o->backend ? o->backend : exec_default_backend(); }
+const char *train_job_backend(const Options *o, const Layout *l, int fp8) {
+    if (o->backend) return o->backend;
+    const char *found = exec_default_backend();
+    /* What the cuda executor does not run yet (docs/cuda.md): FP8 weight gradients, the EP exchanges. */
+    return strcmp(found, "cuda") == 0 && (fp8 || l->ep > 1) ? "cpu" : found;
+}
 
 /* The stage graphs and their runner: pp ranks in the schedule's order, or one
  * stage accumulating gradients over the micro-batches. */
-static int make_pipeline(const Options *o, const Layout *l, TrainJob *job, Run *r, Err *err) {
+static int make_pipeline(const Layout *l, TrainJob *job, Run *r, Err *err) {
     PipelineSplitOptions so = {.stages = (int)l->pp, .split_weights = l->pp > 1 && l->schedule != SCHED_1F1B};
     if (!job->split && !(job->split = pipeline_split(job->graph, &so, err))) return -1;
     if (job->split->stages != l->pp)
         return err_internal(err, "%d stage graphs for --pp %lld", job->split->stages, (long long)l->pp);
     if (l->pp > 1 && !(r->sched = schedule_build(l->schedule, (int)l->pp, (int)l->microbatches, err))) return -1;
     PipeRunOptions po = {
-        .backend = backend_of(o),
+        .backend = job->backend,
         .batch = r->pr.batch / layout_data_ranks(l),
         .seq = r->pr.seq,
         .microbatches = (int)l->microbatches,
         /* EP exchanges must run in one order on every rank; the cpu kernels
          * are not known to be safe on two threads. */
-        .overlap = l->pp > 1 && l->ep == 1 && strcmp(backend_of(o), "interp") == 0,
+        .overlap = l->pp > 1 && l->ep == 1 && strcmp(job->backend, "interp") == 0,
         .collectives = l->ep > 1 ? &r->ep.collectives : NULL,
     };
     r->pipe = pipe_runner_new((int)l->pp, job->split->graphs, r->sched, l->pp > 1 ? l->pipe : NULL, &po, err);
@@ -271,18 +277,18 @@ static int train_prepared(const Options *o, Run *r, TrainConfig *c, TrainJob *jo
     c->expert_dp = l->ep > 1 ? l->expert_dp : NULL;
     if (train_parse_fault(getenv("V3C_FAULT"), &c->fault, err)) return -1;
     if (layout_uses_pipeline(l) || !job->graph) {
-        if (make_pipeline(o, l, job, r, err) || activation_peak(l, &r->pr, job, r->sched, err)) return -1;
+        if (make_pipeline(l, job, r, err) || activation_peak(l, &r->pr, job, r->sched, err)) return -1;
         c->pipe = r->pipe;
     } else {
         if (activation_peak(l, &r->pr, job, NULL, err)) return -1;
         InterpOptions io = {.batch = r->pr.batch / layout_data_ranks(l), .seq = r->pr.seq};
         io.collectives = l->ep > 1 ? &r->ep.collectives : NULL;
-        if (!(c->exec = exec_prepare(backend_of(o), c->graph, &io, err))) return -1;
+        if (!(c->exec = exec_prepare(job->backend, c->graph, &io, err))) return -1;
     }
     c->peak_activation_bytes = job->peak_activation_bytes;
     TrainSummary sum;
     int rc = train_run(c, &r->weights, &r->opt, &r->pr, &sum, err);
-    if (rc == 0 && rank0) print_summary(&sum, &r->pr);
+    if (rc == 0 && rank0) print_summary(&sum, &r->pr, job->backend);
     exec_free(c->exec);
     return rc;
 }

@@ -43,6 +43,7 @@ typedef struct TrainJob {
     const char *objective; /* the output differentiated: "total_loss" or "loss" */
     char *config_json;     /* hyperparameters written into checkpoints (owned; may be NULL) */
     int64_t peak_activation_bytes; /* reported in the log; planned from `graph` when there is one */
+    const char *backend;           /* train_job_backend's choice */
     /* Fresh or --checkpoint weights for every param of the graphs. */
     int (*load_weights)(const Options *o, void *ctx, TensorSet *weights, Err *err);
     void *ctx;
@@ -57,6 +58,11 @@ int train_parse_real(const char *flag, const char *text, double *out, Err *err);
  * of the objective, --fp8, --recompute and a dead-code sweep. */
 int train_build_model(const Options *o, Model *m, Err *err);
 int train_prepare_graph(const Options *o, const Layout *l, Graph *g, const char **objective, Err *err);
+
+/* --backend, else the default (runtime/exec.h: cuda where a GPU answers, else
+ * cpu, else interp), except that a job cuda does not run yet (FP8 weight
+ * gradients, expert-parallel exchanges) defaults to cpu. */
+const char *train_job_backend(const Options *o, const Layout *l, int fp8);
 
 /* Checked before anything is built: --checkpoint with --resume, --save's directory. */
 int train_job_check_options(const Options *o, Err *err);

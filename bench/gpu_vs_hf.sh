@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# v3c's CUDA backend against HF transformers' DeepseekV3 on the same GPU, the
+# same config (../shared/bench/bench_config.json) and the same tokens (B=4, T=1024):
+# training throughput, forward + backward, in tokens/s, and their ratio.
+#   bench/gpu_vs_hf.sh [BUILD_DIR] [ITERS]   (default build/release, 5; run from the repository root)
+# It builds BUILD_DIR (Release) when it has no v3c, compiles bench/gpu_step.c against it, runs
+#   gpu_step models/deepseek_v3.v3 --config CONFIG --batch 4 --seq 1024    (v3c, fp32, no optimizer)
+#   python3 ../shared/bench/hf_peer.py CONFIG --batch 4 --seq 1024           (torch, bf16, no optimizer)
+#   v3c train models/deepseek_v3.v3 --config CONFIG --batch 4 --seq 1024 --backend cuda --steps 3
+# (the whole train step: uploads, host AdamW, logging; for reference) and prints the table.
+# Without a GPU it says so and exits 1 before building or printing any number.
+set -euo pipefail
+build=${1:-build/release}
+iters=${2:-5}
+config=../shared/bench/bench_config.json
+peer=../shared/bench/hf_peer.py
+batch=4
+seq=1024
+
+die() {
+  echo "gpu_vs_hf: $*" >&2
+  exit 1
+}
+
+if ! command -v nvidia-smi >/dev/null 2>&1 || ! nvidia-smi -L 2>/dev/null | grep -q '^GPU'; then
+  die "no NVIDIA GPU here (nvidia-smi lists none); this benchmark runs only on a GPU machine"
+fi
+[ -f "$config" ] || die "missing $config"
+[ -f "$peer" ] || die "missing $peer"
+
+if [ ! -x "$build/v3c" ]; then
+  cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
+  ninja -C "$build" v3c >/dev/null
+fi
+llvm_libs=$(grep -o '\-lLLVM[^ ]*' "$build/build.ninja" | sort -u | tr '\n' ' ' || true)
+mpi_libs=$(pkg-config --libs ompi-c 2>/dev/null || true)
+cc -O2 -std=c11 -D_GNU_SOURCE -o "$build/gpu_step" bench/gpu_step.c \
+  -Wl,--start-group $(find "$build" -name 'libv3c_*.a' | tr '\n' ' ') -Wl,--end-group \
+  $llvm_libs -lopenblas $mpi_libs -ldl -lpthread -lm
+
+tmp=$(mktemp -d)
+"$build/gpu_step" models/deepseek_v3.v3 --config "$config" --batch $batch --seq $seq --iters "$iters" >"$tmp/v3c.json" ||
+  die "v3c's CUDA step failed (above)"
+python3 "$peer" "$config" --batch $batch --seq $seq >"$tmp/hf.json" || die "the HF peer failed (above)"
+"$build/v3c" train models/deepseek_v3.v3 --config "$config" --batch $batch --seq $seq --backend cuda --steps 3 \
+  --log "$tmp/train.jsonl" >"$tmp/train.out" || die "v3c train --backend cuda failed (above)"
+
+python3 - "$tmp/v3c.json" "$tmp/hf.json" "$tmp/train.jsonl" <<'EOF'
+import json, statistics, sys
+v3c = json.loads(open(sys.argv[1]).read().strip().splitlines()[-1])
+hf = json.loads(open(sys.argv[2]).read().strip().splitlines()[-1])
+steps = [json.loads(l) for l in open(sys.argv[3]) if l.strip()]
+train = statistics.median(s["tokens_per_s"] for s in steps[1:] or steps)  # step 1 includes warm-up
+h, v = hf["train_tokens_per_s"], v3c["train_tokens_per_s"]
+print(f"GPU: {hf['gpu']}; config ../shared/bench/bench_config.json, B={v3c['batch']}, T={v3c['seq']}")
+print("| engine | what is timed | precision | train tokens/s |")
+print("|---|---|---|---|")
+print(f"| HF transformers {hf['transformers']} (torch {hf['torch']}) | forward + backward, median of 10 | bf16 | {h:.0f} |")
+print(f"| v3c --backend cuda | forward + backward (uploads, downloads included), median of {v3c.get('iters', 'N')} | fp32 | {v3c['train_tokens_per_s']:.0f} |")
+print(f"| v3c --backend cuda, device time only (CUDA events) | same step | fp32 | {v3c['event_tokens_per_s']:.0f} |")
+print(f"| v3c train --backend cuda | whole step with host AdamW, median of steps 2-3 | fp32 | {train:.0f} |")
+print(f"ratio v3c / HF (forward + backward): {v / h:.3f}")
+print(f"v3c: prepare {v3c['prepare_s']:.1f} s ({v3c['kernels']} kernels: {v3c['compiled']} compiled, {v3c['cached']} cached), "
+      f"{v3c['launches']} launches + {v3c['library_calls']} cuBLASLt calls per step, {v3c['device_gib']:.1f} GiB on the device")
+EOF

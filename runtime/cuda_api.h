@@ -1,0 +1,75 @@
+/* runtime: everything the CUDA executor asks of a GPU, as one table of
+ * function pointers. Two tables exist: the real one (the CUDA driver API and
+ * cuBLASLt, both through dlopen: cuda_backend.c, cuda_blaslt.c) and a host
+ * emulation for tests (tests/testutil.c: memory is malloc, a module is the
+ * kernel source compiled with g++ and codegen/cuda/host_emu.h, GEMMs are host
+ * loops). The executor (cuda_exec.c) sees only this table, so what the tests
+ * verify through the emulation is the executor's own logic: buffers, windows,
+ * scratch, launch order, library calls, streams, events and the status words.
+ *
+ * Every call returns 0, or -1 with err set to a message naming the call. */
+#ifndef V3C_RUNTIME_CUDA_API_H
+#define V3C_RUNTIME_CUDA_API_H
+
+#include "../codegen/cuda/kcache.h"
+
+typedef unsigned long long CuPtr; /* a device address (CUdeviceptr) */
+typedef void *CuModule, *CuFunction, *CuStream, *CuEvent;
+
+/* Row-major fp32 GEMMs (the plan's LIB_GEMM and LIB_GEMM_WGRAD):
+ * wgrad=0: out[m,n] = a[m,k] b[n,k]^T (a = x, b = w);
+ * wgrad=1: out[n,k] = a[m,n]^T b[m,k] (a = g, b = x). */
+typedef struct CudaGemm {
+    int wgrad;
+    int64_t m, n, k;
+    CuPtr a, b, out;
+} CudaGemm;
+
+/* fp8_matmul (docs/ops.md): E4M3 operands with fp32 block scales, fp32 out.
+ * wgrad=0: qa [m,k] with sa [m,ceil(k/128)] (1x128), qb [n,k] with sb
+ * [ceil(n/128),ceil(k/128)] (128x128); out [m,n].
+ * wgrad=1: qa [m,n], qb [m,k], sa [ceil(m/128),n], sb [ceil(m/128),k] (128x1); out [n,k]. */
+typedef struct CudaFp8Gemm {
+    int wgrad;
+    int64_t m, n, k;
+    CuPtr qa, sa, qb, sb, out;
+} CudaFp8Gemm;
+
+typedef struct CudaApi CudaApi;
+struct CudaApi {
+    void *ctx;            /* the implementation's own state */
+    const char *what;     /* "CUDA driver on NVIDIA H100 (sm_90a)", "host emulation": for messages */
+    /* Whether fp8_gemm can do this form and shape (pointers unset): 0, or -1 with the reason.
+     * The executor asks at prepare, so a plan it cannot run is refused before any work. NULL: all can. */
+    int (*fp8_check)(CudaApi *a, const CudaFp8Gemm *shape, Err *err);
+    /* Makes the device current for the calling thread (a step may run on another thread than prepare). */
+    int (*bind)(CudaApi *a, Err *err);
+    /* One loadable image per kernel (a cubin for the real device). */
+    int (*compile)(CudaApi *a, const CudaKernel *kernels, int n, CudaCubin *images, CudaCompileStats *stats, Err *err);
+    int (*module_load)(CudaApi *a, const CudaCubin *image, CuModule *m, Err *err);
+    void (*module_unload)(CudaApi *a, CuModule m);
+    int (*module_function)(CudaApi *a, CuModule m, const char *name, CuFunction *f, Err *err);
+    int (*mem_alloc)(CudaApi *a, size_t bytes, CuPtr *p, Err *err);
+    void (*mem_free)(CudaApi *a, CuPtr p);
+    int (*memset_zero)(CudaApi *a, CuPtr p, size_t bytes, CuStream s, Err *err);
+    int (*copy_h2d)(CudaApi *a, CuPtr dst, const void *src, size_t bytes, CuStream s, Err *err);
+    int (*copy_d2h)(CudaApi *a, void *dst, CuPtr src, size_t bytes, CuStream s, Err *err);
+    /* args[i] is the i-th kernel parameter (every parameter is a device pointer). */
+    int (*launch)(CudaApi *a, CuFunction f, unsigned grid, unsigned block, unsigned smem_bytes, CuStream s,
+                  const CuPtr *args, int nargs, Err *err);
+    int (*stream_create)(CudaApi *a, CuStream *s, Err *err);
+    void (*stream_destroy)(CudaApi *a, CuStream s);
+    int (*stream_sync)(CudaApi *a, CuStream s, Err *err);
+    int (*event_create)(CudaApi *a, CuEvent *e, Err *err);
+    void (*event_destroy)(CudaApi *a, CuEvent e);
+    int (*event_record)(CudaApi *a, CuEvent e, CuStream s, Err *err);
+    /* Work queued on s after this waits for e's recorded point. */
+    int (*stream_wait_event)(CudaApi *a, CuStream s, CuEvent e, Err *err);
+    int (*event_elapsed_ms)(CudaApi *a, CuEvent start, CuEvent end, float *ms, Err *err);
+    int (*gemm)(CudaApi *a, const CudaGemm *g, CuStream s, Err *err);
+    int (*fp8_gemm)(CudaApi *a, const CudaFp8Gemm *g, CuStream s, Err *err);
+    /* Frees ctx and the table itself. */
+    void (*close)(CudaApi *a);
+};
+
+#endif

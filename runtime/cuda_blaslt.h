@@ -1,0 +1,27 @@
+/* runtime: cuBLASLt, loaded at run time (dlopen libcublasLt.so.13, then
+ * libcublasLt.so), for the CUDA executor's fp32 GEMMs. Each distinct GEMM
+ * shape gets its descriptors and heuristic algorithm once, kept for later calls.
+ *
+ * Not verified on a GPU: no machine this was written on has one. */
+#ifndef V3C_RUNTIME_CUDA_BLASLT_H
+#define V3C_RUNTIME_CUDA_BLASLT_H
+
+#include "cuda_api.h"
+
+typedef struct Blaslt Blaslt;
+
+/* workspace: device memory of `bytes` the GEMMs may use (owned by the caller).
+ * library: the shared object to load, or NULL for libcublasLt.so.13, then
+ * libcublasLt.so, then /usr/local/cuda/lib64/libcublasLt.so. */
+Blaslt *blaslt_open(const char *library, CuPtr workspace, size_t bytes, Err *err);
+void blaslt_close(Blaslt *b);
+/* The row-major GEMMs of cuda_api.h on stream s (a CUstream). */
+int blaslt_gemm(Blaslt *b, const CudaGemm *g, CuStream s, Err *err);
+
+/* fp8_matmul through cuBLASLt's DeepSeek block scaling (CUDA >= 12.9, Hopper):
+ * wgrad=0 only, K a multiple of 128 and N of 16; blaslt_fp8_check says why
+ * another form or shape cannot be expressed. Not verified on a GPU. */
+int blaslt_fp8_check(const CudaFp8Gemm *g, Err *err);
+int blaslt_fp8_gemm(Blaslt *b, const CudaFp8Gemm *g, CuStream s, Err *err);
+
+#endif

@@ -1,0 +1,473 @@
+/* The CUDA executor: a plan's launches and library calls replayed through a
+ * CudaApi. Device memory: one buffer per graph value that a launch, a library
+ * call or the caller touches (a reshape shares its source's), one buffer per
+ * scratch slot (sized for the largest node, reused node after node: the
+ * compute stream orders them), and one status word per launch, so a bad-data
+ * code names the launch, hence the node, that stored it.
+ *
+ * Streams: uploads and downloads on a copy stream, kernels and GEMMs on a
+ * compute stream; events order them (compute waits for the uploads, the
+ * downloads wait for the computation) and time the step. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cuda_exec.h"
+
+enum { MAX_SCRATCH = 8, MIN_ALLOC = 16 };
+
+struct CudaExec {
+    CudaApi *api;
+    const Graph *g;
+    CudaPlan plan;
+    CuModule *modules;
+    CuFunction *functions;
+    CuPtr *buf;     /* per value: its device address, 0 when nothing touches it */
+    uint8_t *owned; /* per value: buf was allocated for it (not a reshape's alias) */
+    CuPtr scratch[MAX_SCRATCH];
+    int64_t scratch_bytes[MAX_SCRATCH];
+    int32_t scratch_zeroed_for[MAX_SCRATCH]; /* the node whose launches the slot currently serves */
+    CuPtr status;                            /* one int per launch */
+    int *status_host;
+    CuStream compute, copy;
+    CuEvent start, uploaded, computed, end;
+    CudaExecStats stats;
+};
+
+/* ---- messages ---- */
+/* "embedding (node 12, layers.0.mlp)": where a message points. */
+static void node_where(const Graph *g, int32_t node, char *out, size_t n) {
+    const Node *nd = &g->nodes.data[node];
+    snprintf(out, n, "%s (node %d%s%s)", op_info(nd->op)->name, (int)node, nd->scope && *nd->scope ? ", " : "",
+             nd->scope ? nd->scope : "");
+}
+
+static const char *const status_meaning[] = {
+    [CUDA_STATUS_INDEX] = "an index out of range (a token id outside the vocabulary, a target outside the logits, "
+                          "or a routing index outside the experts)",
+    [CUDA_STATUS_NAN] = "a NaN where a number is needed (routing scores, or an FP8 operand)",
+    [CUDA_STATUS_COUNTS] = "expert row counts that do not fit the rows",
+};
+
+/* ---- prepare: checks, kernels, buffers ---- */
+static int is_fp8_call(CudaLibKind k) { return k == LIB_FP8_GEMM || k == LIB_FP8_GEMM_WGRAD; }
+static int has_runner(CudaLibKind k);
+
+/* cuBLASLt is asked for f32 x f32 -> f32 and e4m3 x e4m3 -> f32; anything else
+ * (bf16 GEMMs) is refused here rather than computed in the wrong precision. */
+static int check_call(CudaApi *api, const Graph *g, const CudaLibCall *c, Err *err) {
+    const Node *n = &g->nodes.data[c->node];
+    char where[256];
+    node_where(g, c->node, where, sizeof where);
+    if (!has_runner(c->kind))
+        return err_set(err, "--backend cuda: %s: the executor does not run %s library calls (the EP exchanges "
+                            "need NCCL, not wired yet); run it with --backend cpu",
+                       where, cuda_lib_kind_name(c->kind));
+    CudaFp8Gemm shape = {c->kind == LIB_FP8_GEMM_WGRAD, c->m, c->n, c->k, 0, 0, 0, 0, 0};
+    if (is_fp8_call(c->kind) && api->fp8_check && api->fp8_check(api, &shape, err))
+        return err_wrap(err, "--backend cuda: %s: ", where);
+    int ok = ir_type(g, n->out[0])->dtype == DT_F32;
+    int fp8 = is_fp8_call(c->kind);
+    for (int k = 0; k < n->nin && ok; k++) {
+        DType dt = ir_type(g, n->in[k])->dtype;
+        int counts = (c->kind == LIB_GROUPED_GEMM || c->kind == LIB_GROUPED_WGRAD) && k == 1;
+        ok = counts ? dt == DT_I32 || dt == DT_I64 : fp8 ? dt == (k % 2 == 0 ? DT_E4M3 : DT_F32) : dt == DT_F32;
+    }
+    if (ok) return 0;
+    return err_set(err, "--backend cuda: %s: the cuBLASLt path takes f32 operands and an f32 result (e4m3 operands "
+                        "with f32 scales for fp8_matmul); this one has others",
+                   where);
+}
+
+static int load_kernels(CudaExec *x, Err *err) {
+    int n = (int)x->plan.kernels.len;
+    x->modules = xcalloc((size_t)n + 1, sizeof *x->modules);
+    x->functions = xcalloc((size_t)n + 1, sizeof *x->functions);
+    CudaCubin *images = xcalloc((size_t)n + 1, sizeof *images);
+    CudaCompileStats st = {0};
+    int rc = x->api->compile(x->api, x->plan.kernels.data, n, images, &st, err);
+    for (int i = 0; i < n && rc == 0; i++) {
+        rc = x->api->module_load(x->api, &images[i], &x->modules[i], err);
+        if (rc == 0) rc = x->api->module_function(x->api, x->modules[i], x->plan.kernels.data[i].name, &x->functions[i], err);
+    }
+    cuda_cubins_free(images, n);
+    x->stats.compiled = st.compiled, x->stats.cached = st.cached;
+    return rc;
+}
+
+/* Values something reads or writes: launch arguments, library operands, graph
+ * outputs; then, backwards, the source of every used reshape. */
+static uint8_t *values_used(const CudaExec *x) {
+    const Graph *g = x->g;
+    uint8_t *used = xcalloc(g->values.len + 1, 1);
+    for (size_t i = 0; i < x->plan.launches.len; i++) {
+        const CudaLaunch *l = &x->plan.launches.data[i];
+        for (int a = 0; a < l->nargs; a++)
+            if (l->args[a].kind == CARG_VALUE) used[l->args[a].value] = 1;
+    }
+    for (size_t i = 0; i < x->plan.calls.len; i++) {
+        const Node *n = &g->nodes.data[x->plan.calls.data[i].node];
+        for (int k = 0; k < n->nin; k++) used[n->in[k]] = 1;
+        for (int k = 0; k < n->nout; k++) used[n->out[k]] = 1;
+    }
+    for (size_t i = 0; i < g->outputs.len; i++) used[g->outputs.data[i].value] = 1;
+    for (size_t i = g->nodes.len; i-- > 0;) {
+        const Node *n = &g->nodes.data[i];
+        if (n->op == OP_RESHAPE && used[n->out[0]]) used[n->in[0]] = 1;
+    }
+    return used;
+}
+
+static int value_bytes(const CudaExec *x, ValueId v, size_t *bytes, Err *err) {
+    int64_t shape[IR_MAX_RANK];
+    const Type *ty = ir_type(x->g, v);
+    if (type_concrete(ty, x->plan.b, x->plan.t, shape, err)) return -1;
+    int64_t numel = 1;
+    for (int i = 0; i < ty->rank; i++) numel *= shape[i];
+    *bytes = (size_t)numel * dtype_host_size(ty->dtype);
+    return 0;
+}
+
+static int device_alloc(CudaExec *x, size_t bytes, CuPtr *p, Err *err) {
+    size_t n = bytes < MIN_ALLOC ? MIN_ALLOC : bytes;
+    if (x->api->mem_alloc(x->api, n, p, err)) return -1;
+    x->stats.device_bytes += (int64_t)n;
+    return 0;
+}
+
+static int alloc_values(CudaExec *x, Err *err) {
+    const Graph *g = x->g;
+    uint8_t *used = values_used(x);
+    x->buf = xcalloc(g->values.len + 1, sizeof *x->buf);
+    x->owned = xcalloc(g->values.len + 1, 1);
+    int rc = 0;
+    for (size_t i = 0; i < g->nodes.len && rc == 0; i++) {
+        const Node *n = &g->nodes.data[i];
+        if (n->op == OP_RESHAPE) {
+            x->buf[n->out[0]] = x->buf[n->in[0]];
+            continue;
+        }
+        for (int k = 0; k < n->nout && rc == 0; k++) {
+            size_t bytes;
+            if (!used[n->out[k]]) continue;
+            rc = value_bytes(x, n->out[k], &bytes, err) || device_alloc(x, bytes, &x->buf[n->out[k]], err) ? -1 : 0;
+            if (rc == 0) x->owned[n->out[k]] = 1;
+        }
+    }
+    free(used);
+    return rc;
+}
+
+/* One buffer per scratch slot, as large as any node asks. */
+static int alloc_scratch(CudaExec *x, Err *err) {
+    for (size_t i = 0; i < x->plan.launches.len; i++) {
+        const CudaLaunch *l = &x->plan.launches.data[i];
+        for (int a = 0; a < l->nargs; a++) {
+            const CudaArg *arg = &l->args[a];
+            if (arg->kind != CARG_SCRATCH) continue;
+            if (arg->scratch < 0 || arg->scratch >= MAX_SCRATCH)
+                return err_internal(err, "CUDA plan: scratch slot %d (at most %d)", arg->scratch, MAX_SCRATCH);
+            if (arg->bytes > x->scratch_bytes[arg->scratch]) x->scratch_bytes[arg->scratch] = arg->bytes;
+        }
+    }
+    for (int s = 0; s < MAX_SCRATCH; s++) {
+        x->scratch_zeroed_for[s] = -1;
+        if (x->scratch_bytes[s] > 0 && device_alloc(x, (size_t)x->scratch_bytes[s], &x->scratch[s], err)) return -1;
+    }
+    size_t n = x->plan.launches.len;
+    x->status_host = xcalloc(n + 1, sizeof(int));
+    return device_alloc(x, (n + 1) * sizeof(int), &x->status, err);
+}
+
+static int create_streams(CudaExec *x, Err *err) {
+    CudaApi *a = x->api;
+    if (a->stream_create(a, &x->compute, err) || a->stream_create(a, &x->copy, err)) return -1;
+    CuEvent *events[] = {&x->start, &x->uploaded, &x->computed, &x->end};
+    for (size_t i = 0; i < sizeof events / sizeof *events; i++)
+        if (a->event_create(a, events[i], err)) return -1;
+    return 0;
+}
+
+CudaExec *cuda_exec_prepare(CudaApi *api, const Graph *g, const InterpOptions *opt, Err *err) {
+    CudaExec *x = xcalloc(1, sizeof *x);
+    x->api = api;
+    x->g = g;
+    if (api->bind(api, err)) {
+        api->close(api);
+        free(x);
+        return NULL;
+    }
+    int rc = cuda_plan_build(g, opt->batch, opt->seq, &x->plan, err);
+    for (size_t i = 0; i < x->plan.calls.len && rc == 0; i++) rc = check_call(api, g, &x->plan.calls.data[i], err);
+    if (rc == 0) rc = load_kernels(x, err);
+    if (rc == 0) rc = alloc_values(x, err);
+    if (rc == 0) rc = alloc_scratch(x, err);
+    if (rc == 0) rc = create_streams(x, err);
+    x->stats.kernels = (int64_t)x->plan.kernels.len;
+    x->stats.launches = (int64_t)x->plan.launches.len;
+    x->stats.library_calls = (int64_t)x->plan.calls.len;
+    if (rc) {
+        cuda_exec_free(x);
+        return NULL;
+    }
+    return x;
+}
+
+/* ---- a step: uploads ---- */
+static int feed_one(CudaExec *x, const Node *n, const TensorSet *feeds, Err *err) {
+    const char *name = node_str(n, "name", "");
+    const Tensor *t = tset_get(feeds, name);
+    if (!t) return err_set(err, "no %s named %s", n->op == OP_PARAM ? "weight" : "input", name);
+    const Type *ty = ir_type(x->g, n->out[0]);
+    int64_t shape[IR_MAX_RANK];
+    if (type_concrete(ty, x->plan.b, x->plan.t, shape, err)) return err_wrap(err, "%s: ", name);
+    int ok = t->dtype == ty->dtype && t->rank == ty->rank;
+    for (int i = 0; ok && i < ty->rank; i++) ok = t->shape[i] == shape[i];
+    if (!ok)
+        return err_set(err, "%s does not have the type the graph wants, %s (B=%lld, T=%lld)", name, dtype_name(ty->dtype),
+                       (long long)x->plan.b, (long long)x->plan.t);
+    CuPtr dst = x->buf[n->out[0]];
+    size_t bytes = (size_t)t->numel * dtype_host_size(t->dtype);
+    if (!dst || bytes == 0) return 0; /* nothing on the device reads it */
+    return x->api->copy_h2d(x->api, dst, t->data, bytes, x->copy, err);
+}
+
+static int upload(CudaExec *x, const TensorSet *feeds, Err *err) {
+    for (size_t i = 0; i < x->g->nodes.len; i++) {
+        const Node *n = &x->g->nodes.data[i];
+        if ((n->op == OP_INPUT || n->op == OP_PARAM) && feed_one(x, n, feeds, err)) return -1;
+    }
+    return x->api->memset_zero(x->api, x->status, (x->plan.launches.len + 1) * sizeof(int), x->copy, err);
+}
+
+/* ---- a step: launches ---- */
+static int value_arg(const CudaExec *x, const CudaLaunch *l, const CudaArg *arg, CuPtr *p, Err *err) {
+    if (!x->buf[arg->value]) return err_internal(err, "CUDA plan: launch of node %d reads value %%%d, which has no buffer", (int)l->node, (int)arg->value);
+    *p = x->buf[arg->value] + (CuPtr)arg->offset;
+    return 0;
+}
+
+/* A node's scratch starts zeroed, as the plan's kernels expect (the host replay allocates it zeroed). */
+static int scratch_arg(CudaExec *x, const CudaLaunch *l, const CudaArg *arg, CuPtr *p, Err *err) {
+    int s = arg->scratch;
+    if (x->scratch_zeroed_for[s] != l->node) {
+        if (x->api->memset_zero(x->api, x->scratch[s], (size_t)x->scratch_bytes[s], x->compute, err)) return -1;
+        x->scratch_zeroed_for[s] = l->node;
+    }
+    *p = x->scratch[s];
+    return 0;
+}
+
+static int run_launch(CudaExec *x, size_t li, Err *err) {
+    const CudaLaunch *l = &x->plan.launches.data[li];
+    CuPtr args[CUDA_MAX_PARAMS];
+    for (int a = 0; a < l->nargs; a++) {
+        const CudaArg *arg = &l->args[a];
+        int rc = arg->kind == CARG_VALUE     ? value_arg(x, l, arg, &args[a], err)
+                 : arg->kind == CARG_SCRATCH ? scratch_arg(x, l, arg, &args[a], err)
+                                             : (args[a] = x->status + li * sizeof(int), 0);
+        if (rc) return -1;
+    }
+    const CudaKernel *k = &x->plan.kernels.data[l->kernel];
+    unsigned smem = (unsigned)(k->smem_per_thread * l->block);
+    if (x->api->launch(x->api, x->functions[l->kernel], (unsigned)l->grid, (unsigned)l->block, smem, x->compute, args,
+                       l->nargs, err)) {
+        char where[256];
+        node_where(x->g, l->node, where, sizeof where);
+        return err_wrap(err, "launching %s for %s: ", k->name, where);
+    }
+    return 0;
+}
+
+/* ---- a step: library calls ---- */
+static CuPtr operand(const CudaExec *x, const Node *n, int k) { return x->buf[n->in[k]]; }
+
+/* The expert row counts live on the device; the grouped GEMMs' shapes need them
+ * on the host, so the compute stream is drained to read them (one small copy per grouped call). */
+static int read_counts(CudaExec *x, const CudaLibCall *c, int64_t *counts, Err *err) {
+    const Node *n = &x->g->nodes.data[c->node];
+    DType dt = ir_type(x->g, n->in[1])->dtype;
+    size_t each = dtype_host_size(dt), bytes = (size_t)c->groups * each;
+    void *raw = xcalloc((size_t)c->groups + 1, each);
+    int rc = x->api->copy_d2h(x->api, raw, operand(x, n, 1), bytes, x->compute, err) ||
+             x->api->stream_sync(x->api, x->compute, err) ? -1 : 0;
+    int64_t sum = 0;
+    for (int64_t e = 0; e < c->groups && rc == 0; e++) {
+        counts[e] = dt == DT_I64 ? ((const int64_t *)raw)[e] : ((const int32_t *)raw)[e];
+        if (counts[e] < 0 || counts[e] > c->m - sum)
+            rc = err_set(err, "%s: counts[%lld]=%lld overruns the %lld rows", op_info(n->op)->name, (long long)e,
+                         (long long)counts[e], (long long)c->m);
+        else
+            sum += counts[e];
+    }
+    if (rc == 0 && sum != c->m)
+        rc = err_set(err, "%s: counts sum to %lld but there are %lld rows", op_info(n->op)->name, (long long)sum,
+                     (long long)c->m);
+    free(raw);
+    return rc;
+}
+
+static int call_gemm(CudaExec *x, const CudaLibCall *c, const Node *n, Err *err) {
+    CudaGemm gm = {c->kind == LIB_GEMM_WGRAD, c->m, c->n, c->k, operand(x, n, 0), operand(x, n, 1), x->buf[n->out[0]]};
+    return x->api->gemm(x->api, &gm, x->compute, err);
+}
+
+/* grouped_linear: x [m,k] rows by expert, w [groups,n,k], y [m,n];
+ * grouped_linear_wgrad: g [m,n], x [m,k], dw [groups,n,k] (an expert without rows gets zeros). */
+static int call_grouped(CudaExec *x, const CudaLibCall *c, const Node *n, Err *err) {
+    int64_t *counts = xcalloc((size_t)c->groups + 1, sizeof *counts);
+    int rc = read_counts(x, c, counts, err);
+    const CuPtr f = sizeof(float), out = x->buf[n->out[0]];
+    int64_t at = 0;
+    for (int64_t e = 0; e < c->groups && rc == 0; e++) {
+        int64_t rows = counts[e];
+        CuPtr slab = out + (CuPtr)(e * c->n * c->k) * f;
+        if (c->kind == LIB_GROUPED_GEMM && rows > 0) {
+            CudaGemm gm = {0, rows, c->n, c->k, operand(x, n, 0) + (CuPtr)(at * c->k) * f,
+                           operand(x, n, 2) + (CuPtr)(e * c->n * c->k) * f, out + (CuPtr)(at * c->n) * f};
+            rc = x->api->gemm(x->api, &gm, x->compute, err);
+        } else if (c->kind == LIB_GROUPED_WGRAD && rows > 0) {
+            CudaGemm gm = {1, rows, c->n, c->k, operand(x, n, 0) + (CuPtr)(at * c->n) * f,
+                           operand(x, n, 2) + (CuPtr)(at * c->k) * f, slab};
+            rc = x->api->gemm(x->api, &gm, x->compute, err);
+        } else if (c->kind == LIB_GROUPED_WGRAD) {
+            rc = x->api->memset_zero(x->api, slab, (size_t)(c->n * c->k) * sizeof(float), x->compute, err);
+        }
+        at += rows;
+    }
+    free(counts);
+    return rc;
+}
+
+static int call_fp8(CudaExec *x, const CudaLibCall *c, const Node *n, Err *err) {
+    CudaFp8Gemm gm = {c->kind == LIB_FP8_GEMM_WGRAD, c->m, c->n, c->k, operand(x, n, 0), operand(x, n, 1),
+                      operand(x, n, 2), operand(x, n, 3), x->buf[n->out[0]]};
+    return x->api->fp8_gemm(x->api, &gm, x->compute, err);
+}
+
+typedef int (*CallFn)(CudaExec *x, const CudaLibCall *c, const Node *n, Err *err);
+static const CallFn call_fns[LIB_KIND_COUNT] = {
+    [LIB_GEMM] = call_gemm, [LIB_GEMM_WGRAD] = call_gemm, [LIB_GROUPED_GEMM] = call_grouped,
+    [LIB_GROUPED_WGRAD] = call_grouped, [LIB_FP8_GEMM] = call_fp8, [LIB_FP8_GEMM_WGRAD] = call_fp8,
+};
+
+static int has_runner(CudaLibKind k) { return (unsigned)k < LIB_KIND_COUNT && call_fns[k]; }
+
+static int run_call(CudaExec *x, const CudaLibCall *c, Err *err) {
+    if (!has_runner(c->kind)) return err_internal(err, "CUDA plan: library call kind %d", (int)c->kind);
+    if (call_fns[c->kind](x, c, &x->g->nodes.data[c->node], err) == 0) return 0;
+    char where[256];
+    node_where(x->g, c->node, where, sizeof where);
+    return err_wrap(err, "%s, %s: ", cuda_lib_kind_name(c->kind), where);
+}
+
+/* Launches and library calls are each in node order; a node has one kind or the other. */
+static int run_plan(CudaExec *x, Err *err) {
+    const CudaPlan *p = &x->plan;
+    for (int s = 0; s < MAX_SCRATCH; s++) x->scratch_zeroed_for[s] = -1;
+    size_t li = 0, ci = 0;
+    while (li < p->launches.len || ci < p->calls.len) {
+        int take_call = ci < p->calls.len && (li == p->launches.len || p->calls.data[ci].node < p->launches.data[li].node);
+        int rc = take_call ? run_call(x, &p->calls.data[ci++], err) : run_launch(x, li++, err);
+        if (rc) return -1;
+    }
+    return 0;
+}
+
+/* ---- a step: downloads and the status words ---- */
+static int download(CudaExec *x, Tensor **outs, Err *err) {
+    const Graph *g = x->g;
+    size_t status_bytes = x->plan.launches.len * sizeof(int);
+    if (status_bytes && x->api->copy_d2h(x->api, x->status_host, x->status, status_bytes, x->copy, err)) return -1;
+    for (size_t i = 0; i < g->outputs.len; i++) {
+        ValueId v = g->outputs.data[i].value;
+        int64_t shape[IR_MAX_RANK];
+        const Type *ty = ir_type(g, v);
+        if (type_concrete(ty, x->plan.b, x->plan.t, shape, err)) return -1;
+        outs[i] = tensor_new(ty->dtype, ty->rank, shape);
+        size_t bytes = (size_t)outs[i]->numel * dtype_host_size(ty->dtype);
+        if (bytes && x->api->copy_d2h(x->api, outs[i]->data, x->buf[v], bytes, x->copy, err)) return -1;
+    }
+    return 0;
+}
+
+/* The first launch (in plan order) that stored a code names the node. */
+static int check_status(const CudaExec *x, Err *err) {
+    for (size_t li = 0; li < x->plan.launches.len; li++) {
+        int code = x->status_host[li];
+        if (code == CUDA_STATUS_OK) continue;
+        char where[256];
+        node_where(x->g, x->plan.launches.data[li].node, where, sizeof where);
+        int known = code > 0 && (size_t)code < sizeof status_meaning / sizeof *status_meaning && status_meaning[code];
+        return err_set(err, "--backend cuda: %s found %s (status %d)", where,
+                       known ? status_meaning[code] : "bad data of an unknown kind", code);
+    }
+    return 0;
+}
+
+/* On a failed step, nothing may still be writing into host memory we free. */
+static void drain(CudaExec *x) {
+    Err ignored = {0};
+    x->api->stream_sync(x->api, x->compute, &ignored);
+    x->api->stream_sync(x->api, x->copy, &ignored);
+}
+
+static int step_on_device(CudaExec *x, const TensorSet *feeds, Tensor **outs, Err *err) {
+    CudaApi *a = x->api;
+    if (a->bind(a, err) || a->event_record(a, x->start, x->copy, err) || upload(x, feeds, err) ||
+        a->event_record(a, x->uploaded, x->copy, err) || a->stream_wait_event(a, x->compute, x->uploaded, err) ||
+        run_plan(x, err) || a->event_record(a, x->computed, x->compute, err) ||
+        a->stream_wait_event(a, x->copy, x->computed, err) || download(x, outs, err) ||
+        a->event_record(a, x->end, x->copy, err) || a->stream_sync(a, x->copy, err))
+        return -1;
+    float ms = 0;
+    if (a->event_elapsed_ms(a, x->start, x->end, &ms, err)) return -1;
+    x->stats.last_step_ms = ms;
+    return check_status(x, err);
+}
+
+int cuda_exec_step(CudaExec *x, const TensorSet *feeds, TensorSet *results, Err *err) {
+    size_t n = x->g->outputs.len;
+    Tensor **outs = xcalloc(n + 1, sizeof *outs);
+    int rc = step_on_device(x, feeds, outs, err);
+    if (rc) drain(x);
+    for (size_t i = 0; i < n; i++) {
+        if (rc == 0) tset_put(results, x->g->outputs.data[i].name, outs[i]);
+        else tensor_free(outs[i]);
+    }
+    free(outs);
+    return rc;
+}
+
+/* ---- teardown ---- */
+static void free_streams(CudaExec *x) {
+    CudaApi *a = x->api;
+    CuEvent events[] = {x->start, x->uploaded, x->computed, x->end};
+    for (size_t i = 0; i < sizeof events / sizeof *events; i++)
+        if (events[i]) a->event_destroy(a, events[i]);
+    if (x->compute) a->stream_destroy(a, x->compute);
+    if (x->copy) a->stream_destroy(a, x->copy);
+}
+
+static void free_memory(CudaExec *x) {
+    CudaApi *a = x->api;
+    for (size_t v = 0; x->buf && v < x->g->values.len; v++)
+        if (x->owned[v]) a->mem_free(a, x->buf[v]);
+    for (int s = 0; s < MAX_SCRATCH; s++)
+        if (x->scratch[s]) a->mem_free(a, x->scratch[s]);
+    if (x->status) a->mem_free(a, x->status);
+}
+
+void cuda_exec_free(CudaExec *x) {
+    if (!x) return;
+    free_streams(x);
+    free_memory(x);
+    for (size_t i = 0; x->modules && i < x->plan.kernels.len; i++)
+        if (x->modules[i]) x->api->module_unload(x->api, x->modules[i]);
+    x->api->close(x->api);
+    cuda_plan_free(&x->plan);
+    free(x->modules), free(x->functions), free(x->buf), free(x->owned), free(x->status_host);
+    free(x);
+}
+
+CudaExecStats cuda_exec_stats(const CudaExec *x) { return x->stats; }

@@ -1,0 +1,571 @@
+/* The CUDA executor (runtime/cuda_exec.c) without a GPU.
+ *
+ * The executor talks to the device only through a CudaApi; here it runs on the
+ * host-emulated table (tests/testutil.c: malloc'd "device" memory filled with
+ * NaN bytes, kernels compiled with g++ and codegen/cuda/host_emu.h, host GEMMs
+ * in the interpreter's order), so what is checked is the executor's own
+ * logic (which buffers exist, reshape aliases, byte windows, scratch, launch
+ * and library-call order, grouped GEMMs from device-side counts, uploads,
+ * downloads, stream/event ordering, the status words) against the reference
+ * interpreter, bit for bit. The emulation runs every block with one thread,
+ * so a block reduction is the left-to-right sum the interpreter does.
+ *
+ * The real table (the driver and cuBLASLt) is exercised only where a GPU
+ * answers; elsewhere that test prints why it skipped. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "../codegen/cpu.h"
+#include "../frontend/frontend.h"
+#include "../ir/interp.h"
+#include "../passes/autodiff.h"
+#include "../passes/passes.h"
+#include "../runtime/cuda_backend.h"
+#include "../runtime/cuda_blaslt.h"
+#include "../runtime/cuda_exec.h"
+#include "../runtime/exec.h"
+#include "../runtime/init.h"
+#include "testutil.h"
+
+enum { BATCH = 2, SEQ = 3, EMU_BLOCK = 1, EMU_MAX_GRID = 2, TINY_VOCAB = 256 };
+
+/* ---- graphs and feeds ---- */
+static Graph *tiny_graph(int grads, Program **prog) {
+    Err e = {0};
+    *prog = program_parse_file("models/tiny.v3", &e);
+    ck_assert_msg(*prog != NULL, "%s", e.msg);
+    Graph *g = program_lower(*prog, &e);
+    ck_assert_msg(g != NULL, "%s", e.msg);
+    if (grads) ck_assert_msg(autodiff_graph(g, "loss", &e) == 0, "%s", e.msg);
+    PipelineOptions po = {.log = stderr};
+    ck_assert_msg(run_pipeline(g, &po, &e) == 0, "%s", e.msg);
+    return g;
+}
+
+static void tiny_feeds(const Graph *g, uint64_t seed, TensorSet *feeds) {
+    Err e = {0};
+    InitOptions init = {.seed = 7, .std = 0.02};
+    ck_assert_msg(init_params(g, &init, feeds, &e) == 0, "%s", e.msg);
+    static const InputFill ids[] = {{"input_ids", 0, TINY_VOCAB}, {0}};
+    feed_random_inputs(g, ids, (InputFill){"", 0, 4}, BATCH, SEQ, seed, feeds);
+}
+
+/* ---- comparing ---- */
+static int64_t float_ulps(float a, float b) {
+    if (isnan(a) || isnan(b)) return isnan(a) && isnan(b) ? 0 : INT64_MAX;
+    int32_t ia, ib;
+    memcpy(&ia, &a, 4), memcpy(&ib, &b, 4);
+    if (ia < 0) ia = INT32_MIN - ia;
+    if (ib < 0) ib = INT32_MIN - ib;
+    return llabs((long long)ia - (long long)ib);
+}
+
+/* Every graph output: same dtype and shape, and the same bits (floats: the same value or both NaN). */
+static void assert_bit_for_bit(const Graph *g, const TensorSet *want, const TensorSet *got) {
+    for (size_t i = 0; i < g->outputs.len; i++) {
+        const char *name = g->outputs.data[i].name;
+        const Tensor *w = tset_get(want, name), *r = tset_get(got, name);
+        ck_assert_msg(w && r, "output %s missing", name);
+        ck_assert_int_eq(w->dtype, r->dtype);
+        ck_assert_int_eq(w->numel, r->numel);
+        if (w->dtype == DT_F32 || w->dtype == DT_BF16 || w->dtype == DT_F16) {
+            const float *wf = w->data, *rf = r->data;
+            for (int64_t k = 0; k < w->numel; k++)
+                ck_assert_msg(float_ulps(wf[k], rf[k]) == 0, "output %s[%lld]: cuda %.9g, interpreter %.9g", name,
+                              (long long)k, rf[k], wf[k]);
+        } else {
+            ck_assert_msg(memcmp(w->data, r->data, (size_t)w->numel * dtype_host_size(w->dtype)) == 0,
+                          "output %s differs", name);
+        }
+    }
+}
+
+static void interpret(const Graph *g, const TensorSet *feeds, TensorSet *want) {
+    InterpOptions io = {.batch = BATCH, .seq = SEQ};
+    Err e = {0};
+    tset_init(want);
+    ck_assert_msg(interp_run(g, feeds, &io, want, &e) == 0, "%s", e.msg);
+}
+
+/* The executor on the emulated device; NULL (reason printed) without a host compiler. */
+static CudaExec *emulated_exec(const Graph *g, CudaApi **api_out) {
+    CudaApi *api = cuda_emu_open(EMU_BLOCK, EMU_MAX_GRID);
+    if (!api) return NULL;
+    if (api_out) *api_out = api;
+    InterpOptions io = {.batch = BATCH, .seq = SEQ};
+    Err e = {0};
+    CudaExec *x = cuda_exec_prepare(api, g, &io, &e);
+    ck_assert_msg(x != NULL, "%s", e.msg);
+    return x;
+}
+
+static void step_ok(CudaExec *x, const TensorSet *feeds, TensorSet *got) {
+    Err e = {0};
+    tset_init(got);
+    ck_assert_msg(cuda_exec_step(x, feeds, got, &e) == 0, "%s", e.msg);
+}
+
+/* Two steps with different inputs on one prepared executor: the second proves
+ * that feeds are uploaded per step and nothing of the first step leaks into it. */
+static void check_tiny(int grads) {
+    Program *prog;
+    Graph *g = tiny_graph(grads, &prog);
+    CudaApi *api = NULL;
+    CudaExec *x = emulated_exec(g, &api);
+    if (x) {
+        for (uint64_t seed = 1; seed <= 2; seed++) {
+            TensorSet feeds, want, got;
+            tset_init(&feeds);
+            tiny_feeds(g, 100 + seed, &feeds);
+            interpret(g, &feeds, &want);
+            step_ok(x, &feeds, &got);
+            assert_bit_for_bit(g, &want, &got);
+            tset_free(&feeds), tset_free(&want), tset_free(&got);
+        }
+        CudaExecStats st = cuda_exec_stats(x);
+        CudaEmuCounts c = cuda_emu_counts(api);
+        ck_assert_int_gt(st.kernels, 0);
+        ck_assert_int_eq(c.compiles, st.kernels); /* compiled once, at prepare */
+        ck_assert_int_eq(c.launches, 2 * st.launches);
+        ck_assert_int_ge(c.gemms, 2 * st.library_calls); /* grouped calls are one GEMM per non-empty expert */
+        ck_assert_int_eq(c.stream_waits, 4);            /* per step: compute after uploads, downloads after compute */
+        ck_assert(st.last_step_ms >= 0);
+        cuda_exec_free(x); /* LSan (the sanitizer build) checks every emulated device buffer is freed */
+    }
+    graph_free(g);
+    program_free(prog);
+}
+
+START_TEST(test_tiny_forward_bit_for_bit) { check_tiny(0); }
+END_TEST
+
+START_TEST(test_tiny_grads_bit_for_bit) { check_tiny(1); }
+END_TEST
+
+/* Grouped GEMMs take their row counts from the device; an expert no token
+ * chose has an all-zero weight gradient (the emulated memory starts as NaN
+ * bytes, so a slab left unwritten would show). */
+START_TEST(test_grouped_gemms_with_empty_experts) {
+    Graph *g = parse_ir_ok(
+        "v3ir 1\n%0 = input {name=\"x\"} : f32[B,T,6]\n%1 = input {name=\"r\"} : f32[B,T,5]\n"
+        "%2, %3 = topk %1 {k=1} : f32[B,T,1], i32[B,T,1]\n%4, %5 = moe_dispatch %0, %3 {experts=5} : f32[B*T,6], i32[5]\n"
+        "%6 = input {name=\"w\"} : f32[5,4,6]\n%7 = grouped_linear %4, %5, %6 : f32[B*T,4]\n"
+        "%8 = input {name=\"g\"} : f32[B*T,4]\n%9 = grouped_linear_wgrad %8, %5, %4 : f32[5,4,6]\n"
+        "output \"y\" = %7\noutput \"dw\" = %9\noutput \"counts\" = %5\n",
+        "grouped");
+    TensorSet feeds, want, got;
+    tset_init(&feeds);
+    feed_random_inputs(g, NULL, (InputFill){"", 0, 4}, BATCH, SEQ, 5, &feeds);
+    /* Every token prefers expert 1 or 3: experts 0, 2 and 4 get no rows. */
+    float *r = tset_get(&feeds, "r")->data;
+    for (int t = 0; t < BATCH * SEQ; t++)
+        for (int e = 0; e < 5; e++) r[t * 5 + e] = e == 1 + 2 * (t % 2) ? 1.0f : -1.0f;
+    interpret(g, &feeds, &want);
+    const int32_t *counts = tset_get(&want, "counts")->data;
+    ck_assert(counts[0] == 0 && counts[2] == 0 && counts[4] == 0 && counts[1] > 0 && counts[3] > 0);
+    CudaApi *api = NULL;
+    CudaExec *x = emulated_exec(g, &api);
+    if (x) {
+        step_ok(x, &feeds, &got);
+        assert_bit_for_bit(g, &want, &got);
+        ck_assert_int_eq(cuda_emu_counts(api).gemms, 4); /* two experts, forward and wgrad */
+        tset_free(&got);
+        cuda_exec_free(x);
+    }
+    tset_free(&feeds), tset_free(&want);
+    graph_free(g);
+}
+END_TEST
+
+static int cublaslt_rules(CudaApi *a, const CudaFp8Gemm *shape, Err *err) {
+    (void)a;
+    return blaslt_fp8_check(shape, err);
+}
+
+/* What cuBLASLt's block-scaled FP8 cannot express is a clear error, never a wrong answer. */
+START_TEST(test_fp8_forms_cublaslt_cannot_express) {
+    Err e = {0};
+    ck_assert_int_eq(blaslt_fp8_check(&(CudaFp8Gemm){.m = 6, .n = 32, .k = 256}, &e), 0);
+    ck_assert_int_eq(blaslt_fp8_check(&(CudaFp8Gemm){.wgrad = 1, .m = 256, .n = 32, .k = 256}, &e), -1);
+    ck_assert_msg(e.code == 1 && strstr(e.msg, "wgrad=1 cannot be expressed in cuBLASLt"), "%s", e.msg);
+    memset(&e, 0, sizeof e);
+    ck_assert_int_eq(blaslt_fp8_check(&(CudaFp8Gemm){.m = 6, .n = 30, .k = 256}, &e), -1);
+    ck_assert_msg(strstr(e.msg, "N=30") && strstr(e.msg, "N a multiple of 16"), "%s", e.msg);
+}
+END_TEST
+
+/* fp8_matmul's operands reach the table in the op's order (qa, sa, qb, sb), both forms. */
+START_TEST(test_fp8_calls_through_the_table) {
+    Graph *g = parse_ir_ok(
+        "v3ir 1\n%0 = input {name=\"x\"} : f32[B,T,200]\n%1, %2 = quantize %0 {tile=\"1x128\"} : e4m3[B,T,200], f32[B,T,2]\n"
+        "%3 = input {name=\"w\"} : f32[130,200]\n%4, %5 = quantize %3 {tile=\"128x128\"} : e4m3[130,200], f32[2,2]\n"
+        "%6 = fp8_matmul %1, %2, %4, %5 : f32[B,T,130]\n"
+        "%7 = input {name=\"g\"} : f32[B,T,7]\n%8, %9 = quantize %7 {tile=\"128x1\"} : e4m3[B,T,7], f32[ceil(B*T/128),7]\n"
+        "%10, %11 = quantize %0 {tile=\"128x1\"} : e4m3[B,T,200], f32[ceil(B*T/128),200]\n"
+        "%12 = fp8_matmul %8, %9, %10, %11 {wgrad=1} : f32[7,200]\n"
+        "output \"y\" = %6\noutput \"dw\" = %12\n",
+        "fp8");
+    TensorSet feeds, want, got;
+    tset_init(&feeds);
+    feed_random_inputs(g, NULL, (InputFill){"", 0, 4}, BATCH, SEQ, 9, &feeds);
+    interpret(g, &feeds, &want);
+    CudaApi *api = NULL;
+    CudaExec *x = emulated_exec(g, &api);
+    if (x) {
+        step_ok(x, &feeds, &got);
+        assert_bit_for_bit(g, &want, &got);
+        ck_assert_int_eq(cuda_emu_counts(api).fp8_gemms, 2);
+        tset_free(&got);
+        cuda_exec_free(x);
+    }
+    /* A table that cannot do a form refuses the plan at prepare, naming the node and why
+     * (the real table's rules: cuBLASLt's block-scaled FP8 has no wgrad form, and here K=200). */
+    api = cuda_emu_open(EMU_BLOCK, EMU_MAX_GRID);
+    if (api) {
+        api->fp8_check = cublaslt_rules;
+        InterpOptions io = {.batch = BATCH, .seq = SEQ};
+        Err e = {0};
+        ck_assert_ptr_null(cuda_exec_prepare(api, g, &io, &e));
+        ck_assert_int_eq(e.code, 1);
+        ck_assert_msg(strstr(e.msg, "fp8_matmul (node 4)") && strstr(e.msg, "K a multiple of 128"), "%s", e.msg);
+    }
+    tset_free(&feeds), tset_free(&want);
+    graph_free(g);
+}
+END_TEST
+
+/* A token id outside the vocabulary is bad data: the embedding kernel stores
+ * a status code, the step fails naming the node and the meaning, and the next
+ * good step on the same executor succeeds (status words are reset per step). */
+START_TEST(test_bad_token_id_is_a_clear_error) {
+    Program *prog;
+    Graph *g = tiny_graph(0, &prog);
+    CudaExec *x = emulated_exec(g, NULL);
+    if (x) {
+        TensorSet feeds, got;
+        tset_init(&feeds);
+        tiny_feeds(g, 3, &feeds);
+        Tensor *ids = tset_get(&feeds, "input_ids");
+        int64_t *id = ids->data;
+        int64_t saved = id[4];
+        id[4] = TINY_VOCAB + 5;
+        tset_init(&got);
+        Err e = {0};
+        ck_assert_int_eq(cuda_exec_step(x, &feeds, &got, &e), -1);
+        ck_assert_int_eq(e.code, 1);
+        ck_assert_msg(strstr(e.msg, "embedding (node") && strstr(e.msg, "index out of range") &&
+                          strstr(e.msg, "token id outside the vocabulary"),
+                      "%s", e.msg);
+        ck_assert_int_eq(got.tensors.len, 0);
+        id[4] = saved;
+        TensorSet want, again;
+        interpret(g, &feeds, &want);
+        step_ok(x, &feeds, &again);
+        assert_bit_for_bit(g, &want, &again);
+        tset_free(&want), tset_free(&again), tset_free(&got), tset_free(&feeds);
+        cuda_exec_free(x);
+    }
+    graph_free(g);
+    program_free(prog);
+}
+END_TEST
+
+START_TEST(test_feed_errors) {
+    Graph *g = parse_ir_ok("v3ir 1\n%0 = input {name=\"x\"} : f32[B,T,4]\n%1 = exp %0 : f32[B,T,4]\noutput \"y\" = %1\n",
+                           "feeds");
+    CudaExec *x = emulated_exec(g, NULL);
+    if (x) {
+        TensorSet feeds, got;
+        tset_init(&feeds), tset_init(&got);
+        Err e = {0};
+        ck_assert_int_eq(cuda_exec_step(x, &feeds, &got, &e), -1);
+        ck_assert_msg(e.code == 1 && strstr(e.msg, "no input named x"), "%s", e.msg);
+        int64_t shape[] = {BATCH, SEQ, 5};
+        tset_put(&feeds, "x", tensor_new(DT_F32, 3, shape));
+        memset(&e, 0, sizeof e);
+        ck_assert_int_eq(cuda_exec_step(x, &feeds, &got, &e), -1);
+        ck_assert_msg(e.code == 1 && strstr(e.msg, "x does not have the type the graph wants"), "%s", e.msg);
+        tset_free(&feeds), tset_free(&got);
+        cuda_exec_free(x);
+    }
+    graph_free(g);
+}
+END_TEST
+
+/* bf16 GEMMs are not wired to cuBLASLt: refused at prepare, not computed in fp32. */
+START_TEST(test_unplannable_graphs_refused) {
+    Graph *g = parse_ir_ok("v3ir 1\n%0 = input {name=\"x\"} : bf16[B,T,4]\n%1 = input {name=\"w\"} : bf16[5,4]\n"
+                           "%2 = linear %0, %1 : bf16[B,T,5]\noutput \"y\" = %2\n",
+                           "bf16");
+    CudaApi *api = cuda_emu_open(EMU_BLOCK, EMU_MAX_GRID);
+    if (api) {
+        InterpOptions io = {.batch = BATCH, .seq = SEQ};
+        Err e = {0};
+        ck_assert_ptr_null(cuda_exec_prepare(api, g, &io, &e));
+        ck_assert_msg(e.code == 1 && strstr(e.msg, "linear (node 2)") && strstr(e.msg, "takes f32"), "%s", e.msg);
+    }
+    graph_free(g);
+    /* An op the code generator has no kernel for stops prepare with its message. */
+    g = parse_ir_ok("v3ir 1\n%0 = input {name=\"i\"} : i32[B,T]\n%1 = cast %0 {to=bf16} : bf16[B,T]\noutput \"y\" = %1\n", "cast");
+    if ((api = cuda_emu_open(EMU_BLOCK, EMU_MAX_GRID))) {
+        InterpOptions io = {.batch = BATCH, .seq = SEQ};
+        Err e = {0};
+        ck_assert_ptr_null(cuda_exec_prepare(api, g, &io, &e));
+        ck_assert_msg(e.code == 1 && strstr(e.msg, "cast i32 to bf16 has no CUDA template"), "%s", e.msg);
+    }
+    graph_free(g);
+}
+END_TEST
+
+/* The EP exchanges are library calls the executor cannot run yet (NCCL): refused at prepare. */
+START_TEST(test_ep_exchange_refused) {
+    Graph *g = parse_ir_ok("v3ir 1\n%0 = input {name=\"xd\"} : f32[4,2]\n%1 = input {name=\"counts\"} : i32[2]\n"
+                           "%2, %3, %4 = ep_dispatch %0, %1 {capacity=[4], ranks=1} : f32[4,2], i32[2], i32[1,2]\n"
+                           "output \"xr\" = %2\n",
+                           "ep");
+    CudaApi *api = cuda_emu_open(EMU_BLOCK, EMU_MAX_GRID);
+    if (api) {
+        InterpOptions io = {.batch = BATCH, .seq = SEQ};
+        Err e = {0};
+        ck_assert_ptr_null(cuda_exec_prepare(api, g, &io, &e));
+        ck_assert_msg(e.code == 1 && strstr(e.msg, "ep_dispatch (node 2)") && strstr(e.msg, "--backend cpu"), "%s", e.msg);
+    }
+    graph_free(g);
+}
+END_TEST
+
+/* ---- the real device ----
+ * Tolerance, where a GPU runs it: its blocks reduce in a tree of 256 threads
+ * and cuBLASLt accumulates the GEMMs in fp32 (CUBLAS_COMPUTE_32F) where the
+ * interpreter sums in fp64 and rounds once. An fp32 dot product of length K
+ * is within K * 2^-24 of the exact one relative to sum |x_i w_i| (K <= 256 in
+ * tiny.v3: 1.5e-5); the math library's expf/rsqrtf add a few ulps; through a
+ * few layers these stay far below 1e-3 relative L2 of each output, while a
+ * wrong buffer, window or order gives O(1). */
+START_TEST(test_real_device_when_present) {
+    Err e = {0};
+    CudaApi *api = cuda_api_open(&e);
+    if (!api) {
+        printf("test_cuda_exec: skipping the GPU test: %s\n", e.msg);
+        return;
+    }
+    Program *prog;
+    Graph *g = tiny_graph(1, &prog);
+    InterpOptions io = {.batch = BATCH, .seq = SEQ};
+    CudaExec *x = cuda_exec_prepare(api, g, &io, &e);
+    ck_assert_msg(x != NULL, "%s", e.msg);
+    TensorSet feeds, want, got;
+    tset_init(&feeds);
+    tiny_feeds(g, 11, &feeds);
+    interpret(g, &feeds, &want);
+    step_ok(x, &feeds, &got);
+    for (size_t i = 0; i < g->outputs.len; i++) {
+        const char *name = g->outputs.data[i].name;
+        double err = rel_l2(tset_get(&got, name), tset_get(&want, name));
+        ck_assert_msg(err <= 1e-3, "output %s: relative L2 error %.3g on the GPU", name, err);
+    }
+    tset_free(&feeds), tset_free(&want), tset_free(&got);
+    cuda_exec_free(x);
+    graph_free(g);
+    program_free(prog);
+}
+END_TEST
+
+/* ---- the cuBLASLt wrapper against a stand-in library ----
+ * runtime/cuda_blaslt.c turns row-major GEMMs into cuBLASLt's column-major
+ * calls (which operand is A, transposes, leading dimensions, alignments). A
+ * small C library with cuBLASLt's entry points, implementing cublasLtMatmul by
+ * its documented column-major definition D = alpha op(A) op(B) + beta C on
+ * host memory, checks that mapping here; the real library is needed only for
+ * speed. (FP8 scale layouts cannot be checked this way: the stand-in would
+ * only repeat our reading of them.) */
+static const char mock_cublaslt[] =
+    "#include <stdint.h>\n#include <stdlib.h>\n#include <string.h>\n"
+    "typedef struct { int transa, transb, compute; } Desc;\n"
+    "typedef struct { int type; uint64_t rows, cols; int64_t ld; } Layout;\n"
+    "typedef struct { uint32_t align[4]; size_t ws; } Pref;\n"
+    "int cublasLtCreate(void **h) { *h = malloc(1); return 0; }\n"
+    "int cublasLtDestroy(void *h) { free(h); return 0; }\n"
+    "const char *cublasLtGetStatusString(int s) { (void)s; return \"mock status\"; }\n"
+    "int cublasLtMatmulDescCreate(Desc **d, int compute, int scale) { (void)scale; *d = calloc(1, sizeof **d); (*d)->compute = compute; return 0; }\n"
+    "int cublasLtMatmulDescDestroy(Desc *d) { free(d); return 0; }\n"
+    "int cublasLtMatmulDescSetAttribute(Desc *d, int attr, const void *buf, size_t n) {\n"
+    "  if (attr == 3 && n == 4) memcpy(&d->transa, buf, 4); else if (attr == 4 && n == 4) memcpy(&d->transb, buf, 4); else return 7; return 0; }\n"
+    "int cublasLtMatrixLayoutCreate(Layout **l, int type, uint64_t r, uint64_t c, int64_t ld) {\n"
+    "  if (ld < (int64_t)r) return 7; *l = malloc(sizeof **l); **l = (Layout){type, r, c, ld}; return 0; }\n"
+    "int cublasLtMatrixLayoutDestroy(Layout *l) { free(l); return 0; }\n"
+    "int cublasLtMatmulPreferenceCreate(Pref **p) { *p = calloc(1, sizeof **p); return 0; }\n"
+    "int cublasLtMatmulPreferenceDestroy(Pref *p) { free(p); return 0; }\n"
+    "int cublasLtMatmulPreferenceSetAttribute(Pref *p, int attr, const void *buf, size_t n) {\n"
+    "  if (attr == 1 && n == 8) memcpy(&p->ws, buf, 8); else if (attr >= 5 && attr <= 8 && n == 4) memcpy(&p->align[attr - 5], buf, 4); else return 7; return 0; }\n"
+    /* the algorithm remembers the alignment it was chosen for; a matmul on less aligned pointers fails, as on the GPU */
+    "int cublasLtMatmulAlgoGetHeuristic(void *h, Desc *d, Layout *a, Layout *b, Layout *c, Layout *dd, Pref *p, int req, uint64_t *res, int *got) {\n"
+    "  (void)h, (void)d, (void)a, (void)b, (void)c, (void)dd, (void)req; memset(res, 0, 96); res[0] = p->align[0] ? p->align[0] : 256; *got = 1; return 0; }\n"
+    "static double at(const float *m, const Layout *l, int t, uint64_t i, uint64_t j) { return t ? m[j + i * l->ld] : m[i + j * l->ld]; }\n"
+    "int cublasLtMatmul(void *h, Desc *d, const float *alpha, const float *A, Layout *al, const float *B, Layout *bl, const float *beta,\n"
+    "                   const float *C, Layout *cl, float *D, Layout *dl, const uint64_t *algo, void *ws, size_t wsn, void *stream) {\n"
+    "  (void)h, (void)C, (void)cl, (void)ws, (void)wsn, (void)stream;\n"
+    "  uint64_t need = algo[0]; if ((uintptr_t)A % need || (uintptr_t)B % need || (uintptr_t)D % need) return 14;\n"
+    "  if (d->compute != 68 || al->type || bl->type || dl->type || *beta != 0) return 15;\n"
+    "  uint64_t m = d->transa ? al->cols : al->rows, k = d->transa ? al->rows : al->cols, n = d->transb ? bl->rows : bl->cols;\n"
+    "  if ((d->transb ? bl->cols : bl->rows) != k || dl->rows != m || dl->cols != n) return 7;\n"
+    "  for (uint64_t i = 0; i < m; i++) for (uint64_t j = 0; j < n; j++) { double s = 0;\n"
+    "    for (uint64_t p = 0; p < k; p++) s += at(A, al, d->transa, i, p) * at(B, bl, d->transb, p, j);\n"
+    "    D[i + j * dl->ld] = (float)(*alpha * s); }\n"
+    "  return 0; }\n";
+
+static char *build_mock_cublaslt(void) {
+    char *dir = make_temp_dir(), *src = path_join(dir, "mock_cublaslt.c"), *so = path_join(dir, "libmock_cublaslt.so");
+    write_text(src, mock_cublaslt);
+    char *cmd = xsprintf("cc -std=c11 -O1 -fPIC -shared -o %s %s 2>%s/cc.log", so, src, dir);
+    ck_assert_msg(system(cmd) == 0, "building the stand-in cuBLASLt failed: %s", cmd);
+    free(cmd), free(src), free(dir);
+    return so;
+}
+
+static void fill(float *v, int64_t n, int64_t seed) {
+    for (int64_t i = 0; i < n; i++) v[i] = (float)((i * 37 + seed * 11) % 17 - 8) / 8.0f;
+}
+
+/* Row-major reference: y[m,n] = x[m,k] w[n,k]^T, or dw[n,k] = g[m,n]^T x[m,k]. */
+static double reference(const CudaGemm *g, const float *a, const float *b, int64_t r, int64_t c) {
+    double s = 0;
+    for (int64_t i = 0; i < (g->wgrad ? g->m : g->k); i++)
+        s += g->wgrad ? (double)a[i * g->n + r] * b[i * g->k + c] : (double)a[r * g->k + i] * b[c * g->k + i];
+    return s;
+}
+
+START_TEST(test_cublaslt_mapping_on_a_stand_in) {
+    char *so = build_mock_cublaslt();
+    Err e = {0};
+    Blaslt *b = blaslt_open(so, 0, 1 << 20, &e);
+    ck_assert_msg(b != NULL, "%s", e.msg);
+    static const int64_t shapes[][3] = {{6, 5, 3}, {1, 7, 9}, {12, 4, 4}, {3, 3, 8}};
+    for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++)
+        for (int wgrad = 0; wgrad <= 1; wgrad++)
+            for (int64_t offset = 0; offset <= 1; offset++) { /* offset 1: a grouped GEMM's 4-byte-aligned slice */
+                int64_t m = shapes[s][0], n = shapes[s][1], k = shapes[s][2];
+                int64_t na = wgrad ? m * n : m * k, nb = wgrad ? m * k : n * k, no = wgrad ? n * k : m * n;
+                float *a = xcalloc((size_t)(na + 1), 4), *bb = xcalloc((size_t)(nb + 1), 4), *out = xcalloc((size_t)(no + 1), 4);
+                fill(a + offset, na, 1), fill(bb + offset, nb, 2);
+                CudaGemm g = {wgrad, m, n, k, (CuPtr)(uintptr_t)(a + offset), (CuPtr)(uintptr_t)(bb + offset),
+                              (CuPtr)(uintptr_t)(out + offset)};
+                ck_assert_msg(blaslt_gemm(b, &g, NULL, &e) == 0, "%s", e.msg);
+                int64_t rows = wgrad ? n : m, cols = wgrad ? k : n;
+                for (int64_t r = 0; r < rows; r++)
+                    for (int64_t c = 0; c < cols; c++)
+                        ck_assert_msg(out[offset + r * cols + c] == (float)reference(&g, a + offset, bb + offset, r, c),
+                                      "%s GEMM m=%lld n=%lld k=%lld: [%lld,%lld] = %g, want %g", wgrad ? "wgrad" : "forward",
+                                      (long long)m, (long long)n, (long long)k, (long long)r, (long long)c,
+                                      out[offset + r * cols + c], reference(&g, a + offset, bb + offset, r, c));
+                free(a), free(bb), free(out);
+            }
+    blaslt_close(b);
+    memset(&e, 0, sizeof e);
+    ck_assert_ptr_null(blaslt_open("/nonexistent/libcublasLt.so", 0, 0, &e));
+    ck_assert_msg(strstr(e.msg, "need cuBLASLt") && strstr(e.msg, "/nonexistent/libcublasLt.so"), "%s", e.msg);
+    free(so);
+}
+END_TEST
+
+/* FP8 forward through cuBLASLt's block scaling, where a GPU answers. Tolerance:
+ * the interpreter sums each 128-block of E4M3 products exactly and rounds
+ * once per block; Hopper's FP8 tensor cores accumulate a block with about 14
+ * significant bits (DeepSeek-V3 report, 3.3.2) before cuBLASLt promotes it to
+ * fp32, a relative error of at most 128 * 2^-14 in the worst case and about
+ * sqrt(128) * 2^-14 = 7e-4 for these random operands: 5e-3 relative L2 catches a
+ * wrong scale layout (errors of order 1) with margin. */
+START_TEST(test_real_device_fp8_when_present) {
+    Err e = {0};
+    CudaApi *api = cuda_api_open(&e);
+    if (!api) {
+        printf("test_cuda_exec: skipping the GPU FP8 test: %s\n", e.msg);
+        return;
+    }
+    Graph *g = parse_ir_ok(
+        "v3ir 1\n%0 = input {name=\"x\"} : f32[B,T,256]\n%1, %2 = quantize %0 {tile=\"1x128\"} : e4m3[B,T,256], f32[B,T,2]\n"
+        "%3 = input {name=\"w\"} : f32[160,256]\n%4, %5 = quantize %3 {tile=\"128x128\"} : e4m3[160,256], f32[2,2]\n"
+        "%6 = fp8_matmul %1, %2, %4, %5 : f32[B,T,160]\noutput \"y\" = %6\n",
+        "fp8 gpu");
+    TensorSet feeds, want, got;
+    tset_init(&feeds);
+    feed_random_inputs(g, NULL, (InputFill){"", 0, 4}, BATCH, SEQ, 13, &feeds);
+    interpret(g, &feeds, &want);
+    InterpOptions io = {.batch = BATCH, .seq = SEQ};
+    CudaExec *x = cuda_exec_prepare(api, g, &io, &e);
+    ck_assert_msg(x != NULL, "%s", e.msg);
+    step_ok(x, &feeds, &got);
+    double err = rel_l2(tset_get(&got, "y"), tset_get(&want, "y"));
+    ck_assert_msg(err <= 5e-3, "FP8 GEMM on the GPU: relative L2 error %.3g", err);
+    tset_free(&feeds), tset_free(&want), tset_free(&got);
+    cuda_exec_free(x);
+    graph_free(g);
+}
+END_TEST
+
+/* ---- the command line and the default backend ---- */
+START_TEST(test_cli_backend_cuda_without_driver) {
+    if (cuda_gpu_present()) {
+        printf("test_cuda_exec: a GPU answers here; the missing-driver error is not reachable\n");
+        return;
+    }
+    char *dir = make_temp_dir();
+    CmdResult r = run_v3c("run models/deepseek_v3.v3 --checkpoint ../shared/golden/tiny --input "
+                          "../shared/golden/tiny/expected.safetensors --output %s/out.safetensors --backend cuda", dir);
+    assert_user_error(&r, "libcuda.so.1");
+    ck_assert_msg(strstr(r.err, "NVIDIA driver") != NULL, "%s", r.err);
+    cmd_free(&r);
+    free(dir);
+}
+END_TEST
+
+/* cuda exactly when a GPU answers, else cpu with LLVM (else interp); deciding prints nothing. */
+START_TEST(test_default_backend) {
+    char *dir = make_temp_dir(), *path = path_join(dir, "said");
+    fflush(stdout), fflush(stderr);
+    int out = dup(1), errfd = dup(2);
+    ck_assert(freopen(path, "w", stdout) != NULL);
+    dup2(1, 2);
+    const char *b = exec_default_backend();
+    fflush(stdout), fflush(stderr);
+    dup2(out, 1), dup2(errfd, 2);
+    close(out), close(errfd);
+    const char *want = cuda_gpu_present() ? "cuda" : cpu_kernels_available() ? "cpu" : "interp";
+    ck_assert_str_eq(b, want);
+    Err e = {0};
+    char *said = read_file(path, NULL, &e);
+    ck_assert_ptr_nonnull(said);
+    ck_assert_msg(said[0] == '\0', "exec_default_backend printed: %s", said);
+    free(said), free(path), free(dir);
+}
+END_TEST
+
+static Suite *suite(void) {
+    Suite *s = suite_create("cuda_exec");
+    TCase *emu = tcase_create("emulated_device");
+    tcase_set_timeout(emu, 600);
+    tcase_add_test(emu, test_tiny_forward_bit_for_bit);
+    tcase_add_test(emu, test_tiny_grads_bit_for_bit);
+    tcase_add_test(emu, test_grouped_gemms_with_empty_experts);
+    tcase_add_test(emu, test_fp8_calls_through_the_table);
+    tcase_add_test(emu, test_fp8_forms_cublaslt_cannot_express);
+    tcase_add_test(emu, test_cublaslt_mapping_on_a_stand_in);
+    tcase_add_test(emu, test_bad_token_id_is_a_clear_error);
+    tcase_add_test(emu, test_feed_errors);
+    tcase_add_test(emu, test_unplannable_graphs_refused);
+    tcase_add_test(emu, test_ep_exchange_refused);
+    suite_add_tcase(s, emu);
+    TCase *dev = tcase_create("device");
+    tcase_set_timeout(dev, 600);
+    tcase_add_test(dev, test_real_device_when_present);
+    tcase_add_test(dev, test_real_device_fp8_when_present);
+    tcase_add_test(dev, test_cli_backend_cuda_without_driver);
+    tcase_add_test(dev, test_default_backend);
+    suite_add_tcase(s, dev);
+    return s;
+}
+
+int main(void) { return run_suite(suite()); }
