@@ -6,10 +6,7 @@
 set -euo pipefail
 build=${1:-build/release}
 iters=${2:-5}
-cc -O2 -std=c11 -D_GNU_SOURCE -o "$build/cpu_vs_interp" bench/cpu_vs_interp.c \
-  "$build/libv3c_frontend.a" "$build/libv3c_passes.a" "$build/libv3c_runtime.a" "$build/codegen/libv3c_codegen.a" \
-  "$build/libv3c_ir.a" "$build/libv3c_base.a" $(llvm-config-14 --ldflags --libs core orcjit native passes) \
-  -lopenblas -lpthread -lm
+ninja -C "$build" cpu_vs_interp >/dev/null
 echo "| model | size | plan | compile | interp step | cpu step | speed-up |"
 echo "|---|---|---|---|---|---|---|"
 "$build/cpu_vs_interp" models/tiny.v3 --batch 4 --seq 64 --iters "$iters"

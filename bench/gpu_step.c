@@ -9,79 +9,20 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
-#include "../base/json.h"
-#include "../frontend/frontend.h"
-#include "../passes/autodiff.h"
-#include "../passes/passes.h"
+#include "bench_common.h"
 #include "../runtime/cuda_backend.h"
 #include "../runtime/cuda_exec.h"
 #include "../runtime/init.h"
-
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static int fail(const Err *e) {
-    fprintf(stderr, "v3c: error: %s\n", e->msg);
-    return 1;
-}
-
-static int bind_config(Program *p, const char *path, Err *e) {
-    size_t len = 0;
-    char *text = read_file(path, &len, e);
-    if (!text) return -1;
-    Json *cfg = json_parse(text, len, path, e);
-    int rc = cfg ? program_bind_config(p, cfg, e) : -1;
-    json_free(cfg);
-    free(text);
-    return rc;
-}
-
-/* The model with its backward graph, as `v3c train` prepares it (without --recompute or --fp8). */
-static Graph *build(const char *model, const char *config, Err *e) {
-    Program *p = program_parse_file(model, e);
-    if (!p) return NULL;
-    Graph *g = config && bind_config(p, config, e) ? NULL : program_lower(p, e);
-    program_free(p);
-    if (!g) return NULL;
-    const char *objective = ir_find_output(g, "total_loss") >= 0 ? "total_loss" : "loss";
-    PipelineOptions sweep = {.passes = "dce,verify"};
-    if (autodiff_graph(g, objective, e) || run_pipeline(g, &sweep, e)) {
-        graph_free(g);
-        return NULL;
-    }
-    return g;
-}
-
-static void feed_ids(int64_t b, int64_t t, TensorSet *feeds) {
-    int64_t shape[2] = {b, t};
-    Tensor *ids = tensor_new(DT_I64, 2, shape);
-    for (int64_t i = 0; i < ids->numel; i++) ((int64_t *)ids->data)[i] = (i * 7919) % 97;
-    tset_put(feeds, "input_ids", ids);
-}
-
-static int by_value(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double median(double *v, int n) {
-    qsort(v, (size_t)n, sizeof *v, by_value);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
 
 /* One untimed step first: the first launches load modules lazily and warm cuBLASLt's heuristics. */
 static int time_steps(CudaExec *x, const TensorSet *feeds, int iters, double *wall, double *device, Err *e) {
     for (int i = -1; i < iters; i++) {
         TensorSet out;
         tset_init(&out);
-        double t0 = now();
+        double t0 = bench_now();
         int rc = cuda_exec_step(x, feeds, &out, e);
-        double t1 = now();
+        double t1 = bench_now();
         tset_free(&out);
         if (rc) return -1;
         if (i >= 0) wall[i] = t1 - t0, device[i] = 1e-3 * cuda_exec_stats(x).last_step_ms;
@@ -102,25 +43,25 @@ int main(int argc, char **argv) {
     if (iters < 1) iters = 1;
     Err e = {0};
     CudaApi *api = cuda_api_open(&e);
-    if (!api) return fail(&e);
+    if (!api) return bench_fail(&e);
     const char *device = api->what;
-    Graph *g = build(model, config, &e);
-    if (!g) return fail(&e);
+    Graph *g = bench_training_graph(model, config, NULL, &e);
+    if (!g) return bench_fail(&e);
     TensorSet feeds;
     tset_init(&feeds);
     InitOptions io = {.seed = 1, .std = 0.02};
-    if (init_params(g, &io, &feeds, &e)) return fail(&e);
-    feed_ids(b, t, &feeds);
+    if (init_params(g, &io, &feeds, &e)) return bench_fail(&e);
+    bench_feed_ids(b, t, &feeds);
     InterpOptions opt = {.batch = b, .seq = t};
     char what[320];
     snprintf(what, sizeof what, "%s", device);
-    double t0 = now();
+    double t0 = bench_now();
     CudaExec *x = cuda_exec_prepare(api, g, &opt, &e);
-    if (!x) return fail(&e);
-    double prepare = now() - t0;
+    if (!x) return bench_fail(&e);
+    double prepare = bench_now() - t0;
     double *wall = xcalloc((size_t)iters, sizeof(double)), *dev = xcalloc((size_t)iters, sizeof(double));
-    if (time_steps(x, &feeds, iters, wall, dev, &e)) return fail(&e);
-    double tw = median(wall, iters), td = median(dev, iters), tokens = (double)(b * t);
+    if (time_steps(x, &feeds, iters, wall, dev, &e)) return bench_fail(&e);
+    double tw = bench_median(wall, iters), td = bench_median(dev, iters), tokens = (double)(b * t);
     CudaExecStats s = cuda_exec_stats(x);
     printf("{\"engine\":\"v3c-cuda\",\"device\":\"%s\",\"batch\":%lld,\"seq\":%lld,\"prepare_s\":%.3f,"
            "\"kernels\":%lld,\"compiled\":%lld,\"cached\":%lld,\"launches\":%lld,\"library_calls\":%lld,"

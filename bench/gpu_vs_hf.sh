@@ -3,7 +3,7 @@
 # same config (../shared/bench/bench_config.json) and the same tokens (B=4, T=1024):
 # training throughput, forward + backward, in tokens/s, and their ratio.
 #   bench/gpu_vs_hf.sh [BUILD_DIR] [ITERS]   (default build/release, 5; run from the repository root)
-# It builds BUILD_DIR (Release) when it has no v3c, compiles bench/gpu_step.c against it, runs
+# It builds v3c and gpu_step (bench/gpu_step.c) in BUILD_DIR (Release), runs
 #   gpu_step models/deepseek_v3.v3 --config CONFIG --batch 4 --seq 1024    (v3c, fp32, no optimizer)
 #   python3 ../shared/bench/hf_peer.py CONFIG --batch 4 --seq 1024           (torch, bf16, no optimizer)
 #   v3c train models/deepseek_v3.v3 --config CONFIG --batch 4 --seq 1024 --backend cuda --steps 3
@@ -28,15 +28,8 @@ fi
 [ -f "$config" ] || die "missing $config"
 [ -f "$peer" ] || die "missing $peer"
 
-if [ ! -x "$build/v3c" ]; then
-  cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
-  ninja -C "$build" v3c >/dev/null
-fi
-llvm_libs=$(grep -o '\-lLLVM[^ ]*' "$build/build.ninja" | sort -u | tr '\n' ' ' || true)
-mpi_libs=$(pkg-config --libs ompi-c 2>/dev/null || true)
-cc -O2 -std=c11 -D_GNU_SOURCE -o "$build/gpu_step" bench/gpu_step.c \
-  -Wl,--start-group $(find "$build" -name 'libv3c_*.a' | tr '\n' ' ') -Wl,--end-group \
-  $llvm_libs -lopenblas $mpi_libs -ldl -lpthread -lm
+cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
+ninja -C "$build" v3c gpu_step >/dev/null
 
 tmp=$(mktemp -d)
 "$build/gpu_step" models/deepseek_v3.v3 --config "$config" --batch $batch --seq $seq --iters "$iters" >"$tmp/v3c.json" ||

@@ -1,0 +1,65 @@
+#include "bench_common.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+
+#include "../base/json.h"
+#include "../frontend/frontend.h"
+#include "../passes/autodiff.h"
+#include "../passes/passes.h"
+
+double bench_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+int bench_fail(const Err *e) {
+    fprintf(stderr, "v3c: error: %s\n", e->msg);
+    return 1;
+}
+
+static int bind_config(Program *p, const char *path, Err *e) {
+    size_t len = 0;
+    char *text = read_file(path, &len, e);
+    if (!text) return -1;
+    Json *cfg = json_parse(text, len, path, e);
+    int rc = cfg ? program_bind_config(p, cfg, e) : -1;
+    json_free(cfg);
+    free(text);
+    return rc;
+}
+
+Graph *bench_training_graph(const char *model, const char *config, const char *sets, Err *e) {
+    Program *p = program_parse_file(model, e);
+    if (!p) return NULL;
+    int bad = (config && bind_config(p, config, e)) || (sets && program_bind_sets(p, sets, e));
+    Graph *g = bad ? NULL : program_lower(p, e);
+    program_free(p);
+    if (!g) return NULL;
+    const char *objective = ir_find_output(g, "total_loss") >= 0 ? "total_loss" : "loss";
+    PipelineOptions sweep = {.passes = "dce,verify"};
+    if (autodiff_graph(g, objective, e) || run_pipeline(g, &sweep, e)) {
+        graph_free(g);
+        return NULL;
+    }
+    return g;
+}
+
+void bench_feed_ids(int64_t b, int64_t t, TensorSet *feeds) {
+    int64_t shape[2] = {b, t};
+    Tensor *ids = tensor_new(DT_I64, 2, shape);
+    for (int64_t i = 0; i < ids->numel; i++) ((int64_t *)ids->data)[i] = (i * 7919) % 97;
+    tset_put(feeds, "input_ids", ids);
+}
+
+static int by_value(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+double bench_median(double *v, int n) {
+    qsort(v, (size_t)n, sizeof *v, by_value);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}

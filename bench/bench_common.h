@@ -1,0 +1,19 @@
+/* What the step benchmarks share: the training graph as `v3c train` builds it,
+ * a fixed batch of token ids, the clock and the median. */
+#ifndef V3C_BENCH_COMMON_H
+#define V3C_BENCH_COMMON_H
+
+#include "../ir/interp.h"
+
+double bench_now(void);
+/* Prints "v3c: error: ..." and returns 1 (a benchmark's exit status). */
+int bench_fail(const Err *e);
+/* The model (hyperparameters from a config.json and/or --set, either may be
+ * NULL) with the backward graph of its objective, without --recompute or --fp8. */
+Graph *bench_training_graph(const char *model, const char *config, const char *sets, Err *e);
+/* input_ids [b, t], the same tokens every run. */
+void bench_feed_ids(int64_t b, int64_t t, TensorSet *feeds);
+/* Sorts v. */
+double bench_median(double *v, int n);
+
+#endif
