@@ -515,7 +515,10 @@ static int mpi_driver(int argc, char **argv) {
     for (int step = 0; all_ok && step < DRIVER_STEPS; step++) all_ok = driver_step(&d, step, microbatches, &err) == 1;
     if (!all_ok && err.set) fprintf(stderr, "rank %d: %s\n", comm_rank(d.comm), err.msg);
     /* Wait (bounded) for the others, so each rank reports its own outcome
-     * instead of mpirun killing the ranks still waiting on one that failed. */
+     * instead of mpirun killing the ranks still waiting on one that failed.
+     * A rank that failed first waits longer than the others' own timeout: they
+     * may have started waiting on it after it failed. */
+    if (!all_ok) comm_set_timeout(d.comm, 3 * comm_timeout(d.comm));
     Err ignored = {0};
     comm_barrier(d.comm, &ignored);
     if (all_ok) printf("rank %d: pipeline ok\n", comm_rank(d.comm));
