@@ -2,12 +2,14 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #include "../base/json.h"
 #include "../frontend/frontend.h"
 #include "../passes/autodiff.h"
 #include "../passes/passes.h"
+#include "../runtime/init.h"
 
 double bench_now(void) {
     struct timespec ts;
@@ -62,4 +64,25 @@ static int by_value(const void *a, const void *b) {
 double bench_median(double *v, int n) {
     qsort(v, (size_t)n, sizeof *v, by_value);
     return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+void bench_parse_args(int argc, char **argv, BenchArgs *a) {
+    if (argc > 1) a->model = argv[1];
+    for (int i = 2; i + 1 < argc; i += 2) {
+        if (!strcmp(argv[i], "--config")) a->config = argv[i + 1];
+        else if (!strcmp(argv[i], "--set")) a->sets = argv[i + 1];
+        else if (!strcmp(argv[i], "--batch")) a->batch = atoll(argv[i + 1]);
+        else if (!strcmp(argv[i], "--seq")) a->seq = atoll(argv[i + 1]);
+        else if (!strcmp(argv[i], "--iters")) a->iters = atoi(argv[i + 1]);
+    }
+    if (a->iters < 1) a->iters = 1;
+}
+
+int bench_setup(const BenchArgs *a, Graph **g, TensorSet *feeds, Err *e) {
+    tset_init(feeds);
+    if (!(*g = bench_training_graph(a->model, a->config, a->sets, e))) return -1;
+    InitOptions io = {.seed = 1, .std = 0.02};
+    if (init_params(*g, &io, feeds, e)) return -1;
+    bench_feed_ids(a->batch, a->seq, feeds);
+    return 0;
 }

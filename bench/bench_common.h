@@ -16,4 +16,15 @@ void bench_feed_ids(int64_t b, int64_t t, TensorSet *feeds);
 /* Sorts v. */
 double bench_median(double *v, int n);
 
+/* A step benchmark's command line: MODEL [--config F] [--set k=v,...] [--batch B] [--seq T] [--iters N]. */
+typedef struct BenchArgs {
+    const char *model, *config, *sets;
+    int64_t batch, seq;
+    int iters;
+} BenchArgs;
+/* Defaults in *a are kept for what argv does not give; iters at least 1. */
+void bench_parse_args(int argc, char **argv, BenchArgs *a);
+/* The training graph of a's model and its feeds: seeded weights and the token ids. */
+int bench_setup(const BenchArgs *a, Graph **g, TensorSet *feeds, Err *e);
+
 #endif

@@ -10,7 +10,6 @@
 
 #include "bench_common.h"
 #include "../runtime/cpu_backend.h"
-#include "../runtime/init.h"
 
 typedef struct Timings {
     double *interp, *cpu;
@@ -33,24 +32,14 @@ static int time_steps(const Graph *g, const CpuPlan *plan, const TensorSet *feed
 }
 
 int main(int argc, char **argv) {
-    const char *model = argc > 1 ? argv[1] : "models/tiny.v3", *sets = NULL;
-    int64_t b = 4, t = 64;
-    int iters = 5;
-    for (int i = 2; i + 1 < argc; i += 2) {
-        if (!strcmp(argv[i], "--set")) sets = argv[i + 1];
-        else if (!strcmp(argv[i], "--batch")) b = atoll(argv[i + 1]);
-        else if (!strcmp(argv[i], "--seq")) t = atoll(argv[i + 1]);
-        else if (!strcmp(argv[i], "--iters")) iters = atoi(argv[i + 1]);
-    }
-    if (iters < 1) iters = 1;
+    BenchArgs a = {.model = "models/tiny.v3", .batch = 4, .seq = 64, .iters = 5};
+    bench_parse_args(argc, argv, &a);
+    int64_t b = a.batch, t = a.seq;
+    int iters = a.iters;
     Err e = {0};
-    Graph *g = bench_training_graph(model, NULL, sets, &e);
-    if (!g) return bench_fail(&e);
+    Graph *g;
     TensorSet feeds;
-    tset_init(&feeds);
-    InitOptions io = {.seed = 1, .std = 0.02};
-    if (init_params(g, &io, &feeds, &e)) return bench_fail(&e);
-    bench_feed_ids(b, t, &feeds);
+    if (bench_setup(&a, &g, &feeds, &e)) return bench_fail(&e);
     InterpOptions opt = {.batch = b, .seq = t};
     double t0 = bench_now();
     CpuPlan *plan = cpu_plan_build(g, &opt, NULL, &e);
@@ -62,7 +51,7 @@ int main(int argc, char **argv) {
     CpuPlanStats s = cpu_plan_stats(plan);
     printf("| %s %s | B=%lld T=%lld | %zu nodes: %d fused in %d groups (%d kernels), %d gemm, %d native, %d interp | %.2f s | "
            "%.1f ms (%.0f tok/s) | %.1f ms (%.0f tok/s) | %.1fx |\n",
-           model, sets ? sets : "", (long long)b, (long long)t, g->nodes.len, s.fused_nodes, s.groups, s.kernels,
+           a.model, a.sets ? a.sets : "", (long long)b, (long long)t, g->nodes.len, s.fused_nodes, s.groups, s.kernels,
            s.gemm_nodes, s.native_nodes, s.interp_nodes, compile, 1e3 * ti, tokens / ti, 1e3 * tc, tokens / tc, ti / tc);
     free(tm.interp), free(tm.cpu);
     cpu_plan_free(plan);

@@ -13,7 +13,6 @@
 #include "bench_common.h"
 #include "../runtime/cuda_backend.h"
 #include "../runtime/cuda_exec.h"
-#include "../runtime/init.h"
 
 /* One untimed step first: the first launches load modules lazily and warm cuBLASLt's heuristics. */
 static int time_steps(CudaExec *x, const TensorSet *feeds, int iters, double *wall, double *device, Err *e) {
@@ -31,27 +30,17 @@ static int time_steps(CudaExec *x, const TensorSet *feeds, int iters, double *wa
 }
 
 int main(int argc, char **argv) {
-    const char *model = argc > 1 ? argv[1] : "models/deepseek_v3.v3", *config = NULL;
-    int64_t b = 4, t = 1024;
-    int iters = 5;
-    for (int i = 2; i + 1 < argc; i += 2) {
-        if (!strcmp(argv[i], "--config")) config = argv[i + 1];
-        else if (!strcmp(argv[i], "--batch")) b = atoll(argv[i + 1]);
-        else if (!strcmp(argv[i], "--seq")) t = atoll(argv[i + 1]);
-        else if (!strcmp(argv[i], "--iters")) iters = atoi(argv[i + 1]);
-    }
-    if (iters < 1) iters = 1;
+    BenchArgs a = {.model = "models/deepseek_v3.v3", .batch = 4, .seq = 1024, .iters = 5};
+    bench_parse_args(argc, argv, &a);
+    int64_t b = a.batch, t = a.seq;
+    int iters = a.iters;
     Err e = {0};
     CudaApi *api = cuda_api_open(&e);
     if (!api) return bench_fail(&e);
     const char *device = api->what;
-    Graph *g = bench_training_graph(model, config, NULL, &e);
-    if (!g) return bench_fail(&e);
+    Graph *g;
     TensorSet feeds;
-    tset_init(&feeds);
-    InitOptions io = {.seed = 1, .std = 0.02};
-    if (init_params(g, &io, &feeds, &e)) return bench_fail(&e);
-    bench_feed_ids(b, t, &feeds);
+    if (bench_setup(&a, &g, &feeds, &e)) return bench_fail(&e);
     InterpOptions opt = {.batch = b, .seq = t};
     char what[320];
     snprintf(what, sizeof what, "%s", device);
