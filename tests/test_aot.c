@@ -184,12 +184,6 @@ static char *log_without_timing(const char *path) {
     return buf_take(&b);
 }
 
-static void expect_same_file(const char *a, const char *b) {
-    char *cmd = xsprintf("cmp -s %s %s", a, b);
-    ck_assert_msg(system(cmd) == 0, "%s and %s differ", a, b);
-    free(cmd);
-}
-
 /* launch of `aot ARGS` equals `train ARGS` in the same layout: the same stage
  * graphs, weights and order of work, so logs and checkpoints bit for bit. */
 static void expect_launch_equals_train(int np, const char *args) {
@@ -205,12 +199,7 @@ static void expect_launch_equals_train(int np, const char *args) {
     char *l1 = log_without_timing(la), *l2 = log_without_timing(tr);
     ck_assert_str_eq(l1, l2);
     static const char *const files[] = {"model.safetensors", "train_state.safetensors", "train_state.json", "config.json"};
-    for (int i = 0; i < 4; i++) {
-        char *fa = path_join(ca, files[i]), *ft = path_join(ct, files[i]);
-        expect_same_file(fa, ft);
-        free(fa);
-        free(ft);
-    }
+    expect_same_files(ca, ct, files, 4);
     cmd_free(&r1);
     cmd_free(&r2);
     free(l1), free(l2), free(a1), free(a2), free(la), free(tr), free(ca), free(ct), free(dir), free(bundle);
@@ -240,11 +229,7 @@ START_TEST(test_launch_resume) {
     ck_assert_msg(r.status == 0, "%s", r.err);
     cmd_free(&r);
     static const char *const files[] = {"model.safetensors", "train_state.safetensors"};
-    for (int i = 0; i < 2; i++) {
-        char *a = path_join(c3, files[i]), *b = path_join(resumed, files[i]);
-        expect_same_file(a, b);
-        free(a), free(b);
-    }
+    expect_same_files(c3, resumed, files, 2);
     free(c2), free(c3), free(resumed), free(dir), free(bundle);
 }
 END_TEST

@@ -119,18 +119,7 @@ static void expect_identical_log(const StepLog *a, const StepLog *b, int steps) 
 /* Byte for byte: the weights and the optimizer state. */
 static void expect_identical_checkpoint(const char *dir_a, const char *dir_b) {
     static const char *const files[] = {"model.safetensors", "train_state.safetensors"};
-    for (size_t i = 0; i < sizeof files / sizeof *files; i++) {
-        char *pa = path_join(dir_a, files[i]), *pb = path_join(dir_b, files[i]);
-        Err e = {0};
-        size_t na = 0, nb = 0;
-        char *a = read_file(pa, &na, &e), *b = a ? read_file(pb, &nb, &e) : NULL;
-        ck_assert_msg(a && b, "%s", e.msg);
-        ck_assert_msg(na == nb && memcmp(a, b, na) == 0, "%s and %s differ", pa, pb);
-        free(a);
-        free(b);
-        free(pa);
-        free(pb);
-    }
+    expect_same_files(dir_a, dir_b, files, 2);
 }
 
 /* Relative L2 over every f32 tensor of FILE whose name starts with prefix; *worst: of the worst tensor. */

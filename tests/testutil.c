@@ -73,6 +73,21 @@ CmdResult run_mpirun_v3c(int np, const char *env, const char *mpirun_opts, const
     return r;
 }
 
+void expect_same_files(const char *dir_a, const char *dir_b, const char *const *names, int n) {
+    for (int i = 0; i < n; i++) {
+        char *pa = path_join(dir_a, names[i]), *pb = path_join(dir_b, names[i]);
+        Err e = {0};
+        size_t na = 0, nb = 0;
+        char *a = read_file(pa, &na, &e), *b = a ? read_file(pb, &nb, &e) : NULL;
+        ck_assert_msg(a && b, "%s", e.msg);
+        ck_assert_msg(na == nb && memcmp(a, b, na) == 0, "%s and %s differ", pa, pb);
+        free(a);
+        free(b);
+        free(pa);
+        free(pb);
+    }
+}
+
 void cmd_free(CmdResult *r) {
     free(r->out);
     free(r->err);

@@ -23,6 +23,9 @@ CmdResult run_mpirun_v3c(int np, const char *env, const char *mpirun_opts, const
 /* 1 (and a line saying what is skipped) when mpirun is not on PATH. */
 int skip_without_mpirun(const char *what);
 
+/* Asserts that dir_a/NAME and dir_b/NAME hold the same bytes for each of the n names. */
+void expect_same_files(const char *dir_a, const char *dir_b, const char *const *names, int n);
+
 /* Asserts exit 1 with exactly one "v3c: error: " line on stderr containing every needle. */
 void assert_user_error(const CmdResult *r, const char *needle);
 
