@@ -132,7 +132,7 @@ typedef struct Reader {
 static const Json *field(Reader *r, const Json *obj, const char *key, JsonKind kind) {
     const Json *j = json_get(obj, key);
     if (!j || j->kind != kind) {
-        err_set(r->err, "%s: '%s' is missing or not a %s", r->what, key, json_kind_name(kind));
+        err_set(r->err, "%s: '%s' is missing or not a JSON %s", r->what, key, json_kind_name(kind));
         return NULL;
     }
     return j;
@@ -195,9 +195,9 @@ static int read_activations(Reader *r, const Json *m, Bundle *b) {
                        (long long)b->layout.pp);
     b->activation_bytes = xcalloc(ranks->len + 1, sizeof(int64_t));
     for (size_t i = 0; i < ranks->len; i++) {
-        const Json *mem = ranks->items[i]->kind == JSON_OBJECT ? field(r, ranks->items[i], "memory", JSON_OBJECT) : NULL;
-        if (!mem) return ranks->items[i]->kind == JSON_OBJECT ? -1 : err_set(r->err, "%s: 'pipe_ranks' holds a non-object", r->what);
-        if (int_field(r, mem, "activation_bytes", 0, INT64_MAX, &b->activation_bytes[i])) return -1;
+        /* field() on a non-object finds no key and says so */
+        const Json *mem = field(r, ranks->items[i], "memory", JSON_OBJECT);
+        if (!mem || int_field(r, mem, "activation_bytes", 0, INT64_MAX, &b->activation_bytes[i])) return -1;
     }
     return 0;
 }
