@@ -69,4 +69,8 @@ float f16_to_float(uint16_t h) {
 }
 
 float round_to_bf16(float f) { return bf16_to_float(float_to_bf16(f)); }
+
+void round_to_bf16_array(float *x, int64_t n) {
+    for (int64_t i = 0; i < n; i++) x[i] = round_to_bf16(x[i]);
+}
 float round_to_f16(float f) { return f16_to_float(float_to_f16(f)); }

@@ -19,6 +19,8 @@ float f16_to_float(uint16_t h);
 
 /* The nearest bf16 / f16 value, as a float. */
 float round_to_bf16(float f);
+/* round_to_bf16 on every element in place (one call per tensor: the rounding inlined). */
+void round_to_bf16_array(float *x, int64_t n);
 float round_to_f16(float f);
 
 #endif

@@ -99,6 +99,10 @@ static int reduction_expr(KernelDesc *k, OpKind op, int x) {
     return binary(k, K_DIV, KS_ROW, s, push(k, (KExpr){.op = K_CONST, .space = KS_ROW, .value = (double)k->cols}));
 }
 
+/* A float held as float either way: to bf16 rounds it onto bf16's grid, to f32 keeps it
+ * (ir/fusion.c admits only casts between f32 and bf16). */
+static KOp cast_kop(const Graph *g, const Node *n) { return ir_type(g, n->out[0])->dtype == DT_BF16 ? K_BF16 : K_F32; }
+
 static int node_expr(Builder *bd, const Node *n, Err *err) {
     int64_t out[IR_MAX_RANK];
     const Type *ty = ir_type(bd->g, n->out[0]);
@@ -117,6 +121,7 @@ static int node_expr(Builder *bd, const Node *n, Err *err) {
     int e;
     if (n->op == OP_SOFTMAX) e = softmax_expr(k, a[0]);
     else if (is_reduction(n->op)) e = reduction_expr(k, n->op, a[0]);
+    else if (n->op == OP_CAST) e = unary(k, cast_kop(bd->g, n), space, a[0]);
     else e = push(k, (KExpr){.op = kop_of[n->op], .space = space, .args = {a[0], a[1], a[2]}});
     return unary(k, K_F32, k->exprs.data[e].space, e);
 }

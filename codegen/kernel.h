@@ -16,6 +16,7 @@ typedef enum KOp {
     K_LOAD,  /* buffer element at (row offset + col * cstride) */
     K_CONST, /* a compile-time double */
     K_F32,   /* round to float and back */
+    K_BF16,  /* round a float to the nearest bf16 (ties to even, NaN stays NaN) and back: cast to bf16 */
     /* unary */
     K_NEG, K_EXP, K_LOG, K_SQRT, K_RSQRT, K_RECIP, K_ABS, K_SIGMOID, K_SILU,
     /* binary */

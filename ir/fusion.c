@@ -72,7 +72,7 @@ static int sums_rows(const Graph *g, const Node *n) {
 }
 static int softmax_last_axis(const Graph *g, const Node *n) { return on_last_axis(g, n, -1); }
 
-enum { RULE_MAX_OPS = 16 };
+enum { RULE_MAX_OPS = 17 };
 typedef enum Seed { SEED_OUTPUT, SEED_INPUT } Seed; /* which value sets a new group's shape */
 
 typedef struct FuseRule {
@@ -86,7 +86,7 @@ typedef struct FuseRule {
 static const FuseRule rules[] = {
     {"elementwise",
      {OP_NEG, OP_EXP, OP_LOG, OP_SQRT, OP_RSQRT, OP_RECIP, OP_ABS, OP_SIGMOID, OP_SILU, OP_ADD, OP_SUB, OP_MUL, OP_DIV,
-      OP_MAXIMUM, OP_MINIMUM, OP_WHERE},
+      OP_MAXIMUM, OP_MINIMUM, OP_WHERE, OP_CAST},
      NULL, fits_elementwise, SEED_OUTPUT},
     {"row reduction", {OP_SUM, OP_MEAN, OP_MAX}, reduces_last_axis, fits_row_op, SEED_INPUT},
     {"softmax", {OP_SOFTMAX}, softmax_last_axis, fits_row_op, SEED_OUTPUT},
@@ -97,10 +97,19 @@ enum { RULE_COUNT = sizeof rules / sizeof rules[0] };
 int ir_fusion_rule_count(void) { return RULE_COUNT; }
 const char *ir_fusion_rule_name(int i) { return i >= 0 && i < RULE_COUNT ? rules[i].name : NULL; }
 
-static int all_f32(const Graph *g, const Node *n) {
+/* Kernels hold values as float and compute in double, rounding to float after each op: so f32
+ * throughout, and casts between f32 and bf16 (the bf16 pass's), whose bf16 side is a float on
+ * bf16's grid. Other bf16 arithmetic would need a bf16 rounding after every op. */
+static int fusible_dtypes(const Graph *g, const Node *n) {
+    DType in = ir_type(g, n->in[0])->dtype, out = ir_type(g, n->out[0])->dtype;
+    if (n->op == OP_CAST) return (in == DT_F32 || in == DT_BF16) && (out == DT_F32 || out == DT_BF16);
     for (int k = 0; k < n->nin; k++)
         if (ir_type(g, n->in[k])->dtype != DT_F32) return 0;
-    return n->nout == 1 && ir_type(g, n->out[0])->dtype == DT_F32 && ir_type(g, n->out[0])->rank >= 1;
+    return out == DT_F32;
+}
+
+static int fusible_types(const Graph *g, const Node *n) {
+    return n->nin >= 1 && n->nout == 1 && fusible_dtypes(g, n) && ir_type(g, n->out[0])->rank >= 1;
 }
 
 static int pattern_matches(const FuseRule *r, const Graph *g, const Node *n) {
@@ -110,7 +119,7 @@ static int pattern_matches(const FuseRule *r, const Graph *g, const Node *n) {
 }
 
 static const FuseRule *rule_for(const Graph *g, const Node *n) {
-    if (!all_f32(g, n)) return NULL;
+    if (!fusible_types(g, n)) return NULL;
     for (int i = 0; i < RULE_COUNT; i++)
         if (pattern_matches(&rules[i], g, n)) return &rules[i];
     return NULL;

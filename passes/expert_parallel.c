@@ -7,6 +7,7 @@
 #include <stdlib.h>
 
 #include "passes.h"
+#include "rebuild.h"
 
 /* dce's entry point (passes/dce.c); it ignores its context. */
 int pass_dce(Graph *g, PassContext *ctx, Err *err);
@@ -19,10 +20,8 @@ typedef struct EpLayer {
 } EpLayer;
 
 typedef struct Rewrite {
-    const Graph *old;
-    Graph *g;
+    GraphRebuild b;
     const EpOptions *opt;
-    ValueId *map;    /* old value -> new value */
     int32_t *origin; /* old value -> the EpLayer whose expert rows it holds, -1 for none */
     VEC(EpLayer) layers;
 } Rewrite;
@@ -36,7 +35,7 @@ int ep_capacity(Dim tokens, int64_t k, int64_t local_experts, int ranks, Dim *ou
 static const Node *producer(const Graph *g, ValueId v) { return &g->nodes.data[g->values.data[v].node]; }
 
 static int emit_dispatch(Rewrite *r, const Node *n, int64_t local, ValueId xd[2], ValueId out[3], Err *err) {
-    const Type *idx = ir_type(r->old, n->in[1]);
+    const Type *idx = ir_type(r->b.old, n->in[1]);
     Dim tokens = dim_const(1), capacity;
     if (idx->rank < 1 || !dim_is_const(idx->dims[idx->rank - 1]))
         return err_set(err, "expert_parallel: moe_dispatch in %s needs indices [..., K] with a constant K", n->scope);
@@ -47,7 +46,7 @@ static int emit_dispatch(Rewrite *r, const Node *n, int64_t local, ValueId xd[2]
                                                  r->opt->ranks, &capacity, err))
         return -1;
     Attr a[3] = {attr_dims("capacity", 1, &capacity), attr_int("ranks", r->opt->ranks), attr_int("fp8", 1)};
-    return ir_emit(r->g, OP_EP_DISPATCH, xd, 2, a, r->opt->fp8_dispatch ? 3 : 2, out, err) < 0 ? -1 : 0;
+    return ir_emit(r->b.g, OP_EP_DISPATCH, xd, 2, a, r->opt->fp8_dispatch ? 3 : 2, out, err) < 0 ? -1 : 0;
 }
 
 /* moe_dispatch, then ep_dispatch of its rows to the experts' ranks. */
@@ -56,22 +55,22 @@ static int rewrite_dispatch(Rewrite *r, const Node *n, Err *err) {
     if (experts % r->opt->ranks)
         return err_set(err, "expert_parallel: %lld experts do not split evenly over %d ranks", (long long)experts,
                        r->opt->ranks);
-    ValueId in[2] = {r->map[n->in[0]], r->map[n->in[1]]}, xd[2], ep[3];
-    if (ir_emit(r->g, OP_MOE_DISPATCH, in, 2, n->attrs, n->nattrs, xd, err) < 0 ||
+    ValueId in[2] = {r->b.map[n->in[0]], r->b.map[n->in[1]]}, xd[2], ep[3];
+    if (ir_emit(r->b.g, OP_MOE_DISPATCH, in, 2, n->attrs, n->nattrs, xd, err) < 0 ||
         emit_dispatch(r, n, experts / r->opt->ranks, xd, ep, err))
         return -1;
-    EpLayer layer = {xd[1], ep[1], ep[2], ir_type(r->old, n->out[0])->dims[0]};
+    EpLayer layer = {xd[1], ep[1], ep[2], ir_type(r->b.old, n->out[0])->dims[0]};
     r->origin[n->out[0]] = (int32_t)r->layers.len;
     VEC_PUSH(r->layers, layer);
-    r->map[n->out[0]] = ep[0];
-    r->map[n->out[1]] = xd[1];
+    r->b.map[n->out[0]] = ep[0];
+    r->b.map[n->out[1]] = xd[1];
     return 0;
 }
 
 /* This rank's slice of a stack of per-expert weights. */
 static ValueId local_experts(Rewrite *r, const Node *n, ValueId old_w, Err *err) {
-    const Node *stack = producer(r->old, old_w);
-    int64_t experts = dim_const_value(ir_type(r->old, n->in[1])->dims[0]);
+    const Node *stack = producer(r->b.old, old_w);
+    int64_t experts = dim_const_value(ir_type(r->b.old, n->in[1])->dims[0]);
     if (stack->op != OP_STACK || stack->nin != experts) {
         err_set(err,
                 "expert_parallel: grouped_linear in %s: the expert weights must be a stack of %lld per-expert "
@@ -81,15 +80,15 @@ static ValueId local_experts(Rewrite *r, const Node *n, ValueId old_w, Err *err)
     }
     int64_t local = experts / r->opt->ranks, first = r->opt->rank * local;
     ValueId *in = xmalloc(sizeof(ValueId) * (size_t)local), out;
-    for (int64_t j = 0; j < local; j++) in[j] = r->map[stack->in[first + j]];
-    int rc = ir_emit(r->g, OP_STACK, in, (int)local, NULL, 0, &out, err);
+    for (int64_t j = 0; j < local; j++) in[j] = r->b.map[stack->in[first + j]];
+    int rc = ir_emit(r->b.g, OP_STACK, in, (int)local, NULL, 0, &out, err);
     free(in);
     return rc < 0 ? -1 : out;
 }
 
 static int rewrite_grouped(Rewrite *r, const Node *n, int32_t layer, Err *err) {
-    ValueId in[3] = {r->map[n->in[0]], r->layers.data[layer].lcounts, local_experts(r, n, n->in[2], err)};
-    if (in[2] < 0 || ir_emit(r->g, OP_GROUPED_LINEAR, in, 3, NULL, 0, &r->map[n->out[0]], err) < 0) return -1;
+    ValueId in[3] = {r->b.map[n->in[0]], r->layers.data[layer].lcounts, local_experts(r, n, n->in[2], err)};
+    if (in[2] < 0 || ir_emit(r->b.g, OP_GROUPED_LINEAR, in, 3, NULL, 0, &r->b.map[n->out[0]], err) < 0) return -1;
     r->origin[n->out[0]] = layer;
     return 0;
 }
@@ -98,10 +97,10 @@ static int rewrite_grouped(Rewrite *r, const Node *n, int32_t layer, Err *err) {
 static int rewrite_combine(Rewrite *r, const Node *n, int32_t layer, Err *err) {
     EpLayer *l = &r->layers.data[layer];
     Attr a[2] = {attr_int("ranks", r->opt->ranks), attr_dims("rows", 1, &l->rows)};
-    ValueId in[3] = {r->map[n->in[0]], l->plan, l->counts}, yd;
-    if (ir_emit(r->g, OP_EP_COMBINE, in, 3, a, 2, &yd, err) < 0) return -1;
-    ValueId cin[3] = {yd, r->map[n->in[1]], r->map[n->in[2]]};
-    return ir_emit(r->g, OP_MOE_COMBINE, cin, 3, n->attrs, n->nattrs, &r->map[n->out[0]], err) < 0 ? -1 : 0;
+    ValueId in[3] = {r->b.map[n->in[0]], l->plan, l->counts}, yd;
+    if (ir_emit(r->b.g, OP_EP_COMBINE, in, 3, a, 2, &yd, err) < 0) return -1;
+    ValueId cin[3] = {yd, r->b.map[n->in[1]], r->b.map[n->in[2]]};
+    return ir_emit(r->b.g, OP_MOE_COMBINE, cin, 3, n->attrs, n->nattrs, &r->b.map[n->out[0]], err) < 0 ? -1 : 0;
 }
 
 /* Ops that may run on expert rows: row-wise, and zero on the zero padding rows
@@ -121,9 +120,9 @@ static int rewrite_rowwise(Rewrite *r, const Node *n, int32_t layer, Err *err) {
         if (r->origin[n->in[i]] != layer)
             return err_set(err, "expert_parallel: %s in %s mixes expert rows with other values", op_info(n->op)->name,
                            n->scope);
-        in[i] = r->map[n->in[i]];
+        in[i] = r->b.map[n->in[i]];
     }
-    if (ir_emit(r->g, n->op, in, n->nin, n->attrs, n->nattrs, &r->map[n->out[0]], err) < 0) return -1;
+    if (ir_emit(r->b.g, n->op, in, n->nin, n->attrs, n->nattrs, &r->b.map[n->out[0]], err) < 0) return -1;
     r->origin[n->out[0]] = layer;
     return 0;
 }
@@ -144,53 +143,28 @@ static int rewrite_expert_reader(Rewrite *r, const Node *n, int32_t layer, Err *
                    op_info(n->op)->name, n->scope);
 }
 
-static int copy_node(Rewrite *r, const Node *n, Err *err) {
-    if (n->op == OP_PARAM || n->op == OP_INPUT) {
-        const char *name = node_str(n, "name", "");
-        const Type *t = ir_type(r->old, n->out[0]);
-        ValueId v = n->op == OP_PARAM ? ir_param(r->g, name, *t, err) : ir_input(r->g, name, *t, err);
-        r->map[n->out[0]] = v;
-        return v < 0 ? -1 : 0;
-    }
-    ValueId *in = xmalloc(sizeof(ValueId) * (size_t)(n->nin ? n->nin : 1)), out[4];
-    Type types[4];
-    for (int i = 0; i < n->nin; i++) in[i] = r->map[n->in[i]];
-    for (int i = 0; i < n->nout && i < 4; i++) types[i] = *ir_type(r->old, n->out[i]);
-    int rc = n->nout > 4 ? err_internal(err, "expert_parallel: %s has %d outputs", op_info(n->op)->name, n->nout)
-                         : ir_emit_typed(r->g, n->op, in, n->nin, n->attrs, n->nattrs, types, n->nout, out, err);
-    free(in);
-    for (int i = 0; rc >= 0 && i < n->nout; i++) r->map[n->out[i]] = out[i];
-    return rc < 0 ? -1 : 0;
-}
-
 static int rebuild_node(Rewrite *r, const Node *n, Err *err) {
-    r->g->cur_scope = graph_intern(r->g, n->scope);
-    r->g->cur_chunk = n->chunk;
-    r->g->cur_flags = n->flags;
+    rebuild_enter(&r->b, n);
     if (n->op == OP_MOE_DISPATCH) return rewrite_dispatch(r, n, err);
     int32_t layer = expert_side_input(r, n);
-    return layer >= 0 ? rewrite_expert_reader(r, n, layer, err) : copy_node(r, n, err);
+    return layer >= 0 ? rewrite_expert_reader(r, n, layer, err) : rebuild_copy_node(&r->b, n, "expert_parallel", err);
 }
 
-static void swap_graphs(Graph *a, Graph *b) {
-    Graph t = *a;
-    *a = *b;
-    *b = t;
+/* An output of expert rows would be a value only the whole EP group holds. */
+static int check_outputs(const Rewrite *r, Err *err) {
+    const Graph *g = r->b.old;
+    for (size_t i = 0; i < g->outputs.len; i++)
+        if (r->origin[g->outputs.data[i].value] >= 0)
+            return err_set(err, "expert_parallel: output %s holds expert rows, which live on other ranks",
+                           g->outputs.data[i].name);
+    return 0;
 }
 
-static int rebuild(Rewrite *r, Err *err) {
-    const Graph *g = r->old;
+static int rebuild(Rewrite *r, Graph *g, Err *err) {
     int rc = 0;
     for (size_t i = 0; i < g->nodes.len && !rc; i++)
         if (!g->nodes.data[i].dead) rc = rebuild_node(r, &g->nodes.data[i], err);
-    for (size_t i = 0; i < g->outputs.len && !rc; i++) {
-        ValueId v = g->outputs.data[i].value;
-        if (r->origin[v] >= 0)
-            return err_set(err, "expert_parallel: output %s holds expert rows, which live on other ranks",
-                           g->outputs.data[i].name);
-        rc = ir_add_output(r->g, g->outputs.data[i].name, r->map[v], err);
-    }
-    return rc;
+    return rc || check_outputs(r, err) || rebuild_finish(&r->b, g, err) ? -1 : 0;
 }
 
 int expert_parallel_graph(Graph *g, const EpOptions *opt, Err *err) {
@@ -200,18 +174,12 @@ int expert_parallel_graph(Graph *g, const EpOptions *opt, Err *err) {
         return err_set(err, "expert_parallel: rows_per_token=%d must be >= 0", opt->rows_per_token);
     if (opt->ranks == 1) return 0; /* nothing to exchange; --fp8's dispatch round trip is the fp8 pass's */
     size_t nv = g->values.len ? g->values.len : 1;
-    Rewrite r = {g, graph_new(), opt, xmalloc(sizeof(ValueId) * nv), xmalloc(sizeof(int32_t) * nv), {0}};
-    for (size_t v = 0; v < nv; v++) r.map[v] = -1, r.origin[v] = -1;
-    int rc = rebuild(&r, err);
-    if (!rc) {
-        r.g->cur_scope = graph_intern(r.g, "");
-        r.g->cur_chunk = CHUNK_NONE;
-        r.g->cur_flags = 0;
-        swap_graphs(g, r.g);
-        rc = pass_dce(g, NULL, err);
-    }
-    graph_free(r.g);
-    free(r.map);
+    Rewrite r = {.opt = opt, .origin = xmalloc(sizeof(int32_t) * nv)};
+    rebuild_begin(&r.b, g);
+    for (size_t v = 0; v < nv; v++) r.origin[v] = -1;
+    int rc = rebuild(&r, g, err);
+    if (!rc) rc = pass_dce(g, NULL, err);
+    rebuild_end(&r.b);
     free(r.origin);
     VEC_FREE(r.layers);
     return rc;

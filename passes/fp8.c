@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "passes.h"
+#include "rebuild.h"
 
 Fp8Options fp8_default_options(void) { return (Fp8Options){.pow2_scales = 1, .fp8_dispatch = 1}; }
 
@@ -81,9 +82,7 @@ static ValueId transposed_weight(const Graph *g, ValueId w) {
 }
 
 typedef struct Rebuild {
-    const Graph *old;
-    Graph *g;
-    ValueId *map; /* old value -> new value */
+    GraphRebuild b;
     const Fp8Options *opt;
     /* Per old value x that a Wgrad reads: 1 if it is wanted in 128x1 tiles; then
      * saved[x] holds what forward made of it (quantized q, scales), else -1;
@@ -99,7 +98,7 @@ static ValueId quantize_in(Rebuild *r, ValueId x, ValueId counts, const char *ti
                            Err *err) {
     Attr a[2] = {attr_str("tile", tile), attr_int("pow2", pow2)};
     ValueId in[2] = {x, counts};
-    return ir_emit(r->g, OP_QUANTIZE, in, counts >= 0 ? 2 : 1, a, pow2 ? 2 : 1, q, err);
+    return ir_emit(r->b.g, OP_QUANTIZE, in, counts >= 0 ? 2 : 1, a, pow2 ? 2 : 1, q, err);
 }
 
 static ValueId quantize(Rebuild *r, ValueId x, const char *tile, int pow2, ValueId q[2], Err *err) {
@@ -112,8 +111,8 @@ static int fp8_round_trip(Rebuild *r, ValueId x, ValueId counts, const char *til
     ValueId q[3];
     if (quantize_in(r, x, counts, tile, pow2, q, err) < 0) return -1;
     q[2] = counts;
-    Attr a[2] = {attr_str("tile", tile), attr_dtype("to", ir_type(r->g, x)->dtype)};
-    return ir_emit(r->g, OP_DEQUANTIZE, q, counts >= 0 ? 3 : 2, a, 2, out, err) < 0 ? -1 : 0;
+    Attr a[2] = {attr_str("tile", tile), attr_dtype("to", ir_type(r->b.g, x)->dtype)};
+    return ir_emit(r->b.g, OP_DEQUANTIZE, q, counts >= 0 ? 3 : 2, a, 2, out, err) < 0 ? -1 : 0;
 }
 
 /* FP8 storage of the activation Linear backward keeps: the Wgrad's 128x1 copy
@@ -121,22 +120,22 @@ static int fp8_round_trip(Rebuild *r, ValueId x, ValueId counts, const char *til
  * 1x128 copy), so the high-precision x need not live until backward. */
 static int save_for_wgrad(Rebuild *r, ValueId old_x, int pow2, Err *err) {
     if (!r->wants_128x1[old_x] || r->saved[old_x][0] >= 0) return 0;
-    return quantize(r, r->map[old_x], "128x1", pow2, r->saved[old_x], err) < 0 ? -1 : 0;
+    return quantize(r, r->b.map[old_x], "128x1", pow2, r->saved[old_x], err) < 0 ? -1 : 0;
 }
 
 /* y = x @ w^T as an FP8 GEMM: forward (w a param) and Dgrad (x the output
  * gradient, w = transpose(param), quantized afresh in 128x128 blocks: a block's
  * amax is the same either way, so this is the forward's quantized weight transposed). */
 static int rewrite_linear(Rebuild *r, const Node *n, const char *weight, Err *err) {
-    ValueId x = r->map[n->in[0]], w = r->map[n->in[1]], qx[2], qw[2], y;
+    ValueId x = r->b.map[n->in[0]], w = r->b.map[n->in[1]], qx[2], qw[2], y;
     int backward = (n->flags & NODE_BACKWARD) != 0;
-    int pow2 = !backward && wants_pow2(r->old, r->opt, n->in[0], weight);
+    int pow2 = !backward && wants_pow2(r->b.old, r->opt, n->in[0], weight);
     if (!backward && save_for_wgrad(r, n->in[0], pow2, err)) return -1;
     if (quantize(r, x, "1x128", pow2, qx, err) < 0 || quantize(r, w, "128x128", 0, qw, err) < 0) return -1;
     ValueId in[4] = {qx[0], qx[1], qw[0], qw[1]};
-    Attr out = attr_dtype("out", ir_type(r->old, n->out[0])->dtype);
-    if (ir_emit(r->g, OP_FP8_MATMUL, in, 4, &out, 1, &y, err) < 0) return -1;
-    r->map[n->out[0]] = y;
+    Attr out = attr_dtype("out", ir_type(r->b.old, n->out[0])->dtype);
+    if (ir_emit(r->b.g, OP_FP8_MATMUL, in, 4, &out, 1, &y, err) < 0) return -1;
+    r->b.map[n->out[0]] = y;
     return 0;
 }
 
@@ -144,11 +143,11 @@ static int rewrite_linear(Rebuild *r, const Node *n, const char *weight, Err *er
  * 128x1 copy from forward. */
 static int rewrite_wgrad(Rebuild *r, const Node *n, Err *err) {
     ValueId qg[2], y;
-    if (quantize(r, r->map[n->in[0]], "128x1", 0, qg, err) < 0) return -1;
+    if (quantize(r, r->b.map[n->in[0]], "128x1", 0, qg, err) < 0) return -1;
     ValueId in[4] = {qg[0], qg[1], r->saved[n->in[1]][0], r->saved[n->in[1]][1]};
-    Attr a[2] = {attr_dtype("out", ir_type(r->old, n->out[0])->dtype), attr_int("wgrad", 1)};
-    if (ir_emit(r->g, OP_FP8_MATMUL, in, 4, a, 2, &y, err) < 0) return -1;
-    r->map[n->out[0]] = y;
+    Attr a[2] = {attr_dtype("out", ir_type(r->b.old, n->out[0])->dtype), attr_int("wgrad", 1)};
+    if (ir_emit(r->b.g, OP_FP8_MATMUL, in, 4, a, 2, &y, err) < 0) return -1;
+    r->b.map[n->out[0]] = y;
     return 0;
 }
 
@@ -158,10 +157,10 @@ static int rewrite_wgrad(Rebuild *r, const Node *n, Err *err) {
  * tokens as in a per-expert GEMM on that rank (and as one rank accumulating
  * over the same micro-batches sees them). */
 static ValueId wgrad_segments(Rebuild *r, ValueId old_counts, Err *err) {
-    const Node *p = producer(r->old, old_counts);
-    if (p->op != OP_EP_DISPATCH || p->out[1] != old_counts) return r->map[old_counts];
+    const Node *p = producer(r->b.old, old_counts);
+    if (p->op != OP_EP_DISPATCH || p->out[1] != old_counts) return r->b.map[old_counts];
     ValueId *t = &r->segments[old_counts]; /* one transpose serves the layer's Wgrads, forward and backward */
-    if (*t < 0 && ir_emit(r->g, OP_TRANSPOSE, &r->map[p->out[2]], 1, NULL, 0, t, err) < 0) return -1;
+    if (*t < 0 && ir_emit(r->b.g, OP_TRANSPOSE, &r->b.map[p->out[2]], 1, NULL, 0, t, err) < 0) return -1;
     return *t;
 }
 
@@ -173,17 +172,17 @@ static ValueId wgrad_segments(Rebuild *r, ValueId old_counts, Err *err) {
 static ValueId restore_saved(Rebuild *r, ValueId old_x, ValueId segments, Err *err) {
     if (r->restored[old_x] >= 0) return r->restored[old_x];
     ValueId q[3] = {r->saved[old_x][0], r->saved[old_x][1], segments};
-    Attr a[2] = {attr_str("tile", "128x1"), attr_dtype("to", ir_type(r->g, r->map[old_x])->dtype)};
-    return ir_emit(r->g, OP_DEQUANTIZE, q, 3, a, 2, &r->restored[old_x], err) < 0 ? -1 : r->restored[old_x];
+    Attr a[2] = {attr_str("tile", "128x1"), attr_dtype("to", ir_type(r->b.g, r->b.map[old_x])->dtype)};
+    return ir_emit(r->b.g, OP_DEQUANTIZE, q, 3, a, 2, &r->restored[old_x], err) < 0 ? -1 : r->restored[old_x];
 }
 
 static int rewrite_grouped_wgrad(Rebuild *r, const Node *n, Err *err) {
-    ValueId in[3] = {0, r->map[n->in[1]], 0}, y, segments = wgrad_segments(r, n->in[1], err);
+    ValueId in[3] = {0, r->b.map[n->in[1]], 0}, y, segments = wgrad_segments(r, n->in[1], err);
     if (segments < 0 || (in[2] = restore_saved(r, n->in[2], segments, err)) < 0 ||
-        fp8_round_trip(r, r->map[n->in[0]], segments, "128x1", 0, &in[0], err))
+        fp8_round_trip(r, r->b.map[n->in[0]], segments, "128x1", 0, &in[0], err))
         return -1;
-    if (ir_emit(r->g, OP_GROUPED_LINEAR_WGRAD, in, 3, NULL, 0, &y, err) < 0) return -1;
-    r->map[n->out[0]] = y;
+    if (ir_emit(r->b.g, OP_GROUPED_LINEAR_WGRAD, in, 3, NULL, 0, &y, err) < 0) return -1;
+    r->b.map[n->out[0]] = y;
     return 0;
 }
 
@@ -192,53 +191,33 @@ static int rewrite_grouped_wgrad(Rebuild *r, const Node *n, Err *err) {
 static int save_grouped_for_wgrad(Rebuild *r, ValueId old_x, ValueId old_counts, int pow2, Err *err) {
     if (!r->wants_128x1[old_x] || r->saved[old_x][0] >= 0) return 0;
     ValueId segments = wgrad_segments(r, old_counts, err);
-    return segments < 0 || quantize_in(r, r->map[old_x], segments, "128x1", pow2, r->saved[old_x], err) < 0 ? -1 : 0;
+    return segments < 0 || quantize_in(r, r->b.map[old_x], segments, "128x1", pow2, r->saved[old_x], err) < 0 ? -1 : 0;
 }
 
 /* Forward (w a stack of params) and Dgrad (w = transpose(stack)). */
 static int rewrite_grouped(Rebuild *r, const Node *n, const char *weight, Err *err) {
     ValueId x, w, in[3], y;
     int backward = (n->flags & NODE_BACKWARD) != 0;
-    int pow2 = !backward && wants_pow2(r->old, r->opt, n->in[0], weight);
+    int pow2 = !backward && wants_pow2(r->b.old, r->opt, n->in[0], weight);
     if (!backward && save_grouped_for_wgrad(r, n->in[0], n->in[1], pow2, err)) return -1;
-    if (fp8_round_trip(r, r->map[n->in[0]], -1, "1x128", pow2, &x, err) ||
-        fp8_round_trip(r, r->map[n->in[2]], -1, "128x128", 0, &w, err))
+    if (fp8_round_trip(r, r->b.map[n->in[0]], -1, "1x128", pow2, &x, err) ||
+        fp8_round_trip(r, r->b.map[n->in[2]], -1, "128x128", 0, &w, err))
         return -1;
-    in[0] = x, in[1] = r->map[n->in[1]], in[2] = w;
-    if (ir_emit(r->g, OP_GROUPED_LINEAR, in, 3, NULL, 0, &y, err) < 0) return -1;
-    r->map[n->out[0]] = y;
+    in[0] = x, in[1] = r->b.map[n->in[1]], in[2] = w;
+    if (ir_emit(r->b.g, OP_GROUPED_LINEAR, in, 3, NULL, 0, &y, err) < 0) return -1;
+    r->b.map[n->out[0]] = y;
     return 0;
 }
 
 /* FP8 dispatch: the tokens travel quantized; the experts' 1x128 quantization of
  * the same rows then reproduces them exactly (same tiles, same amax). */
 static int rewrite_dispatch(Rebuild *r, const Node *n, Err *err) {
-    ValueId in[2] = {0, r->map[n->in[1]]}, out[2];
-    if (fp8_round_trip(r, r->map[n->in[0]], -1, "1x128", 0, &in[0], err)) return -1;
-    if (ir_emit(r->g, OP_MOE_DISPATCH, in, 2, n->attrs, n->nattrs, out, err) < 0) return -1;
-    r->map[n->out[0]] = out[0];
-    r->map[n->out[1]] = out[1];
+    ValueId in[2] = {0, r->b.map[n->in[1]]}, out[2];
+    if (fp8_round_trip(r, r->b.map[n->in[0]], -1, "1x128", 0, &in[0], err)) return -1;
+    if (ir_emit(r->b.g, OP_MOE_DISPATCH, in, 2, n->attrs, n->nattrs, out, err) < 0) return -1;
+    r->b.map[n->out[0]] = out[0];
+    r->b.map[n->out[1]] = out[1];
     return 0;
-}
-
-static int copy_node(Rebuild *r, const Node *n, Err *err) {
-    const Type *t0 = ir_type(r->old, n->out[0]);
-    if (n->op == OP_PARAM || n->op == OP_INPUT) {
-        const char *name = node_str(n, "name", "");
-        ValueId v = n->op == OP_PARAM ? ir_param(r->g, name, *t0, err) : ir_input(r->g, name, *t0, err);
-        r->map[n->out[0]] = v;
-        return v < 0 ? -1 : 0;
-    }
-    /* Stacks of expert weights have one input per expert (256 in DeepSeek-V3). */
-    ValueId *in = xmalloc(sizeof(ValueId) * (size_t)(n->nin ? n->nin : 1)), out[4];
-    Type types[4];
-    if (n->nout > 4) return free(in), err_internal(err, "fp8: a node has %d outputs", n->nout);
-    for (int i = 0; i < n->nin; i++) in[i] = r->map[n->in[i]];
-    for (int i = 0; i < n->nout; i++) types[i] = *ir_type(r->old, n->out[i]);
-    int rc = ir_emit_typed(r->g, n->op, in, n->nin, n->attrs, n->nattrs, types, n->nout, out, err) < 0 ? -1 : 0;
-    free(in);
-    for (int i = 0; rc == 0 && i < n->nout; i++) r->map[n->out[i]] = out[i];
-    return rc;
 }
 
 static int dispatch_takes_fp8(const Graph *g, const Node *n) {
@@ -256,63 +235,48 @@ static ValueId weight_source(const Graph *g, const Node *n, ValueId w) {
 static int rebuild_node(Rebuild *r, const Node *n, Err *err) {
     const char *weight;
     ValueId w;
-    r->g->cur_scope = graph_intern(r->g, n->scope);
-    r->g->cur_chunk = n->chunk;
-    r->g->cur_flags = n->flags;
-    if (n->op == OP_LINEAR && (w = weight_source(r->old, n, n->in[1])) >= 0 &&
-        (weight = fp8_weight_name(r->old, w)) && producer(r->old, w)->op == OP_PARAM)
+    rebuild_enter(&r->b, n);
+    if (n->op == OP_LINEAR && (w = weight_source(r->b.old, n, n->in[1])) >= 0 &&
+        (weight = fp8_weight_name(r->b.old, w)) && producer(r->b.old, w)->op == OP_PARAM)
         return rewrite_linear(r, n, weight, err);
-    if (n->op == OP_GROUPED_LINEAR && (w = weight_source(r->old, n, n->in[2])) >= 0 && stack_of_params(r->old, w) &&
-        (weight = fp8_weight_name(r->old, w)))
+    if (n->op == OP_GROUPED_LINEAR && (w = weight_source(r->b.old, n, n->in[2])) >= 0 && stack_of_params(r->b.old, w) &&
+        (weight = fp8_weight_name(r->b.old, w)))
         return rewrite_grouped(r, n, weight, err);
-    if (n->op == OP_LINEAR_WGRAD && r->saved[n->in[1]][0] >= 0 && is_fp8_wgrad(r->old, n))
+    if (n->op == OP_LINEAR_WGRAD && r->saved[n->in[1]][0] >= 0 && is_fp8_wgrad(r->b.old, n))
         return rewrite_wgrad(r, n, err);
     if (n->op == OP_GROUPED_LINEAR_WGRAD && r->saved[n->in[2]][0] >= 0) return rewrite_grouped_wgrad(r, n, err);
-    if (n->op == OP_MOE_DISPATCH && !(n->flags & NODE_BACKWARD) && r->opt->fp8_dispatch && dispatch_takes_fp8(r->old, n))
+    if (n->op == OP_MOE_DISPATCH && !(n->flags & NODE_BACKWARD) && r->opt->fp8_dispatch && dispatch_takes_fp8(r->b.old, n))
         return rewrite_dispatch(r, n, err);
-    return copy_node(r, n, err);
-}
-
-static void swap_graphs(Graph *a, Graph *b) {
-    Graph t = *a;
-    *a = *b;
-    *b = t;
+    return rebuild_copy_node(&r->b, n, "fp8", err);
 }
 
 /* Which forward activations a Wgrad will read in 128x1 tiles: the x of every
  * FP8 linear_wgrad and of every expert grouped_linear_wgrad whose weights are
  * quantized (their forward grouped_linear is rewritten, so saved[x] gets set). */
 static void find_wgrad_operands(Rebuild *r) {
-    size_t nv = r->old->values.len ? r->old->values.len : 1;
+    size_t nv = r->b.old->values.len ? r->b.old->values.len : 1;
     r->wants_128x1 = xcalloc(nv, 1);
     r->saved = xmalloc(sizeof *r->saved * nv);
     r->restored = xmalloc(sizeof *r->restored * nv);
     r->segments = xmalloc(sizeof *r->segments * nv);
     for (size_t v = 0; v < nv; v++) r->saved[v][0] = r->saved[v][1] = r->restored[v] = r->segments[v] = -1;
-    for (size_t i = 0; i < r->old->nodes.len; i++) {
-        const Node *n = &r->old->nodes.data[i];
+    for (size_t i = 0; i < r->b.old->nodes.len; i++) {
+        const Node *n = &r->b.old->nodes.data[i];
         if (n->dead) continue;
-        if (is_fp8_wgrad(r->old, n)) r->wants_128x1[n->in[1]] = 1;
+        if (is_fp8_wgrad(r->b.old, n)) r->wants_128x1[n->in[1]] = 1;
         if (n->op == OP_GROUPED_LINEAR_WGRAD) r->wants_128x1[n->in[2]] = 1;
     }
 }
 
 int fp8_graph(Graph *g, const Fp8Options *opt, Err *err) {
-    Rebuild r = {g, graph_new(), xmalloc(sizeof(ValueId) * (g->values.len ? g->values.len : 1)), opt, NULL, NULL, NULL, NULL};
+    Rebuild r = {.opt = opt};
+    rebuild_begin(&r.b, g);
     find_wgrad_operands(&r);
     int rc = 0;
     for (size_t i = 0; i < g->nodes.len && !rc; i++)
         if (!g->nodes.data[i].dead) rc = rebuild_node(&r, &g->nodes.data[i], err);
-    for (size_t i = 0; i < g->outputs.len && !rc; i++)
-        rc = ir_add_output(r.g, g->outputs.data[i].name, r.map[g->outputs.data[i].value], err);
-    if (!rc) {
-        r.g->cur_scope = graph_intern(r.g, "");
-        r.g->cur_chunk = CHUNK_NONE;
-        r.g->cur_flags = 0;
-        swap_graphs(g, r.g);
-    }
-    graph_free(r.g);
-    free(r.map);
+    if (!rc) rc = rebuild_finish(&r.b, g, err);
+    rebuild_end(&r.b);
     free(r.wants_128x1);
     free(r.saved);
     free(r.restored);

@@ -13,6 +13,7 @@
     PASS(recompute, "backward nodes re-emit the !recompute forward nodes they read instead of keeping them") \
     PASS(memplan, "report peak activation bytes and a best-fit arena size at B=1, T=4096; changes nothing") \
     PASS(fp8, "DeepSeek-V3 FP8 recipe: Linear GEMMs as quantize (1x128 / 128x128) + fp8_matmul")        \
+    PASS(bf16, "GEMMs on f32 operands run in bf16 (cast in, cast out); the MoE router and FP8 operands stay as they are") \
     PASS(expert_parallel, "experts split over 2 EP ranks as rank 0 runs them: ep_dispatch/ep_combine around its experts") \
     PASS(fuse, "record fusion groups (^N): elementwise chains with last-axis reductions, softmax and row sums, one kernel each")
 

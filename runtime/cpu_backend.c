@@ -10,6 +10,7 @@
 #include "../codegen/cpu.h"
 #include "../codegen/fuse.h"
 #include "../codegen/kernel.h"
+#include "../base/numeric.h"
 #include "../base/parallel.h"
 #include "cpu_backend.h"
 #include "cpu_ops.h"
@@ -137,8 +138,11 @@ typedef int (*GemmFn)(const Tensor *const *in, Tensor *out, int threads, Err *er
 static const GemmFn gemm_fns[OP_COUNT] = {
     [OP_LINEAR] = run_linear, [OP_LINEAR_WGRAD] = run_linear_wgrad};
 
+/* bf16 GEMMs too: products of bf16 values are exact in f32, so BLAS's f32 sum
+ * is a bf16 GEMM's fp32 accumulation; run_native rounds the result to bf16. */
 static int is_gemm(const Graph *g, const Node *n) {
-    return gemm_fns[n->op] && ir_type(g, n->out[0])->dtype == DT_F32;
+    DType t = ir_type(g, n->out[0])->dtype;
+    return gemm_fns[n->op] && (t == DT_F32 || t == DT_BF16);
 }
 
 /* ---- running ---- */
@@ -209,6 +213,14 @@ static void free_outputs(const Node *n, Tensor **out) {
     for (int k = 0; k < n->nout; k++) tensor_free(out[k]);
 }
 
+/* Native kernels compute in f32; a bf16 result is held as float on bf16's grid, as the interpreter holds it. */
+static void round_bf16_outputs(const Graph *g, const Node *n, Tensor **out) {
+    for (int k = 0; k < n->nout; k++) {
+        if (ir_type(g, n->out[k])->dtype != DT_BF16) continue;
+        round_to_bf16_array(tensor_f32(out[k]), out[k]->numel);
+    }
+}
+
 /* A GEMM or one of the backend's own kernels (cpu_ops.h) into freshly allocated outputs. */
 static int run_native(Run *r, const Node *n, const Tensor **in, Tensor **out, Err *err) {
     if (new_outputs(r, n, out, err)) return -1;
@@ -216,6 +228,7 @@ static int run_native(Run *r, const Node *n, const Tensor **in, Tensor **out, Er
     CpuOpCall call = {n, in, out, r->p->threads};
     int rc = own ? own(&call, err) : gemm_fns[n->op](in, out[0], r->p->threads, err);
     if (rc) free_outputs(n, out);
+    else round_bf16_outputs(r->p->g, n, out);
     return rc;
 }
 

@@ -269,6 +269,13 @@ static int fast_transpose(const CpuOpCall *c, Err *err) {
     return 0;
 }
 
+/* f32 <-> bf16: the values as they are; a bf16 result is rounded by the caller. */
+static int fast_cast(const CpuOpCall *c, Err *err) {
+    (void)err;
+    memcpy(c->out[0]->data, c->in[0]->data, sizeof(float) * (size_t)c->in[0]->numel);
+    return 0;
+}
+
 /* ---- rope: the interpreter's formulas, with cos and sin computed once per (position, pair) ---- */
 typedef struct Rope {
     const float *x;
@@ -320,17 +327,28 @@ static const CpuOpFn fast_ops[OP_COUNT] = {
     [OP_EXPAND] = fast_expand,
     [OP_SUM_TO] = fast_sum_to,
     [OP_TRANSPOSE] = fast_transpose,
+    [OP_CAST] = fast_cast,
 };
 
-/* Only f32 tensors: other float dtypes are held as float too, but each result would need its dtype's rounding. */
+/* Ops that also run on bf16 values (held as float on bf16's grid), the caller
+ * rounding a bf16 result once (runtime/cpu_backend.c): the experts' GEMMs,
+ * since a product of two bf16 values is exact in f32 and the f32 sum is a bf16
+ * GEMM's fp32 accumulation; and casts between f32 and bf16. */
+static const char takes_bf16[OP_COUNT] = {[OP_GROUPED_LINEAR] = 1, [OP_GROUPED_LINEAR_WGRAD] = 1, [OP_CAST] = 1};
+
+static int is_counts(const Node *n, int k) {
+    return (n->op == OP_GROUPED_LINEAR || n->op == OP_GROUPED_LINEAR_WGRAD) && k == 1;
+}
+
+static int float_ok(const Node *n, DType t) { return t == DT_F32 || (t == DT_BF16 && takes_bf16[n->op]); }
+
+/* f32 tensors, and bf16 ones for takes_bf16: other float dtypes are held as
+ * float too, but elementwise results would need their dtype's rounding at every step. */
 CpuOpFn cpu_op_for(const Graph *g, const Node *n) {
     if (!fast_ops[n->op]) return NULL;
-    for (int k = 0; k < n->nin; k++) {
-        DType dt = ir_type(g, n->in[k])->dtype;
-        int counts = (n->op == OP_GROUPED_LINEAR || n->op == OP_GROUPED_LINEAR_WGRAD) && k == 1;
-        if (dt != DT_F32 && !counts) return NULL;
-    }
+    for (int k = 0; k < n->nin; k++)
+        if (!float_ok(n, ir_type(g, n->in[k])->dtype) && !is_counts(n, k)) return NULL;
     for (int k = 0; k < n->nout; k++)
-        if (ir_type(g, n->out[k])->dtype != DT_F32) return NULL;
+        if (!float_ok(n, ir_type(g, n->out[k])->dtype)) return NULL;
     return fast_ops[n->op];
 }

@@ -259,10 +259,10 @@ START_TEST(test_launch_bad_bundles) {
     char *good = read_file(manifest, NULL, &err);
     ck_assert_ptr_nonnull(good);
     expect_launch_error("models", "models/manifest.json");
-    write_text(manifest, "{\"format\": \"v3c-bundle\", \"version\": 1,");
+    write_text(manifest, "{\"format\": \"v3c-bundle\", \"version\": 2,");
     expect_launch_error(dir, "manifest.json");
     char *v2 = xstrdup(good);
-    memcpy(strstr(v2, "\"version\": 1") + 11, "9", 1);
+    memcpy(strstr(v2, "\"version\": 2") + 11, "9", 1);
     write_text(manifest, v2);
     expect_launch_error(dir, "bundle version 9");
     char *other = xstrdup(good);

@@ -254,6 +254,31 @@ START_TEST(test_rmsnorm_fuses_into_one_group) {
 }
 END_TEST
 
+/* The bf16 pass's casts join fused kernels: their rounding (LLVM integer ops) must be the interpreter's bit for bit. */
+START_TEST(test_fused_bf16_casts_exact) {
+    Graph *g = parse("v3ir 1\n%0 = input {name=\"x\"} : f32[B,T,16]\n%1 = cast %0 {to=bf16} : bf16[B,T,16]\n"
+                     "%2 = cast %1 {to=f32} : f32[B,T,16]\n%3 = mul %2, %0 : f32[B,T,16]\n%4 = cast %3 {to=bf16} : bf16[B,T,16]\n"
+                     "output \"b\" = %1\noutput \"y\" = %3\noutput \"c\" = %4\n");
+    TensorSet feeds, cpu, interp;
+    tset_init(&feeds), tset_init(&cpu), tset_init(&interp);
+    feed_all(g, NULL, &feeds);
+    fill_bf16_rounding_cases(tset_get(&feeds, "x"));
+    run_both(g, &feeds, 1, &cpu, &interp);
+    for (size_t i = 0; i < g->outputs.len; i++) {
+        const char *name = g->outputs.data[i].name;
+        ck_assert_msg(tensors_identical(tset_get(&cpu, name), tset_get(&interp, name)), "%s differs", name);
+    }
+    InterpOptions opt = {.batch = BATCH, .seq = SEQ};
+    Err e = {0};
+    CpuPlan *p = cpu_plan_build(g, &opt, NULL, &e);
+    ck_assert_int_eq(cpu_plan_stats(p).fused_nodes, 4);
+    ck_assert_int_eq(cpu_plan_stats(p).groups, 1);
+    cpu_plan_free(p);
+    tset_free(&feeds), tset_free(&cpu), tset_free(&interp);
+    graph_free(g);
+}
+END_TEST
+
 static int tensors_identical(const Tensor *a, const Tensor *b) {
     return a->numel == b->numel && memcmp(a->data, b->data, (size_t)a->numel * dtype_host_size(a->dtype)) == 0;
 }
@@ -432,6 +457,7 @@ int main(void) {
     tcase_add_test(tc, test_backend_kernels);
     tcase_add_test(tc, test_backend_kernels_are_used);
     tcase_add_test(tc, test_exact_backend_kernels);
+    tcase_add_test(tc, test_fused_bf16_casts_exact);
     tcase_add_test(tc, test_profile_table);
     suite_add_tcase(s, tc);
     return run_suite(s);

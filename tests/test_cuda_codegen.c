@@ -306,6 +306,27 @@ START_TEST(test_fused_elementwise_exact) {
 }
 END_TEST
 
+/* The bf16 pass's casts in a fused kernel: v3c_round_bf16 against the interpreter, on the delicate floats. */
+START_TEST(test_fused_bf16_casts_exact) {
+    Graph *g = parse_ir_ok("v3ir 1\n%0 = input {name=\"x\"} : f32[B,T,16]\n%1 = cast %0 {to=bf16} : bf16[B,T,16]\n"
+                           "%2 = cast %1 {to=f32} : f32[B,T,16]\n%3 = mul %2, %0 : f32[B,T,16]\n"
+                           "%4 = cast %3 {to=bf16} : bf16[B,T,16]\noutput \"b\" = %1\noutput \"y\" = %3\noutput \"c\" = %4\n",
+                           "casts");
+    TensorSet feeds;
+    tset_init(&feeds);
+    feed_inputs(g, NULL, &feeds);
+    fill_bf16_rounding_cases(tset_get(&feeds, "x"));
+    CudaPlan p;
+    Err e = {0};
+    ck_assert_msg(cuda_plan_build(g, BATCH, SEQ, &p, &e) == 0, "%s", e.msg);
+    ck_assert_int_eq(p.launches.len, 1); /* one fused kernel */
+    cuda_plan_free(&p);
+    emulate_and_compare(g, &feeds, EMU_BLOCK, 0);
+    tset_free(&feeds);
+    graph_free(g);
+}
+END_TEST
+
 START_TEST(test_fused_reductions) {
     check_all(fused_reductions, sizeof fused_reductions / sizeof *fused_reductions, NULL, FUSED_REDUCTION_ULPS);
 }
@@ -761,6 +782,7 @@ static Suite *suite(void) {
     TCase *emu = tcase_create("host_emulation");
     tcase_set_timeout(emu, 600);
     tcase_add_test(emu, test_fused_elementwise_exact);
+    tcase_add_test(emu, test_fused_bf16_casts_exact);
     tcase_add_test(emu, test_fused_reductions);
     tcase_add_test(emu, test_fused_nan_reductions);
     tcase_add_test(emu, test_forward_templates_exact);

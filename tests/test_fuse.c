@@ -102,6 +102,26 @@ START_TEST(test_each_rule_fires) {
 END_TEST
 
 /* What the rules leave alone: other axes, non-f32, GEMMs, and a node whose group was read outside. */
+/* Casts between f32 and bf16 (the bf16 pass's) join elementwise groups; other casts do not. */
+START_TEST(test_bf16_casts_fuse) {
+    Graph *g = parse_ir_ok("v3ir 1\n%0 = input {name=\"a\"} : f32[B,T,8]\n%1 = exp %0 : f32[B,T,8]\n"
+                           "%2 = cast %1 {to=bf16} : bf16[B,T,8]\n%3 = cast %2 {to=f32} : f32[B,T,8]\n"
+                           "%4 = add %3, %0 : f32[B,T,8]\n%5 = cast %4 {to=i32} : i32[B,T,8]\n%6 = cast %4 {to=f16} : f16[B,T,8]\n"
+                           "output \"y\" = %4\noutput \"i\" = %5\noutput \"h\" = %6\noutput \"b\" = %2\n",
+                           "t");
+    IrFusion f;
+    ir_fusion_plan(g, &f);
+    ck_assert_int_ge(f.group_of[1], 0);
+    ck_assert_int_eq(f.group_of[2], f.group_of[1]);
+    ck_assert_int_eq(f.group_of[3], f.group_of[1]);
+    ck_assert_int_eq(f.group_of[4], f.group_of[1]);
+    ck_assert_int_eq(f.group_of[5], -1); /* to an integer */
+    ck_assert_int_eq(f.group_of[6], -1); /* to f16: another grid */
+    ir_fusion_free(&f);
+    graph_free(g);
+}
+END_TEST
+
 START_TEST(test_rules_decline) {
     Graph *g = parse_ir_ok("v3ir 1\n%0 = input {name=\"a\"} : f32[B,T,8]\n%1 = sum %0 {axis=1} : f32[B,8]\n"
                            "%8 = sum_to %0 {shape=[T,1]} : f32[T,1]\n%9 = sum_to %0 {shape=[B,1,8]} : f32[B,1,8]\n"
@@ -285,6 +305,7 @@ int main(void) {
     tcase_add_test(tc, test_residual_rmsnorm_is_one_group);
     tcase_add_test(tc, test_each_rule_fires);
     tcase_add_test(tc, test_rules_decline);
+    tcase_add_test(tc, test_bf16_casts_fuse);
     tcase_add_test(tc, test_groups_round_trip_and_pass_is_idempotent);
     tcase_add_test(tc, test_group_read_errors);
     tcase_add_test(tc, test_verify_rejects_negative_group);

@@ -215,6 +215,28 @@ void feed_random_inputs(const Graph *g, const InputFill *fills, InputFill fallba
     }
 }
 
+void fill_bf16_rounding_cases(Tensor *t) {
+    static const uint32_t cases[] = {
+        0x3f808000u, /* 1 + 2^-8: a tie, to even (down) */
+        0x3f818000u, /* 1 + 3 * 2^-8: a tie, to even (up) */
+        0x3f80ffffu, /* just under a tie's upper neighbour: up */
+        0x7f7fffffu, /* the largest float: rounds to inf */
+        0xff7f8000u, /* a tie at the top of bf16's range: to -inf */
+        0x7f800001u, /* a NaN whose payload lies only in the dropped bits: stays NaN */
+        0xffc12345u, /* a negative quiet NaN */
+        0x7f800000u, 0xff800000u, 0x80000000u,
+        0x00000001u, /* the smallest subnormal: down to 0 */
+        0x00018000u, /* a subnormal tie */
+        0x3e4ccccdu, /* 0.2 */
+    };
+    enum { NCASES = sizeof cases / sizeof cases[0] };
+    float *d = tensor_f32(t);
+    for (int64_t i = 0; i < t->numel; i++) {
+        uint32_t u = cases[i % NCASES] ^ ((i / NCASES) % 2 ? 0x80000000u : 0);
+        memcpy(&d[i], &u, sizeof u);
+    }
+}
+
 /* ---- CUDA without a GPU ---- */
 #include <dlfcn.h>
 #include <time.h>

@@ -64,6 +64,10 @@ struct TensorSet;
  * (no NaN pattern). */
 void feed_random_inputs(const Graph *g, const InputFill *fills, InputFill fallback, int64_t b, int64_t t,
                         uint64_t seed, struct TensorSet *feeds);
+/* Fills an f32 tensor with the floats where rounding to bf16 is delicate (ties
+ * both ways, overflow to inf, NaN payloads, signed zeros, subnormals), cycling,
+ * the sign flipped on alternate cycles. */
+void fill_bf16_rounding_cases(Tensor *t);
 
 /* ---- CUDA without a GPU (codegen/cuda/host_emu.h) ---- */
 struct CudaKernel;

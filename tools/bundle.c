@@ -226,7 +226,7 @@ static int read_manifest(const Json *m, const char *what, Bundle *b, Err *err) {
     if (!hypers || read_layout(&r, m, &b->layout) || int_field(&r, m, "batch", 1, (int64_t)1 << 40, &b->batch) ||
         int_field(&r, m, "seq", 2, (int64_t)1 << 40, &b->seq) || str_field(&r, m, "objective", &b->objective) ||
         str_field(&r, m, "target", &b->target) || str_field(&r, m, "checkpoint", &b->checkpoint) ||
-        bool_field(&r, m, "fp8", &b->fp8))
+        bool_field(&r, m, "fp8", &b->fp8) || bool_field(&r, m, "bf16", &b->bf16))
         return -1;
     return read_activations(&r, m, b) || read_weights(&r, m, b) ? -1 : 0;
 }

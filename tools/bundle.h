@@ -14,7 +14,7 @@
 #include "train_job.h"
 
 #define BUNDLE_FORMAT "v3c-bundle"
-enum { BUNDLE_VERSION = 1 };
+enum { BUNDLE_VERSION = 2 };
 
 /* The weight names of each grouped_linear's stack of per-expert weights, in
  * expert order (all of them, before the expert_parallel pass slices them). */
@@ -48,7 +48,7 @@ typedef struct Bundle {
     char *dir;
     Layout layout; /* sizes, schedule, micro-batches; not placed */
     int64_t batch, seq;
-    int fp8;
+    int fp8, bf16;
     char *objective, *target, *checkpoint; /* checkpoint: "" when aot had none */
     char *config_json;                     /* the bound hyperparameters, a JSON object */
     int64_t *activation_bytes;             /* per pipe rank */

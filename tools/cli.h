@@ -17,7 +17,7 @@ typedef struct Options {
     const char *passes, *print_after, *dump_dir, *format, *out_file;
     int verify_each, time_passes, annotate;
     const char *input, *output, *backend, *data;
-    int grads, fp8;
+    int grads, fp8, bf16;
     int64_t batch, seq, seed;
     /* stats --memory */
     int memory;

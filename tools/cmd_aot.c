@@ -265,10 +265,10 @@ static void head_json(const Aot *a, Buf *b, const char *hypers) {
                   "\"microbatches\": %lld}",
                (long long)a->l.pp, (long long)a->l.ep, (long long)a->l.dp, (long long)layout_world(&a->l),
                sched_kind_name(a->l.schedule), (long long)a->l.microbatches);
-    buf_printf(b, ",\n \"batch\": %lld, \"seq\": %lld, \"microbatch_rows\": %lld, \"fp8\": %s, \"recompute\": %s, "
+    buf_printf(b, ",\n \"batch\": %lld, \"seq\": %lld, \"microbatch_rows\": %lld, \"fp8\": %s, \"bf16\": %s, \"recompute\": %s, "
                   "\"ep_capacity\": %lld",
                (long long)a->batch, (long long)a->seq, (long long)a->rows, o->fp8 ? "true" : "false",
-               o->recompute ? "true" : "false", (long long)o->ep_capacity);
+               o->bf16 ? "true" : "false", o->recompute ? "true" : "false", (long long)o->ep_capacity);
     buf_printf(b, ",\n \"target\": \"%s\", \"kernels\": {\"dir\": \"kernels\", \"generated\": %lld, \"distinct\": %zu, "
                   "\"launches\": %lld, \"library_calls\": %lld}",
                a->target, (long long)a->generated, a->kernels.len, (long long)a->launches,

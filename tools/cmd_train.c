@@ -4,6 +4,7 @@
 
 #include "../passes/autodiff.h"
 #include "../passes/expert_parallel.h"
+#include "../passes/bf16.h"
 #include "../passes/fp8.h"
 #include "../passes/recompute.h"
 #include "train_job.h"
@@ -26,7 +27,7 @@ int train_build_model(const Options *o, Model *m, Err *err) {
     Options mo = *o;
     mo.sets = sets[0] ? sets : NULL;
     if (o->resume) mo.checkpoint = o->resume;
-    mo.fp8 = 0; /* FP8 rewrites the backward GEMMs too: train_prepare_graph applies it after autodiff */
+    mo.fp8 = mo.bf16 = 0; /* they rewrite the backward GEMMs too: train_prepare_graph applies them after autodiff */
     int rc = model_build(&mo, m, err);
     if (rc && o->resume) err_wrap(err, "--resume %s: ", o->resume);
     free(sets);
@@ -46,6 +47,8 @@ int train_prepare_graph(const Options *o, const Layout *l, Graph *g, const char 
     Fp8Options f8 = fp8_default_options();
     if (o->fp8 && fp8_graph(g, &f8, err)) return -1;
     if (o->recompute && recompute_graph(g, NULL, err)) return -1;
+    /* After recompute: a recomputed value's bf16 copy is then made in backward, not kept from forward. */
+    if (o->bf16 && bf16_graph(g, err)) return -1;
     /* Not cse: it would merge recompute's clones back into the stored values. */
     PipelineOptions sweep = {.passes = "dce,verify", .log = stderr};
     return run_pipeline(g, &sweep, err);

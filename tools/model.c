@@ -3,6 +3,7 @@
 
 #include "../ir/text.h"
 #include "../passes/autodiff.h"
+#include "../passes/bf16.h"
 #include "../passes/fp8.h"
 #include "../runtime/fp8_checkpoint.h"
 #include "../runtime/init.h"
@@ -58,14 +59,15 @@ static int build_from_ir(const Options *o, Model *m, Err *err) {
 }
 
 /* The graph transformations a command's flags ask for, before the pipeline:
- * gradients of the main loss (--grads; the golden's are of `loss`), then FP8. */
+ * gradients of the main loss (--grads; the golden's are of `loss`), then FP8,
+ * then bf16 for the GEMMs FP8 leaves. */
 static int apply_features(const Options *o, Graph *g, Err *err) {
     if (o->grads && autodiff_graph(g, "loss", err)) return -1;
     if (o->fp8) {
         Fp8Options f = fp8_default_options();
         if (fp8_graph(g, &f, err)) return -1;
     }
-    return 0;
+    return o->bf16 ? bf16_graph(g, err) : 0;
 }
 
 int model_build(const Options *o, Model *m, Err *err) {

@@ -71,7 +71,7 @@ typedef struct MathForm {
 } MathForm;
 
 static const MathForm math_forms[K_OP_COUNT] = {
-    [K_F32] = {"(double)(float)(%s)"}, [K_NEG] = {"(-%s)"},
+    [K_F32] = {"(double)(float)(%s)"}, [K_BF16] = {"(double)v3c_round_bf16((float)(%s))"}, [K_NEG] = {"(-%s)"},
     [K_EXP] = {"exp(%s)"}, [K_LOG] = {"log(%s)"}, [K_SQRT] = {"sqrt(%s)"},
     [K_RSQRT] = {"(1.0 / sqrt(%s))"}, [K_RECIP] = {"(1.0 / %s)"}, [K_ABS] = {"fabs(%s)"},
     [K_SIGMOID] = {"v3c_sigmoid(%s)"}, [K_SILU] = {"v3c_silu(%s)"},

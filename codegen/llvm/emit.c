@@ -67,8 +67,23 @@ static LLVMValueRef m_f32(Emitter *e, LLVMValueRef a, LLVMValueRef b, LLVMValueR
     return LLVMBuildFPExt(e->b, LLVMBuildFPTrunc(e->b, a, e->f32, ""), e->f64, "");
 }
 
+/* base/numeric.c's float_to_bf16 in integer ops: a NaN keeps its top bits with the quiet
+ * bit set; anything else rounds to nearest even at bit 16 (overflowing into inf as it should). */
+static LLVMValueRef m_bf16(Emitter *e, LLVMValueRef a, LLVMValueRef b, LLVMValueRef c) {
+    (void)b, (void)c;
+    LLVMTypeRef i32 = LLVMInt32TypeInContext(e->ctx);
+    LLVMValueRef u = LLVMBuildBitCast(e->b, LLVMBuildFPTrunc(e->b, a, e->f32, ""), i32, "");
+    LLVMValueRef odd = LLVMBuildAnd(e->b, LLVMBuildLShr(e->b, u, LLVMConstInt(i32, 16, 0), ""), LLVMConstInt(i32, 1, 0), "");
+    LLVMValueRef up = LLVMBuildAdd(e->b, u, LLVMBuildAdd(e->b, LLVMConstInt(i32, 0x7fff, 0), odd, ""), "");
+    LLVMValueRef quiet = LLVMBuildOr(e->b, u, LLVMConstInt(i32, 0x00400000, 0), "");
+    LLVMValueRef abs = LLVMBuildAnd(e->b, u, LLVMConstInt(i32, 0x7fffffff, 0), "");
+    LLVMValueRef nan = LLVMBuildICmp(e->b, LLVMIntUGT, abs, LLVMConstInt(i32, 0x7f800000, 0), "");
+    LLVMValueRef bits = LLVMBuildAnd(e->b, LLVMBuildSelect(e->b, nan, quiet, up, ""), LLVMConstInt(i32, 0xffff0000u, 0), "");
+    return LLVMBuildFPExt(e->b, LLVMBuildBitCast(e->b, bits, e->f32, ""), e->f64, "");
+}
+
 static const MathFn math_fns[K_OP_COUNT] = {
-    [K_F32] = m_f32,   [K_NEG] = m_neg,         [K_EXP] = m_exp,   [K_LOG] = m_log,   [K_SQRT] = m_sqrt,
+    [K_F32] = m_f32,   [K_BF16] = m_bf16,   [K_NEG] = m_neg,         [K_EXP] = m_exp,   [K_LOG] = m_log,   [K_SQRT] = m_sqrt,
     [K_RSQRT] = m_rsqrt, [K_RECIP] = m_recip,   [K_ABS] = m_abs,   [K_SIGMOID] = m_sigmoid, [K_SILU] = m_silu,
     [K_ADD] = m_add,   [K_SUB] = m_sub,         [K_MUL] = m_mul,   [K_DIV] = m_div,   [K_MAX_NAN] = m_max,
     [K_MIN_NAN] = m_min, [K_WHERE] = m_where,
