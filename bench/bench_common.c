@@ -8,6 +8,7 @@
 #include "../base/json.h"
 #include "../frontend/frontend.h"
 #include "../passes/autodiff.h"
+#include "../passes/bf16.h"
 #include "../passes/passes.h"
 #include "../runtime/init.h"
 
@@ -66,6 +67,14 @@ double bench_median(double *v, int n) {
     return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
+static int parse_precision(const char *s) {
+    if (strcmp(s, "f32") && strcmp(s, "bf16")) {
+        fprintf(stderr, "v3c: error: --precision must be f32 or bf16, not '%s'\n", s);
+        exit(1);
+    }
+    return strcmp(s, "bf16") == 0;
+}
+
 void bench_parse_args(int argc, char **argv, BenchArgs *a) {
     if (argc > 1) a->model = argv[1];
     for (int i = 2; i + 1 < argc; i += 2) {
@@ -74,6 +83,7 @@ void bench_parse_args(int argc, char **argv, BenchArgs *a) {
         else if (!strcmp(argv[i], "--batch")) a->batch = atoll(argv[i + 1]);
         else if (!strcmp(argv[i], "--seq")) a->seq = atoll(argv[i + 1]);
         else if (!strcmp(argv[i], "--iters")) a->iters = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--precision")) a->bf16 = parse_precision(argv[i + 1]);
     }
     if (a->iters < 1) a->iters = 1;
 }
@@ -81,6 +91,7 @@ void bench_parse_args(int argc, char **argv, BenchArgs *a) {
 int bench_setup(const BenchArgs *a, Graph **g, TensorSet *feeds, Err *e) {
     tset_init(feeds);
     if (!(*g = bench_training_graph(a->model, a->config, a->sets, e))) return -1;
+    if (a->bf16 && bf16_graph(*g, e)) return -1;
     InitOptions io = {.seed = 1, .std = 0.02};
     if (init_params(*g, &io, feeds, e)) return -1;
     bench_feed_ids(a->batch, a->seq, feeds);

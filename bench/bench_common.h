@@ -16,15 +16,18 @@ void bench_feed_ids(int64_t b, int64_t t, TensorSet *feeds);
 /* Sorts v. */
 double bench_median(double *v, int n);
 
-/* A step benchmark's command line: MODEL [--config F] [--set k=v,...] [--batch B] [--seq T] [--iters N]. */
+/* A step benchmark's command line:
+ *   MODEL [--config F] [--set k=v,...] [--batch B] [--seq T] [--iters N] [--precision f32|bf16]
+ * bf16: the GEMMs on bf16 operands, as `v3c train --bf16` (passes/bf16.h). */
 typedef struct BenchArgs {
     const char *model, *config, *sets;
     int64_t batch, seq;
     int iters;
+    int bf16;
 } BenchArgs;
 /* Defaults in *a are kept for what argv does not give; iters at least 1. */
 void bench_parse_args(int argc, char **argv, BenchArgs *a);
-/* The training graph of a's model and its feeds: seeded weights and the token ids. */
+/* The training graph of a's model (in bf16 when asked) and its feeds: seeded weights and the token ids. */
 int bench_setup(const BenchArgs *a, Graph **g, TensorSet *feeds, Err *e);
 
 #endif
