@@ -320,6 +320,45 @@ START_TEST(test_bf16_training_follows_f32_curve) {
 }
 END_TEST
 
+/* The field's text in each line of a training log, concatenated: bits, not a tolerance. */
+static char *log_field(const char *log, const char *field) {
+    Err e = {0};
+    char *text = read_file(log, NULL, &e);
+    ck_assert_msg(text != NULL, "%s", e.msg);
+    Buf b = {0};
+    char key[64];
+    snprintf(key, sizeof key, "\"%s\":", field);
+    for (char *p = strstr(text, key); p; p = strstr(p + 1, key)) {
+        size_t n = strcspn(p + strlen(key), ",}");
+        buf_printf(&b, "%.*s;", (int)n, p + strlen(key));
+    }
+    free(text);
+    return buf_take(&b);
+}
+
+static void train_log(const char *extra, const char *log) {
+    CmdResult r = run_v3c("train models/tiny.v3 --data data/kjv.txt --steps 3 --backend cpu --bf16 --log %s %s", log, extra);
+    ck_assert_msg(r.status == 0, "%s", r.err);
+    cmd_free(&r);
+}
+
+/* --recompute re-emits forward values in backward; bf16 runs after it, so a recomputed value's
+ * bf16 copy is made from identical bits: the same run to the bit. */
+START_TEST(test_bf16_with_recompute_is_the_same_run) {
+    char *tmp = make_temp_dir(), *a = path_join(tmp, "a.jsonl"), *b = path_join(tmp, "b.jsonl");
+    train_log("", a);
+    train_log("--recompute", b);
+    static const char *const fields[] = {"loss", "total_loss", "grad_norm"};
+    for (size_t i = 0; i < sizeof fields / sizeof *fields; i++) {
+        char *x = log_field(a, fields[i]), *y = log_field(b, fields[i]);
+        ck_assert_msg(strlen(x) > 6, "%s: %s", fields[i], x);
+        ck_assert_str_eq(x, y);
+        free(x), free(y);
+    }
+    free(a), free(b), free(tmp);
+}
+END_TEST
+
 START_TEST(test_cli_bf16) {
     CmdResult r = run_v3c("dump models/tiny.v3 --bf16");
     ck_assert_msg(r.status == 0, "%s", r.err);
@@ -344,6 +383,7 @@ int main(void) {
     tcase_add_test(model, test_fp8_then_bf16);
     tcase_add_test(model, test_golden_forward_in_bf16);
     tcase_add_test(model, test_bf16_training_follows_f32_curve);
+    tcase_add_test(model, test_bf16_with_recompute_is_the_same_run);
     tcase_add_test(model, test_cli_bf16);
     suite_add_tcase(s, model);
     return run_suite(s);
