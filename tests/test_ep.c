@@ -35,47 +35,10 @@ enum { EXPERTS = 8, BATCH = 4, MAX_RANKS = 8 };
  * are ~100 ops deep: ~6e-6 relative to a tensor's largest element, under 1e-5. */
 static const double EP_TOLERANCE = 1e-5;
 
-/* ---- a thread-based Collectives: ranks are threads, buffers are shared ---- */
-typedef struct ThreadGroup {
-    int size;
-    pthread_barrier_t barrier;
-    const char *send[MAX_RANKS];
-    const int64_t *send_bytes[MAX_RANKS];
-} ThreadGroup;
-
-typedef struct Member {
-    ThreadGroup *group;
-    int rank;
-} Member;
-
-static int thread_alltoallv(void *ctx, const void *send, const int64_t *send_bytes, void *recv,
-                            const int64_t *recv_bytes, Err *err) {
-    Member *m = ctx;
-    ThreadGroup *g = m->group;
-    g->send[m->rank] = send;
-    g->send_bytes[m->rank] = send_bytes;
-    pthread_barrier_wait(&g->barrier);
-    int rc = 0;
-    int64_t at = 0;
-    for (int q = 0; q < g->size; q++) {
-        int64_t from = 0;
-        for (int p = 0; p < m->rank; p++) from += g->send_bytes[q][p];
-        if (g->send_bytes[q][m->rank] != recv_bytes[q])
-            rc = err_set(err, "rank %d expects %lld bytes from rank %d, which sends %lld", m->rank,
-                         (long long)recv_bytes[q], q, (long long)g->send_bytes[q][m->rank]);
-        else
-            memcpy((char *)recv + at, g->send[q] + from, (size_t)recv_bytes[q]);
-        at += recv_bytes[q];
-    }
-    pthread_barrier_wait(&g->barrier); /* nobody frees a send buffer a peer still reads */
-    return rc;
-}
-
 typedef struct RankJob {
     const Graph *g;
     TensorSet feeds, results;
     Collectives coll;
-    Member member;
     InterpOptions opt;
     Err err;
     int rc;
@@ -89,17 +52,15 @@ static void *run_rank(void *p) {
 
 /* Runs jobs[0..ranks) concurrently, one thread each, as one EP group. */
 static void run_group(RankJob *jobs, int ranks) {
-    ThreadGroup group = {.size = ranks};
-    pthread_barrier_init(&group.barrier, NULL, (unsigned)ranks);
+    ThreadGroup *group = thread_group_new(ranks);
     pthread_t threads[MAX_RANKS];
     for (int r = 0; r < ranks; r++) {
-        jobs[r].member = (Member){&group, r};
-        jobs[r].coll = (Collectives){&jobs[r].member, r, ranks, thread_alltoallv};
+        jobs[r].coll = thread_group_member(group, r);
         jobs[r].opt.collectives = &jobs[r].coll;
         ck_assert_int_eq(pthread_create(&threads[r], NULL, run_rank, &jobs[r]), 0);
     }
     for (int r = 0; r < ranks; r++) pthread_join(threads[r], NULL);
-    pthread_barrier_destroy(&group.barrier);
+    thread_group_free(group);
 }
 
 /* ---- the model ---- */
@@ -537,12 +498,14 @@ START_TEST(test_group_missing_or_mismatched) {
     ck_assert_int_ne(j.rc, 0);
     ck_assert_msg(strstr(j.err.msg, "ep_dispatch: no EP group is bound"), "%s", j.err.msg);
     free_jobs(&j, 1);
-    Collectives three = {NULL, 0, 3, thread_alltoallv};
+    ThreadGroup *group = thread_group_new(3);
+    Collectives three = thread_group_member(group, 0);
     run_alone(g, &three, &j);
     ck_assert_int_ne(j.rc, 0);
     ck_assert_msg(strstr(j.err.msg, "split for 2 EP ranks but this is rank 0 of 3"), "%s", j.err.msg);
     ck_assert_ptr_null(collectives_current()); /* interp_run restored the binding */
     free_jobs(&j, 1);
+    thread_group_free(group);
     graph_free(g);
 }
 END_TEST

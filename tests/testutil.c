@@ -1,6 +1,7 @@
 #include "testutil.h"
 
 #include <dirent.h>
+#include <pthread.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -214,6 +215,57 @@ void feed_random_inputs(const Graph *g, const InputFill *fills, InputFill fallba
         tset_put(feeds, name, random_input(ir_type(g, n->out[0]), fill_for(fills, &fallback, name), b, t, &seed));
     }
 }
+
+struct ThreadGroup {
+    int size;
+    pthread_barrier_t barrier;
+    const char *send[THREAD_GROUP_MAX];
+    const int64_t *send_bytes[THREAD_GROUP_MAX];
+    struct ThreadMember {
+        ThreadGroup *group;
+        int rank;
+    } members[THREAD_GROUP_MAX];
+};
+
+ThreadGroup *thread_group_new(int size) {
+    ck_assert_int_le(size, THREAD_GROUP_MAX);
+    ThreadGroup *g = xcalloc(1, sizeof *g);
+    g->size = size;
+    pthread_barrier_init(&g->barrier, NULL, (unsigned)size);
+    for (int r = 0; r < size; r++) g->members[r] = (struct ThreadMember){g, r};
+    return g;
+}
+
+void thread_group_free(ThreadGroup *g) {
+    pthread_barrier_destroy(&g->barrier);
+    free(g);
+}
+
+/* Rank r receives, from each q in order, the slice of q's send buffer addressed to r. */
+static int thread_alltoallv(void *ctx, const void *send, const int64_t *send_bytes, void *recv,
+                            const int64_t *recv_bytes, Err *err) {
+    struct ThreadMember *m = ctx;
+    ThreadGroup *g = m->group;
+    g->send[m->rank] = send;
+    g->send_bytes[m->rank] = send_bytes;
+    pthread_barrier_wait(&g->barrier);
+    int rc = 0;
+    int64_t at = 0;
+    for (int q = 0; q < g->size; q++) {
+        int64_t from = 0;
+        for (int p = 0; p < m->rank; p++) from += g->send_bytes[q][p];
+        if (g->send_bytes[q][m->rank] != recv_bytes[q])
+            rc = err_set(err, "rank %d expects %lld bytes from rank %d, which sends %lld", m->rank,
+                         (long long)recv_bytes[q], q, (long long)g->send_bytes[q][m->rank]);
+        else
+            memcpy((char *)recv + at, g->send[q] + from, (size_t)recv_bytes[q]);
+        at += recv_bytes[q];
+    }
+    pthread_barrier_wait(&g->barrier); /* nobody frees a send buffer a peer still reads */
+    return rc;
+}
+
+Collectives thread_group_member(ThreadGroup *g, int r) { return (Collectives){&g->members[r], r, g->size, thread_alltoallv}; }
 
 void fill_bf16_rounding_cases(Tensor *t) {
     static const uint32_t cases[] = {

@@ -4,6 +4,7 @@
 
 #include <check.h>
 
+#include "../ir/collective.h"
 #include "../ir/ir.h"
 
 /* Runs the v3c binary with a shell-quoted argument string; captures output. */
@@ -64,6 +65,16 @@ struct TensorSet;
  * (no NaN pattern). */
 void feed_random_inputs(const Graph *g, const InputFill *fills, InputFill fallback, int64_t b, int64_t t,
                         uint64_t seed, struct TensorSet *feeds);
+/* An EP group whose ranks are threads of this process (ir/collective.h): a
+ * rank's all-to-all-v copies straight from its peers' send buffers between
+ * two barriers. At most THREAD_GROUP_MAX ranks. */
+enum { THREAD_GROUP_MAX = 8 };
+typedef struct ThreadGroup ThreadGroup;
+ThreadGroup *thread_group_new(int size);
+void thread_group_free(ThreadGroup *g);
+/* Rank r's table (valid while g lives). */
+Collectives thread_group_member(ThreadGroup *g, int r);
+
 /* Fills an f32 tensor with the floats where rounding to bf16 is delicate (ties
  * both ways, overflow to inf, NaN payloads, signed zeros, subnormals), cycling,
  * the sign flipped on alternate cycles. */
