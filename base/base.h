@@ -28,6 +28,8 @@ void *xrealloc(void *p, size_t n);
 char *xstrdup(const char *s);
 char *xstrndup(const char *s, size_t n);
 char *xsprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Whether s ends with suffix (weight names: "...mlp.gate.weight", files: ".v3ir"). */
+int str_ends_with(const char *s, const char *suffix);
 
 /* Overflow-checked size arithmetic for sizes read from untrusted files. */
 int mul_overflows_i64(int64_t a, int64_t b, int64_t *out);

@@ -28,11 +28,6 @@ typedef struct Bf16Rebuild {
 
 static int is_gemm(OpKind op) { return (unsigned)op < OP_COUNT && gemm_operands[op].gemm; }
 
-static int ends_with(const char *s, const char *suffix) {
-    size_t n = strlen(s), k = strlen(suffix);
-    return n >= k && strcmp(s + n - k, suffix) == 0;
-}
-
 static const Node *producer(const Graph *g, ValueId v) { return &g->nodes.data[g->values.data[v].node]; }
 
 /* The param behind a weight operand: itself, or transpose(param) in Dgrad. */
@@ -45,7 +40,7 @@ static const Node *weight_param(const Graph *g, ValueId w) {
 static int writes_router_grad(const Graph *g, ValueId v) {
     for (size_t i = 0; i < g->outputs.len; i++) {
         const char *name = g->outputs.data[i].name;
-        if (g->outputs.data[i].value == v && strncmp(name, "grad.", 5) == 0 && ends_with(name, router_weight)) return 1;
+        if (g->outputs.data[i].value == v && strncmp(name, "grad.", 5) == 0 && str_ends_with(name, router_weight)) return 1;
     }
     return 0;
 }
@@ -54,7 +49,7 @@ static int is_router_gemm(const Graph *g, const Node *n) {
     int w = gemm_operands[n->op].weight;
     if (w < 0) return writes_router_grad(g, n->out[0]);
     const Node *p = weight_param(g, n->in[w]);
-    return p && ends_with(node_str(p, "name", ""), router_weight);
+    return p && str_ends_with(node_str(p, "name", ""), router_weight);
 }
 
 static int goes_bf16(const Graph *g, const Node *n) {

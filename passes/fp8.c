@@ -16,11 +16,6 @@ static const char *const high_precision_weights[] = {
     "embed_tokens.weight", "lm_head.weight", "shared_head.head.weight", "mlp.gate.weight",
 };
 
-static int ends_with(const char *s, const char *suffix) {
-    size_t n = strlen(s), k = strlen(suffix);
-    return n >= k && strcmp(s + n - k, suffix) == 0;
-}
-
 static const Node *producer(const Graph *g, ValueId v) { return &g->nodes.data[g->values.data[v].node]; }
 
 /* The checkpoint name when v is a weight the recipe quantizes, else NULL. */
@@ -30,7 +25,7 @@ static const char *fp8_weight_name(const Graph *g, ValueId v) {
     if (p->op != OP_PARAM) return NULL;
     const char *name = node_str(p, "name", "");
     for (size_t i = 0; i < sizeof high_precision_weights / sizeof high_precision_weights[0]; i++)
-        if (ends_with(name, high_precision_weights[i])) return NULL;
+        if (str_ends_with(name, high_precision_weights[i])) return NULL;
     return name;
 }
 
@@ -52,7 +47,7 @@ static int is_swiglu_product(const Graph *g, ValueId x) {
 
 /* The report's power-of-2 scales: o_proj's input and the SwiGLU output feeding down_proj. */
 static int wants_pow2(const Graph *g, const Fp8Options *opt, ValueId x, const char *weight) {
-    return opt->pow2_scales && (ends_with(weight, "o_proj.weight") || is_swiglu_product(g, x));
+    return opt->pow2_scales && (str_ends_with(weight, "o_proj.weight") || is_swiglu_product(g, x));
 }
 
 /* A weight's gradient output, "grad.<name>", when v is one (autodiff_graph). */
@@ -65,7 +60,7 @@ static const char *grad_output_name(const Graph *g, ValueId v) {
 
 static int quantized_name(const char *name) {
     for (size_t i = 0; i < sizeof high_precision_weights / sizeof high_precision_weights[0]; i++)
-        if (ends_with(name, high_precision_weights[i])) return 0;
+        if (str_ends_with(name, high_precision_weights[i])) return 0;
     return 1;
 }
 

@@ -7,19 +7,14 @@
 
 char *fp8_scale_name(const char *weight_name) { return xsprintf("%s_scale_inv", weight_name); }
 
-static int ends_with(const char *s, const char *suffix) {
-    size_t n = strlen(s), k = strlen(suffix);
-    return n >= k && strcmp(s + n - k, suffix) == 0;
-}
-
 /* Kept in BF16 by DeepSeek (spec "Kept in BF16/FP32"); norms are rank 1. */
 static const char *const unquantized[] = {"embed_tokens.weight", "lm_head.weight", "shared_head.head.weight",
                                           "mlp.gate.weight"};
 
 int fp8_quantizes_weight(const char *name, int rank) {
-    if (rank != 2 || !ends_with(name, ".weight")) return 0;
+    if (rank != 2 || !str_ends_with(name, ".weight")) return 0;
     for (size_t i = 0; i < sizeof unquantized / sizeof unquantized[0]; i++)
-        if (ends_with(name, unquantized[i])) return 0;
+        if (str_ends_with(name, unquantized[i])) return 0;
     return 1;
 }
 

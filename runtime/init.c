@@ -17,15 +17,10 @@ static double normal(uint64_t *state) {
     return sqrt(-2.0 * log(u)) * cos(2.0 * 3.141592653589793 * v);
 }
 
-static int ends_with(const char *s, const char *suffix) {
-    size_t n = strlen(s), k = strlen(suffix);
-    return n >= k && strcmp(s + n - k, suffix) == 0;
-}
-
 static void fill(Tensor *t, const char *name, const InitOptions *opt) {
     float *x = tensor_f32(t);
     if (t->rank == 1) {
-        float v = ends_with(name, "norm.weight") ? 1.0f : 0.0f;
+        float v = str_ends_with(name, "norm.weight") ? 1.0f : 0.0f;
         for (int64_t i = 0; i < t->numel; i++) x[i] = v;
         return;
     }

@@ -141,6 +141,25 @@ static const char *other_ops[] = {
 
 static int tensors_identical(const Tensor *a, const Tensor *b);
 
+/* Every output of g on the cpu backend equal to the interpreter's, bit for bit; the plan's stats. */
+static CpuPlanStats expect_exact(const Graph *g, const TensorSet *feeds, int threads) {
+    TensorSet cpu, interp;
+    tset_init(&cpu), tset_init(&interp);
+    run_both(g, feeds, threads, &cpu, &interp);
+    for (size_t i = 0; i < g->outputs.len; i++) {
+        const char *name = g->outputs.data[i].name;
+        ck_assert_msg(tensors_identical(tset_get(&cpu, name), tset_get(&interp, name)), "%s differs", name);
+    }
+    tset_free(&cpu), tset_free(&interp);
+    InterpOptions opt = {.batch = BATCH, .seq = SEQ};
+    Err e = {0};
+    CpuPlan *p = cpu_plan_build(g, &opt, NULL, &e);
+    ck_assert_msg(p != NULL, "%s", e.msg);
+    CpuPlanStats s = cpu_plan_stats(p);
+    cpu_plan_free(p);
+    return s;
+}
+
 /* The backend's own kernels (runtime/cpu_ops.c) on the shapes autodiff gives them. sdpa and
  * sdpa_grad are fp32 GEMMs (K <= 8 here) around an fp64 softmax: about sqrt(K) * 2^-24 relative
  * per product, a few 1e-7 after the softmax's sums; the layout ops are exact. */
@@ -205,20 +224,11 @@ START_TEST(test_exact_backend_kernels) {
                      "%2 = rope %0, %1 {scale=1.25} : f32[B,T,3,8]\n%3 = sum_to %2 {shape=[T,1,8]} : f32[T,1,8]\n"
                      "%4 = expand %3 {shape=[B,T,3,8]} : f32[B,T,3,8]\n%5 = transpose %4 : f32[B,T,8,3]\n"
                      "output \"r\" = %2\noutput \"s\" = %3\noutput \"t\" = %5\n");
-    TensorSet feeds, cpu, interp;
-    tset_init(&feeds), tset_init(&cpu), tset_init(&interp);
+    TensorSet feeds;
+    tset_init(&feeds);
     feed_all(g, NULL, &feeds);
-    run_both(g, &feeds, 2, &cpu, &interp);
-    for (size_t i = 0; i < g->outputs.len; i++) {
-        const char *name = g->outputs.data[i].name;
-        ck_assert_msg(tensors_identical(tset_get(&cpu, name), tset_get(&interp, name)), "%s differs", name);
-    }
-    InterpOptions opt = {.batch = BATCH, .seq = SEQ};
-    Err e = {0};
-    CpuPlan *p = cpu_plan_build(g, &opt, NULL, &e);
-    ck_assert_int_eq(cpu_plan_stats(p).native_nodes, 4);
-    cpu_plan_free(p);
-    tset_free(&feeds), tset_free(&cpu), tset_free(&interp);
+    ck_assert_int_eq(expect_exact(g, &feeds, 2).native_nodes, 4);
+    tset_free(&feeds);
     graph_free(g);
 }
 END_TEST
@@ -259,22 +269,14 @@ START_TEST(test_fused_bf16_casts_exact) {
     Graph *g = parse("v3ir 1\n%0 = input {name=\"x\"} : f32[B,T,16]\n%1 = cast %0 {to=bf16} : bf16[B,T,16]\n"
                      "%2 = cast %1 {to=f32} : f32[B,T,16]\n%3 = mul %2, %0 : f32[B,T,16]\n%4 = cast %3 {to=bf16} : bf16[B,T,16]\n"
                      "output \"b\" = %1\noutput \"y\" = %3\noutput \"c\" = %4\n");
-    TensorSet feeds, cpu, interp;
-    tset_init(&feeds), tset_init(&cpu), tset_init(&interp);
+    TensorSet feeds;
+    tset_init(&feeds);
     feed_all(g, NULL, &feeds);
     fill_bf16_rounding_cases(tset_get(&feeds, "x"));
-    run_both(g, &feeds, 1, &cpu, &interp);
-    for (size_t i = 0; i < g->outputs.len; i++) {
-        const char *name = g->outputs.data[i].name;
-        ck_assert_msg(tensors_identical(tset_get(&cpu, name), tset_get(&interp, name)), "%s differs", name);
-    }
-    InterpOptions opt = {.batch = BATCH, .seq = SEQ};
-    Err e = {0};
-    CpuPlan *p = cpu_plan_build(g, &opt, NULL, &e);
-    ck_assert_int_eq(cpu_plan_stats(p).fused_nodes, 4);
-    ck_assert_int_eq(cpu_plan_stats(p).groups, 1);
-    cpu_plan_free(p);
-    tset_free(&feeds), tset_free(&cpu), tset_free(&interp);
+    CpuPlanStats s = expect_exact(g, &feeds, 1);
+    ck_assert_int_eq(s.fused_nodes, 4);
+    ck_assert_int_eq(s.groups, 1);
+    tset_free(&feeds);
     graph_free(g);
 }
 END_TEST

@@ -118,15 +118,10 @@ static int single_run(const Checkpoint *ck, int fp8, int64_t seq, TensorSet *ref
 }
 
 /* ---- comparing with the single rank ---- */
-static int ends_with(const char *s, const char *suffix) {
-    size_t n = strlen(s), k = strlen(suffix);
-    return n >= k && strcmp(s + n - k, suffix) == 0;
-}
-
 /* Outputs that sum (expert loads) or average (losses, gradients) over the ranks;
  * everything else is per-sequence and compared rank by rank. */
 static int is_summed(const char *name) { return starts_with(name, "expert_load."); }
-static int is_averaged(const char *name) { return starts_with(name, "grad.") || ends_with(name, "loss"); }
+static int is_averaged(const char *name) { return starts_with(name, "grad.") || str_ends_with(name, "loss"); }
 static int is_expert_grad(const char *name) { return starts_with(name, "grad.") && ep_expert_of(name) >= 0; }
 
 /* max |got - want| / max |want| over the tensor (exact for integers). */

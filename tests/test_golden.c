@@ -11,11 +11,6 @@
 
 static const char *golden_dir = "../shared/golden/tiny";
 
-static int ends_with(const char *s, const char *x) {
-    size_t n = strlen(s), k = strlen(x);
-    return n >= k && strcmp(s + n - k, x) == 0;
-}
-
 /* Tolerances from ../shared/golden/README.md: logits relative L2 < 1e-4,
  * losses within 1e-4 absolute, gradients relative L2 < 1e-3. */
 static void compare_tensor(const char *name, const Tensor *got, const Tensor *want) {
@@ -23,7 +18,7 @@ static void compare_tensor(const char *name, const Tensor *got, const Tensor *wa
     ck_assert_int_eq(got->numel, want->numel);
     ck_assert_int_eq(got->rank, want->rank);
     for (int i = 0; i < want->rank; i++) ck_assert_int_eq(got->shape[i], want->shape[i]);
-    if (ends_with(name, "loss")) {
+    if (str_ends_with(name, "loss")) {
         double d = fabs((double)tensor_f32(got)[0] - (double)tensor_f32(want)[0]);
         ck_assert_msg(d < 1e-4, "%s: got %.8f want %.8f", name, tensor_f32(got)[0], tensor_f32(want)[0]);
     } else {

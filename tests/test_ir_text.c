@@ -13,18 +13,13 @@
 #include "../passes/passes.h"
 #include "testutil.h"
 
-static int ends_with(const char *s, const char *suffix) {
-    size_t n = strlen(s), k = strlen(suffix);
-    return n >= k && strcmp(s + n - k, suffix) == 0;
-}
-
 START_TEST(test_golden_files_round_trip) {
     const char *dir = "tests/data/ir";
     DIR *d = opendir(dir);
     ck_assert_msg(d != NULL, "cannot open %s (run from the source root)", dir);
     int files = 0;
     for (struct dirent *ent; (ent = readdir(d));) {
-        if (!ends_with(ent->d_name, ".v3ir")) continue;
+        if (!str_ends_with(ent->d_name, ".v3ir")) continue;
         char *path = path_join(dir, ent->d_name);
         Err e = {0};
         char *text = read_file(path, NULL, &e);

@@ -68,14 +68,9 @@ static char *converted_config(const Json *config, Target to) {
     return buf_take(&b);
 }
 
-static int ends_with(const char *s, const char *suffix) {
-    size_t n = strlen(s), k = strlen(suffix);
-    return n >= k && strcmp(s + n - k, suffix) == 0;
-}
-
 /* A "<w>_scale_inv" whose weight is stored F8: it travels with its weight. */
 static int is_fp8_scale(const Checkpoint *c, const char *name) {
-    if (!ends_with(name, "_scale_inv")) return 0;
+    if (!str_ends_with(name, "_scale_inv")) return 0;
     char *weight = xstrndup(name, strlen(name) - strlen("_scale_inv"));
     const StTensor *w = checkpoint_find(c, weight);
     free(weight);

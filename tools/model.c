@@ -9,11 +9,6 @@
 #include "../runtime/init.h"
 #include "cli.h"
 
-static int ends_with(const char *s, const char *suffix) {
-    size_t n = strlen(s), k = strlen(suffix);
-    return n >= k && strcmp(s + n - k, suffix) == 0;
-}
-
 static int bind_config_file(Program *p, const char *path, Err *err) {
     size_t len;
     char *text = read_file(path, &len, err);
@@ -72,7 +67,7 @@ static int apply_features(const Options *o, Graph *g, Err *err) {
 
 int model_build(const Options *o, Model *m, Err *err) {
     memset(m, 0, sizeof *m);
-    int rc = ends_with(o->model, ".v3ir") ? build_from_ir(o, m, err) : build_from_source(o, m, err);
+    int rc = str_ends_with(o->model, ".v3ir") ? build_from_ir(o, m, err) : build_from_source(o, m, err);
     if (rc || apply_features(o, m->graph, err)) return -1;
     PipelineOptions po = {
         .passes = o->passes,
