@@ -4,7 +4,8 @@
 # training throughput, forward + backward, in tokens/s, and their ratio.
 #   bench/gpu_vs_hf.sh [BUILD_DIR] [ITERS]   (default build/release, 5; run from the repository root)
 # It builds v3c and gpu_step (bench/gpu_step.c) in BUILD_DIR (Release), runs
-#   gpu_step models/deepseek_v3.v3 --config CONFIG --batch 4 --seq 1024    (v3c, fp32, no optimizer)
+#   gpu_step models/deepseek_v3.v3 --config CONFIG --batch 4 --seq 1024    (v3c, fp32, no optimizer: weights
+#     resident and only the loss downloaded, HF's work; then every weight uploaded and gradient downloaded)
 #   python3 ../shared/bench/hf_peer.py CONFIG --batch 4 --seq 1024           (torch, bf16, no optimizer)
 #   v3c train models/deepseek_v3.v3 --config CONFIG --batch 4 --seq 1024 --backend cuda --steps 3
 # (the whole train step: uploads, host AdamW, logging; for reference) and prints the table.
@@ -49,10 +50,16 @@ print(f"GPU: {hf['gpu']}; config ../shared/bench/bench_config.json, B={v3c['batc
 print("| engine | what is timed | precision | train tokens/s |")
 print("|---|---|---|---|")
 print(f"| HF transformers {hf['transformers']} (torch {hf['torch']}) | forward + backward, median of 10 | bf16 | {h:.0f} |")
-print(f"| v3c --backend cuda | forward + backward (uploads, downloads included), median of {v3c.get('iters', 'N')} | fp32 | {v3c['train_tokens_per_s']:.0f} |")
-print(f"| v3c --backend cuda, device time only (CUDA events) | same step | fp32 | {v3c['event_tokens_per_s']:.0f} |")
+n = v3c.get('iters', 'N')
+print(f"| v3c --backend cuda, weights resident | forward + backward, token ids up ({v3c['upload_mib']:.2f} MiB), loss down, "
+      f"gradients left on the device, median of {n} | fp32 | {v3c['train_tokens_per_s']:.0f} |")
+print(f"| v3c --backend cuda, weights resident, device time only (CUDA events) | same step | fp32 | {v3c['event_tokens_per_s']:.0f} |")
+print(f"| v3c --backend cuda, full traffic | same, plus every weight up ({v3c['full_upload_mib']:.0f} MiB) and every "
+      f"gradient down ({v3c['full_download_mib']:.0f} MiB), pageable memory, median of {n} | fp32 | {v3c['full_tokens_per_s']:.0f} |")
+print(f"| v3c --backend cuda, full traffic, device time only (CUDA events) | same step | fp32 | {v3c['full_event_tokens_per_s']:.0f} |")
 print(f"| v3c train --backend cuda | whole step with host AdamW, median of steps 2-3 | fp32 | {train:.0f} |")
-print(f"ratio v3c / HF (forward + backward): {v / h:.3f}")
+print(f"ratio v3c / HF (forward + backward, weights resident): {v / h:.3f}")
 print(f"v3c: prepare {v3c['prepare_s']:.1f} s ({v3c['kernels']} kernels: {v3c['compiled']} compiled, {v3c['cached']} cached), "
-      f"{v3c['launches']} launches + {v3c['library_calls']} cuBLASLt calls per step, {v3c['device_gib']:.1f} GiB on the device")
+      f"{v3c['launches']} launches + {v3c['library_calls']} cuBLASLt calls per step, {v3c['device_gib']:.1f} GiB on the device "
+      f"(values: a {v3c['arena_gib']:.1f} GiB arena shared by liveness, {v3c['values_gib']:.1f} GiB as one buffer each)")
 EOF

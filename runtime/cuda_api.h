@@ -16,21 +16,30 @@
 typedef unsigned long long CuPtr; /* a device address (CUdeviceptr) */
 typedef void *CuModule, *CuFunction, *CuStream, *CuEvent;
 
-/* Row-major fp32 GEMMs (the plan's LIB_GEMM and LIB_GEMM_WGRAD):
+/* Row-major GEMMs on fp32 buffers (the plan's LIB_GEMM and LIB_GEMM_WGRAD, and each expert of a grouped one):
  * wgrad=0: out[m,n] = a[m,k] b[n,k]^T (a = x, b = w);
- * wgrad=1: out[n,k] = a[m,n]^T b[m,k] (a = g, b = x). */
+ * wgrad=1: out[n,k] = a[m,n]^T b[m,k] (a = g, b = x).
+ * bf16_operands: every operand value lies on the bf16 grid (a bf16 graph value), so the device
+ * may multiply in TF32, which holds such a value exactly; else the products are full fp32.
+ * Either way the sums are fp32 and the output is fp32 (a bf16 result is rounded afterwards). */
 typedef struct CudaGemm {
     int wgrad;
     int64_t m, n, k;
     CuPtr a, b, out;
+    int bf16_operands;
 } CudaGemm;
 
-/* fp8_matmul (docs/ops.md): E4M3 operands with fp32 block scales, fp32 out.
- * wgrad=0: qa [m,k] with sa [m,ceil(k/128)] (1x128), qb [n,k] with sb
- * [ceil(n/128),ceil(k/128)] (128x128); out [m,n].
- * wgrad=1: qa [m,n], qb [m,k], sa [ceil(m/128),n], sb [ceil(m/128),k] (128x1); out [n,k]. */
+/* fp8_matmul in the one layout Hopper's FP8 GEMM has (TN: the contracted axis innermost in
+ * both operands): out[m,n] = sum over k of qa[m,k] qb[n,k] (E4M3 operands, fp32 out), each
+ * 128-block of k scaled by fp32 scales, one per row of qa and per 128 rows of qb
+ * (both_1x128=0) or per row of qb (both_1x128=1):
+ * both_1x128=0 (the forward form, wgrad=0 of the op): sa [m, ceil(k/128)] (1x128) and
+ *   sb [ceil(n/128), ceil(k/128)] (128x128), row-major as the op has them;
+ * both_1x128=1 (the weight gradient, wgrad=1 of the op, after the plan's transposing
+ *   copies: codegen/cuda/cuda.h, FP8_WGRAD_*): k a multiple of 128, and the scales
+ *   block-major, sa[kb * fp8_scale_ld(m) + r] and sb[kb * fp8_scale_ld(n) + c]. */
 typedef struct CudaFp8Gemm {
-    int wgrad;
+    int both_1x128;
     int64_t m, n, k;
     CuPtr qa, sa, qb, sb, out;
 } CudaFp8Gemm;
@@ -68,6 +77,8 @@ struct CudaApi {
     int (*event_elapsed_ms)(CudaApi *a, CuEvent start, CuEvent end, float *ms, Err *err);
     int (*gemm)(CudaApi *a, const CudaGemm *g, CuStream s, Err *err);
     int (*fp8_gemm)(CudaApi *a, const CudaFp8Gemm *g, CuStream s, Err *err);
+    /* Fills bytes at p with value (cuMemsetD8Async): the executor's debug poisoning of dead buffers. */
+    int (*memset_byte)(CudaApi *a, CuPtr p, unsigned char value, size_t bytes, CuStream s, Err *err);
     /* Frees ctx and the table itself. */
     void (*close)(CudaApi *a);
 };

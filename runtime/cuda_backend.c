@@ -179,6 +179,9 @@ static void d_mem_free(CudaApi *a, CuPtr p) { drv(a)->dev->mem_free(p); }
 static int d_memset_zero(CudaApi *a, CuPtr p, size_t bytes, CuStream s, Err *err) {
     return dcheck(a, drv(a)->dev->memset_d8_async(p, 0, bytes, s), "cuMemsetD8Async", err);
 }
+static int d_memset_byte(CudaApi *a, CuPtr p, unsigned char value, size_t bytes, CuStream s, Err *err) {
+    return dcheck(a, drv(a)->dev->memset_d8_async(p, value, bytes, s), "cuMemsetD8Async", err);
+}
 static int d_copy_h2d(CudaApi *a, CuPtr dst, const void *src, size_t bytes, CuStream s, Err *err) {
     return dcheck(a, drv(a)->dev->memcpy_h2d_async(dst, src, bytes, s), "cuMemcpyHtoDAsync", err);
 }
@@ -241,7 +244,7 @@ static const CudaApi driver_table = {
     .stream_create = d_stream_create, .stream_destroy = d_stream_destroy, .stream_sync = d_stream_sync,
     .event_create = d_event_create, .event_destroy = d_event_destroy, .event_record = d_event_record,
     .stream_wait_event = d_stream_wait_event, .event_elapsed_ms = d_event_elapsed, .gemm = d_gemm,
-    .fp8_gemm = d_fp8_gemm, .fp8_check = d_fp8_check, .close = d_close,
+    .fp8_gemm = d_fp8_gemm, .fp8_check = d_fp8_check, .memset_byte = d_memset_byte, .close = d_close,
 };
 
 static int open_parts(Driver *d, Err *err) {

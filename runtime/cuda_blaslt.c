@@ -31,6 +31,7 @@ enum {
     SCALE_VEC128_32F = 4,   /* CUBLASLT_MATMUL_MATRIX_SCALE_VEC128_32F: one fp32 per 128 along the inner (K) axis */
     SCALE_BLK128x128_32F = 5, /* CUBLASLT_MATMUL_MATRIX_SCALE_BLK128x128_32F */
     COMPUTE_32F = 68,       /* CUBLAS_COMPUTE_32F: true fp32, no TF32 down-conversion */
+    COMPUTE_32F_FAST_TF32 = 77, /* CUBLAS_COMPUTE_32F_FAST_TF32: fp32 in and out, TF32 tensor-core products */
     OP_N = 0, OP_T = 1,     /* CUBLAS_OP_N, CUBLAS_OP_T */
     DESC_TRANSA = 3,        /* CUBLASLT_MATMUL_DESC_TRANSA */
     DESC_TRANSB = 4,        /* CUBLASLT_MATMUL_DESC_TRANSB */
@@ -43,6 +44,8 @@ enum {
 /* One GEMM shape, ready to run. */
 typedef struct Prepared {
     int fp8, wgrad;
+    int bf16;       /* operands on the bf16 grid: TF32 products (CudaGemm.bf16_operands) */
+    int both_1x128; /* FP8 with 1x128 scales on both operands (CudaFp8Gemm.both_1x128) */
     int64_t m, n, k;
     uint32_t align; /* bytes every operand's address is a multiple of (a grouped GEMM's slices are only 4-aligned) */
     Desc desc;
@@ -145,6 +148,13 @@ void blaslt_close(Blaslt *b) {
     free(b);
 }
 
+/* Products: a bf16 value (8 significant bits) converts to TF32 (11) exactly and
+ * the product of two (16 bits) is exact in fp32, so TF32 tensor cores with fp32
+ * accumulation compute what a bf16 GEMM with fp32 accumulation does, reading the
+ * fp32 buffers as they are. An f32 value would lose 13 bits in TF32: f32 GEMMs
+ * stay CUBLAS_COMPUTE_32F. */
+static int compute_type(const Prepared *p) { return p->bf16 ? COMPUTE_32F_FAST_TF32 : COMPUTE_32F; }
+
 /* Row-major as column-major (cublasLt's order): a row-major [r,c] matrix is a
  * column-major [c,r] one with ld c. Forward, y^T[n,m] = w[n,k] x^T[k,m]:
  * A = w (col-major k x n, transposed), B = x (col-major k x m), D col-major n x m.
@@ -152,7 +162,7 @@ void blaslt_close(Blaslt *b) {
  * n x m, transposed), D col-major k x n. */
 static int describe(const Blaslt *b, Prepared *p, Err *err) {
     int ta = p->wgrad ? OP_N : OP_T, tb = p->wgrad ? OP_T : OP_N;
-    int rc = check(b, b->desc_create(&p->desc, COMPUTE_32F, R_32F), "cublasLtMatmulDescCreate", err) ||
+    int rc = check(b, b->desc_create(&p->desc, compute_type(p), R_32F), "cublasLtMatmulDescCreate", err) ||
              check(b, b->desc_set(p->desc, DESC_TRANSA, &ta, sizeof ta), "set TRANSA", err) ||
              check(b, b->desc_set(p->desc, DESC_TRANSB, &tb, sizeof tb), "set TRANSB", err);
     if (rc) return -1;
@@ -166,15 +176,19 @@ static int describe(const Blaslt *b, Prepared *p, Err *err) {
            check(b, b->layout_create(&p->d, R_32F, n, m, p->n), "layout D", err);
 }
 
-/* FP8 on Hopper is TN only. Forward y[m,n] = qa[m,k] qb[n,k]^T is, column-major,
- * y^T[n,m] = qb[n,k] qa^T[k,m]: A = qb (col-major k x n, transposed) with 128x128 scales
- * sb [ceil(n/128), ceil(k/128)] row-major, i.e. column-major
- * [ceil(k/128), ceil(n/128)], the K blocks innermost like the data; B = qa
- * (col-major k x m) with 1x128 scales sa [m, ceil(k/128)] row-major, i.e.
- * column-major [ceil(k/128), m]; D col-major n x m = y. The scale pointers are
- * set per call (prepared descriptors are shared by shape). */
+/* FP8 on Hopper is TN only: out[m,n] = qa[m,k] qb[n,k]^T is, column-major,
+ * out^T[n,m] = qb[n,k] qa^T[k,m]: A = qb (col-major k x n, transposed), B = qa
+ * (col-major k x m), D col-major n x m = out. Scales: B (qa) always 1x128
+ * (VEC128_32F); A (qb) 128x128 (BLK128x128_32F) in the forward form, 1x128 in the
+ * weight gradient's (cuBLASLt takes both pairs on Hopper; 128x128 on both is not
+ * one). The scale tensors are passed as CudaFp8Gemm lays them out: the forward's
+ * sa [m, ceil(k/128)] and sb [ceil(n/128), ceil(k/128)] row-major, the K blocks
+ * innermost; the weight gradient's block-major (sa[kb * ld + r], ld a multiple of
+ * 4), the layout PyTorch's _scaled_mm hands cuBLASLt for 1x128 scales ("outer-dim
+ * major"). Neither is verified on a GPU here. The scale pointers are set per call
+ * (prepared descriptors are shared by shape). */
 static int describe_fp8(const Blaslt *b, Prepared *p, Err *err) {
-    int ta = OP_T, tb = OP_N, a_mode = SCALE_BLK128x128_32F, b_mode = SCALE_VEC128_32F;
+    int ta = OP_T, tb = OP_N, a_mode = p->both_1x128 ? SCALE_VEC128_32F : SCALE_BLK128x128_32F, b_mode = SCALE_VEC128_32F;
     uint64_t m = (uint64_t)p->m, n = (uint64_t)p->n, k = (uint64_t)p->k;
     return check(b, b->desc_create(&p->desc, COMPUTE_32F, R_32F), "cublasLtMatmulDescCreate", err) ||
            check(b, b->desc_set(p->desc, DESC_TRANSA, &ta, sizeof ta), "set TRANSA", err) ||
@@ -202,7 +216,7 @@ static int choose_algo(const Blaslt *b, Prepared *p, Err *err) {
     if (rc) return -1;
     if (found < 1)
         return err_set(err, "cuBLASLt has no %s algorithm for a %s GEMM of m=%lld n=%lld k=%lld on this GPU",
-                       p->fp8 ? "block-scaled FP8" : "fp32", p->wgrad ? "wgrad" : "forward", (long long)p->m,
+                       p->fp8 ? "block-scaled FP8" : p->bf16 ? "TF32 (bf16 operands)" : "fp32", p->wgrad ? "wgrad" : "forward", (long long)p->m,
                        (long long)p->n, (long long)p->k);
     p->algo = h.algo, p->workspace = h.workspace_size;
     return 0;
@@ -221,8 +235,8 @@ static uint32_t alignment_of(const CuPtr *ptrs, int n) {
 static const Prepared *prepared(Blaslt *b, Prepared key, Prepared *fresh, Err *err) {
     for (size_t i = 0; i < b->cache.len; i++) {
         const Prepared *p = &b->cache.data[i];
-        if (p->fp8 == key.fp8 && p->wgrad == key.wgrad && p->m == key.m && p->n == key.n && p->k == key.k &&
-            p->align == key.align)
+        if (p->fp8 == key.fp8 && p->wgrad == key.wgrad && p->bf16 == key.bf16 && p->both_1x128 == key.both_1x128 &&
+            p->m == key.m && p->n == key.n && p->k == key.k && p->align == key.align)
             return p;
     }
     *fresh = key;
@@ -240,7 +254,8 @@ int blaslt_gemm(Blaslt *b, const CudaGemm *g, CuStream s, Err *err) {
         return err_internal(err, "cuBLASLt GEMM of m=%lld n=%lld k=%lld", (long long)g->m, (long long)g->n, (long long)g->k);
     Prepared fresh;
     const CuPtr ptrs[] = {g->a, g->b, g->out};
-    Prepared key = {.wgrad = g->wgrad, .m = g->m, .n = g->n, .k = g->k, .align = alignment_of(ptrs, 3)};
+    Prepared key = {.wgrad = g->wgrad, .bf16 = g->bf16_operands, .m = g->m, .n = g->n, .k = g->k,
+                    .align = alignment_of(ptrs, 3)};
     const Prepared *p = prepared(b, key, &fresh, err);
     if (!p) return -1;
     const float one = 1.0f, zero = 0.0f;
@@ -254,15 +269,18 @@ int blaslt_gemm(Blaslt *b, const CudaGemm *g, CuStream s, Err *err) {
     return rc;
 }
 
+/* The weight gradient's M (rows of dw) a multiple of 4 as well: its scales' leading dimension is then
+ * M itself, where cuBLASLt's implied one (M, or M rounded up to 4, as PyTorch pads) cannot differ. */
 int blaslt_fp8_check(const CudaFp8Gemm *g, Err *err) {
-    if (g->wgrad)
-        return err_set(err, "fp8_matmul wgrad=1 cannot be expressed in cuBLASLt: its FP8 GEMM takes only the TN layout "
-                            "(the contracted axis innermost in both operands), and the weight gradient contracts over "
-                            "the tokens, the outer axis of both; train with --fp8 on --backend cpu");
+    if (g->both_1x128 && g->m % 4)
+        return err_set(err, "fp8_matmul weight gradient with %lld rows: cuBLASLt's 1x128 scales need the rows a multiple "
+                            "of 4",
+                       (long long)g->m);
     if (g->k % 128 || g->n % 16)
-        return err_set(err, "fp8_matmul with K=%lld, N=%lld: cuBLASLt's block-scaled FP8 needs K a multiple of 128 and "
+        return err_set(err, "fp8_matmul with K=%lld, N=%lld%s: cuBLASLt's block-scaled FP8 needs K a multiple of 128 and "
                             "N a multiple of 16",
-                       (long long)g->k, (long long)g->n);
+                       (long long)g->k, (long long)g->n,
+                       g->both_1x128 ? " (its weight gradient: N is the gradient's columns, K the tokens padded to 128)" : "");
     return 0;
 }
 
@@ -270,7 +288,7 @@ int blaslt_fp8_gemm(Blaslt *b, const CudaFp8Gemm *g, CuStream s, Err *err) {
     if (blaslt_fp8_check(g, err)) return -1;
     Prepared fresh;
     const CuPtr ptrs[] = {g->qa, g->qb, g->out};
-    Prepared key = {.fp8 = 1, .m = g->m, .n = g->n, .k = g->k, .align = alignment_of(ptrs, 3)};
+    Prepared key = {.fp8 = 1, .both_1x128 = g->both_1x128, .m = g->m, .n = g->n, .k = g->k, .align = alignment_of(ptrs, 3)};
     const Prepared *p = prepared(b, key, &fresh, err);
     if (!p) return -1;
     const void *sb = (const void *)(uintptr_t)g->sb, *sa = (const void *)(uintptr_t)g->sa;

@@ -1,9 +1,11 @@
 /* The CUDA executor: a plan's launches and library calls replayed through a
- * CudaApi. Device memory: one buffer per graph value that a launch, a library
- * call or the caller touches (a reshape shares its source's), one buffer per
- * scratch slot (sized for the largest node, reused node after node: the
- * compute stream orders them), and one status word per launch, so a bad-data
- * code names the launch, hence the node, that stored it.
+ * CudaApi. Device memory: one arena holding a buffer per graph value that a
+ * launch, a library call or the caller touches (a reshape shares its
+ * source's), placed by liveness so that values whose lifetimes do not overlap
+ * share bytes (arena.h); one buffer per scratch slot (sized for the
+ * largest node, reused node after node: the compute stream orders them); and
+ * one status word per launch, so a bad-data code names the launch, hence the
+ * node, that stored it.
  *
  * Streams: uploads and downloads on a copy stream, kernels and GEMMs on a
  * compute stream; events order them (compute waits for the uploads, the
@@ -12,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "arena.h"
 #include "cuda_exec.h"
 
 enum { MAX_SCRATCH = 8, MIN_ALLOC = 16 };
@@ -22,8 +25,14 @@ struct CudaExec {
     CudaPlan plan;
     CuModule *modules;
     CuFunction *functions;
-    CuPtr *buf;     /* per value: its device address, 0 when nothing touches it */
-    uint8_t *owned; /* per value: buf was allocated for it (not a reshape's alias) */
+    CuPtr *buf;   /* per value: its device address in the arena, 0 when nothing touches it */
+    CuPtr arena;  /* every value's buffer */
+    size_t *size; /* per value with a buffer of its own (not a reshape's alias): its bytes, else 0 */
+    /* The values whose last use is node s are dead[dead_start[s] .. dead_start[s + 1]) (s < nodes.len;
+     * params, inputs and graph outputs live to the step's end and are not listed). */
+    ValueId *dead;
+    int32_t *dead_start;
+    int params_resident; /* the params on the device are those of the last upload (which completed) */
     CuPtr scratch[MAX_SCRATCH];
     int64_t scratch_bytes[MAX_SCRATCH];
     int32_t scratch_zeroed_for[MAX_SCRATCH]; /* the node whose launches the slot currently serves */
@@ -53,29 +62,45 @@ static const char *const status_meaning[] = {
 static int is_fp8_call(CudaLibKind k) { return k == LIB_FP8_GEMM || k == LIB_FP8_GEMM_WGRAD; }
 static int has_runner(CudaLibKind k);
 
-/* cuBLASLt is asked for f32 x f32 -> f32 and e4m3 x e4m3 -> f32; anything else
- * (bf16 GEMMs) is refused here rather than computed in the wrong precision. */
-static int check_call(CudaApi *api, const Graph *g, const CudaLibCall *c, Err *err) {
+/* The table's view of an FP8 call: the forward form as the op has it; the weight
+ * gradient as the TN GEMM of the transposed copies the plan's launches make
+ * (codegen/cuda/cuda.h, FP8_WGRAD_*): out[n,k] = qa^T[n,mp] qb^T[k,mp]^T. */
+static CudaFp8Gemm fp8_shape(const CudaLibCall *c) {
+    if (c->kind == LIB_FP8_GEMM_WGRAD)
+        return (CudaFp8Gemm){.both_1x128 = 1, .m = c->n, .n = c->k, .k = fp8_wgrad_tokens(c->m)};
+    return (CudaFp8Gemm){.m = c->m, .n = c->n, .k = c->k};
+}
+
+/* The precisions the cuBLASLt path computes: f32 x f32 -> f32 (fp32 products);
+ * bf16 x bf16 -> bf16 (TF32 products, exact on bf16 values, fp32 sums, then the
+ * plan's rounding kernel: the interpreter's one rounding of the sum to bf16, up to
+ * the sum's order and precision); e4m3 x e4m3 with f32 scales -> f32 or bf16.
+ * Anything else is refused rather than computed in another precision. */
+static int call_types_ok(const Graph *g, const CudaLibCall *c) {
     const Node *n = &g->nodes.data[c->node];
+    DType out = ir_type(g, n->out[0])->dtype;
+    int fp8 = is_fp8_call(c->kind), ok = out == DT_F32 || out == DT_BF16;
+    for (int k = 0; k < n->nin && ok; k++) {
+        DType dt = ir_type(g, n->in[k])->dtype;
+        int counts = (c->kind == LIB_GROUPED_GEMM || c->kind == LIB_GROUPED_WGRAD) && k == 1;
+        ok = counts ? dt == DT_I32 || dt == DT_I64 : fp8 ? dt == (k % 2 == 0 ? DT_E4M3 : DT_F32) : dt == out;
+    }
+    return ok;
+}
+
+static int check_call(CudaApi *api, const Graph *g, const CudaLibCall *c, Err *err) {
     char where[256];
     node_where(g, c->node, where, sizeof where);
     if (!has_runner(c->kind))
         return err_set(err, "--backend cuda: %s: the executor does not run %s library calls (the EP exchanges "
                             "need NCCL, not wired yet); run it with --backend cpu",
                        where, cuda_lib_kind_name(c->kind));
-    CudaFp8Gemm shape = {c->kind == LIB_FP8_GEMM_WGRAD, c->m, c->n, c->k, 0, 0, 0, 0, 0};
+    CudaFp8Gemm shape = fp8_shape(c);
     if (is_fp8_call(c->kind) && api->fp8_check && api->fp8_check(api, &shape, err))
         return err_wrap(err, "--backend cuda: %s: ", where);
-    int ok = ir_type(g, n->out[0])->dtype == DT_F32;
-    int fp8 = is_fp8_call(c->kind);
-    for (int k = 0; k < n->nin && ok; k++) {
-        DType dt = ir_type(g, n->in[k])->dtype;
-        int counts = (c->kind == LIB_GROUPED_GEMM || c->kind == LIB_GROUPED_WGRAD) && k == 1;
-        ok = counts ? dt == DT_I32 || dt == DT_I64 : fp8 ? dt == (k % 2 == 0 ? DT_E4M3 : DT_F32) : dt == DT_F32;
-    }
-    if (ok) return 0;
-    return err_set(err, "--backend cuda: %s: the cuBLASLt path takes f32 operands and an f32 result (e4m3 operands "
-                        "with f32 scales for fp8_matmul); this one has others",
+    if (call_types_ok(g, c)) return 0;
+    return err_set(err, "--backend cuda: %s: the cuBLASLt path computes f32 x f32 -> f32, bf16 x bf16 -> bf16, and "
+                        "e4m3 x e4m3 with f32 scales -> f32 or bf16 (fp8_matmul); this one has other dtypes",
                    where);
 }
 
@@ -95,8 +120,9 @@ static int load_kernels(CudaExec *x, Err *err) {
     return rc;
 }
 
-/* Values something reads or writes: launch arguments, library operands, graph
- * outputs; then, backwards, the source of every used reshape. */
+/* Values something reads or writes: launch arguments, library operands (and
+ * their rounding launches' arguments), graph outputs; then, backwards, the
+ * source of every used reshape. */
 static uint8_t *values_used(const CudaExec *x) {
     const Graph *g = x->g;
     uint8_t *used = xcalloc(g->values.len + 1, 1);
@@ -106,9 +132,12 @@ static uint8_t *values_used(const CudaExec *x) {
             if (l->args[a].kind == CARG_VALUE) used[l->args[a].value] = 1;
     }
     for (size_t i = 0; i < x->plan.calls.len; i++) {
-        const Node *n = &g->nodes.data[x->plan.calls.data[i].node];
+        const CudaLibCall *c = &x->plan.calls.data[i];
+        const Node *n = &g->nodes.data[c->node];
         for (int k = 0; k < n->nin; k++) used[n->in[k]] = 1;
         for (int k = 0; k < n->nout; k++) used[n->out[k]] = 1;
+        for (int a = 0; c->round.kernel >= 0 && a < c->round.nargs; a++)
+            if (c->round.args[a].kind == CARG_VALUE) used[c->round.args[a].value] = 1;
     }
     for (size_t i = 0; i < g->outputs.len; i++) used[g->outputs.data[i].value] = 1;
     for (size_t i = g->nodes.len; i-- > 0;) {
@@ -135,26 +164,109 @@ static int device_alloc(CudaExec *x, size_t bytes, CuPtr *p, Err *err) {
     return 0;
 }
 
+/* A reshape's output is its source's buffer: root[v] is the value whose buffer v uses. */
+static ValueId *buffer_roots(const Graph *g) {
+    ValueId *root = xcalloc(g->values.len + 1, sizeof *root);
+    for (size_t v = 0; v < g->values.len; v++) root[v] = (ValueId)v;
+    for (size_t i = 0; i < g->nodes.len; i++) {
+        const Node *n = &g->nodes.data[i];
+        if (n->op == OP_RESHAPE) root[n->out[0]] = root[n->in[0]];
+    }
+    return root;
+}
+
+static void touch(ArenaBuffer *iv, ValueId v, int32_t node) {
+    if (node < iv[v].first) iv[v].first = node;
+    if (node > iv[v].last) iv[v].last = node;
+}
+
+static void touch_args(ArenaBuffer *iv, const ValueId *root, const CudaLaunch *l, int32_t node) {
+    for (int a = 0; a < l->nargs; a++)
+        if (l->args[a].kind == CARG_VALUE) touch(iv, root[l->args[a].value], node);
+}
+
+/* Each buffer's lifetime in node positions: from the first to the last node
+ * whose launches or library call read or write it (a reshape's uses count for
+ * its source), its producer included. Params and inputs are uploaded before
+ * the step and graph outputs downloaded after it, so they span 0 .. nodes.len
+ * (the step's end). Only roots get intervals; bytes are set by the caller. */
+static ArenaBuffer *lifetimes(const CudaExec *x, const ValueId *root, const uint8_t *used) {
+    const Graph *g = x->g;
+    int32_t end = (int32_t)g->nodes.len;
+    ArenaBuffer *iv = xcalloc(g->values.len + 1, sizeof *iv);
+    for (size_t v = 0; v < g->values.len; v++) iv[v] = (ArenaBuffer){INT32_MAX, -1, 0};
+    for (size_t i = 0; i < x->plan.launches.len; i++)
+        touch_args(iv, root, &x->plan.launches.data[i], x->plan.launches.data[i].node);
+    for (size_t i = 0; i < x->plan.calls.len; i++) {
+        const CudaLibCall *c = &x->plan.calls.data[i];
+        const Node *n = &g->nodes.data[c->node];
+        for (int k = 0; k < n->nin; k++) touch(iv, root[n->in[k]], c->node);
+        for (int k = 0; k < n->nout; k++) touch(iv, root[n->out[k]], c->node);
+        if (c->round.kernel >= 0) touch_args(iv, root, &c->round, c->node);
+    }
+    for (size_t i = 0; i < g->outputs.len; i++) touch(iv, root[g->outputs.data[i].value], end);
+    for (size_t v = 0; v < g->values.len; v++) {
+        if (!used[v] || root[v] != (ValueId)v) continue;
+        int32_t producer = g->values.data[v].node;
+        OpKind op = g->nodes.data[producer].op;
+        if (op == OP_PARAM || op == OP_INPUT) touch(iv, (ValueId)v, 0), touch(iv, (ValueId)v, end);
+        else touch(iv, (ValueId)v, producer);
+    }
+    return iv;
+}
+
+/* Sizes of the used roots (an empty tensor still gets an address); the sum is
+ * what one buffer per value would take. */
+static int size_buffers(CudaExec *x, const ValueId *root, const uint8_t *used, ArenaBuffer *iv, Err *err) {
+    for (size_t v = 0; v < x->g->values.len; v++) {
+        if (!used[v] || root[v] != (ValueId)v) continue;
+        size_t bytes;
+        if (value_bytes(x, (ValueId)v, &bytes, err)) return -1;
+        x->size[v] = bytes < MIN_ALLOC ? MIN_ALLOC : bytes;
+        iv[v].bytes = (int64_t)x->size[v];
+        x->stats.values_bytes += iv[v].bytes;
+    }
+    return 0;
+}
+
+/* For poisoning (CudaStepOptions.poison_dead_values): the buffers by last use, params, inputs and outputs left out. */
+static void bucket_dead(CudaExec *x, const ArenaBuffer *iv) {
+    size_t nv = x->g->values.len, nn = x->g->nodes.len;
+    x->dead_start = xcalloc(nn + 2, sizeof *x->dead_start);
+    x->dead = xcalloc(nv + 1, sizeof *x->dead);
+    for (size_t v = 0; v < nv; v++)
+        if (x->size[v] && (size_t)iv[v].last < nn) x->dead_start[iv[v].last + 1]++;
+    for (size_t s = 0; s < nn; s++) x->dead_start[s + 1] += x->dead_start[s];
+    int32_t *fill = xcalloc(nn + 1, sizeof *fill);
+    memcpy(fill, x->dead_start, (nn + 1) * sizeof *fill);
+    for (size_t v = 0; v < nv; v++)
+        if (x->size[v] && (size_t)iv[v].last < nn) x->dead[fill[iv[v].last]++] = (ValueId)v;
+    free(fill);
+}
+
+static int place_values(CudaExec *x, const ValueId *root, const ArenaBuffer *iv, Err *err) {
+    size_t nv = x->g->values.len;
+    int64_t *offset = xcalloc(nv + 1, sizeof *offset), arena = 0;
+    int rc = arena_pack(iv, nv, (int32_t)x->g->nodes.len + 1, offset, &arena, err);
+    if (rc == 0) rc = device_alloc(x, (size_t)arena, &x->arena, err);
+    for (size_t v = 0; v < nv && rc == 0; v++)
+        if (offset[root[v]] >= 0) x->buf[v] = x->arena + (CuPtr)offset[root[v]];
+    x->stats.arena_bytes = arena;
+    free(offset);
+    return rc;
+}
+
 static int alloc_values(CudaExec *x, Err *err) {
     const Graph *g = x->g;
     uint8_t *used = values_used(x);
+    ValueId *root = buffer_roots(g);
+    ArenaBuffer *iv = lifetimes(x, root, used);
     x->buf = xcalloc(g->values.len + 1, sizeof *x->buf);
-    x->owned = xcalloc(g->values.len + 1, 1);
-    int rc = 0;
-    for (size_t i = 0; i < g->nodes.len && rc == 0; i++) {
-        const Node *n = &g->nodes.data[i];
-        if (n->op == OP_RESHAPE) {
-            x->buf[n->out[0]] = x->buf[n->in[0]];
-            continue;
-        }
-        for (int k = 0; k < n->nout && rc == 0; k++) {
-            size_t bytes;
-            if (!used[n->out[k]]) continue;
-            rc = value_bytes(x, n->out[k], &bytes, err) || device_alloc(x, bytes, &x->buf[n->out[k]], err) ? -1 : 0;
-            if (rc == 0) x->owned[n->out[k]] = 1;
-        }
-    }
-    free(used);
+    x->size = xcalloc(g->values.len + 1, sizeof *x->size);
+    int rc = size_buffers(x, root, used, iv, err);
+    if (rc == 0) rc = place_values(x, root, iv, err);
+    if (rc == 0) bucket_dead(x, iv);
+    free(used), free(root), free(iv);
     return rc;
 }
 
@@ -229,14 +341,20 @@ static int feed_one(CudaExec *x, const Node *n, const TensorSet *feeds, Err *err
     CuPtr dst = x->buf[n->out[0]];
     size_t bytes = (size_t)t->numel * dtype_host_size(t->dtype);
     if (!dst || bytes == 0) return 0; /* nothing on the device reads it */
+    x->stats.last_upload_bytes += (int64_t)bytes;
     return x->api->copy_h2d(x->api, dst, t->data, bytes, x->copy, err);
 }
 
-static int upload(CudaExec *x, const TensorSet *feeds, Err *err) {
+/* Params are uploaded unless the caller vouches for the ones already there;
+ * resident is cleared first so that a failed upload is never trusted. */
+static int upload(CudaExec *x, const TensorSet *feeds, const CudaStepOptions *o, Err *err) {
+    int params = !(o->params_unchanged && x->params_resident);
+    if (params) x->params_resident = 0;
     for (size_t i = 0; i < x->g->nodes.len; i++) {
         const Node *n = &x->g->nodes.data[i];
-        if ((n->op == OP_INPUT || n->op == OP_PARAM) && feed_one(x, n, feeds, err)) return -1;
+        if ((n->op == OP_INPUT || (n->op == OP_PARAM && params)) && feed_one(x, n, feeds, err)) return -1;
     }
+    if (params) x->params_resident = 1;
     return x->api->memset_zero(x->api, x->status, (x->plan.launches.len + 1) * sizeof(int), x->copy, err);
 }
 
@@ -307,8 +425,12 @@ static int read_counts(CudaExec *x, const CudaLibCall *c, int64_t *counts, Err *
     return rc;
 }
 
+/* Operands of a bf16 GEMM (check_call: all of them or none) hold bf16-grid values. */
+static int bf16_operands(const CudaExec *x, const Node *n) { return ir_type(x->g, n->in[0])->dtype == DT_BF16; }
+
 static int call_gemm(CudaExec *x, const CudaLibCall *c, const Node *n, Err *err) {
-    CudaGemm gm = {c->kind == LIB_GEMM_WGRAD, c->m, c->n, c->k, operand(x, n, 0), operand(x, n, 1), x->buf[n->out[0]]};
+    CudaGemm gm = {c->kind == LIB_GEMM_WGRAD, c->m, c->n, c->k, operand(x, n, 0), operand(x, n, 1), x->buf[n->out[0]],
+                   bf16_operands(x, n)};
     return x->api->gemm(x->api, &gm, x->compute, err);
 }
 
@@ -324,11 +446,12 @@ static int call_grouped(CudaExec *x, const CudaLibCall *c, const Node *n, Err *e
         CuPtr slab = out + (CuPtr)(e * c->n * c->k) * f;
         if (c->kind == LIB_GROUPED_GEMM && rows > 0) {
             CudaGemm gm = {0, rows, c->n, c->k, operand(x, n, 0) + (CuPtr)(at * c->k) * f,
-                           operand(x, n, 2) + (CuPtr)(e * c->n * c->k) * f, out + (CuPtr)(at * c->n) * f};
+                           operand(x, n, 2) + (CuPtr)(e * c->n * c->k) * f, out + (CuPtr)(at * c->n) * f,
+                           bf16_operands(x, n)};
             rc = x->api->gemm(x->api, &gm, x->compute, err);
         } else if (c->kind == LIB_GROUPED_WGRAD && rows > 0) {
             CudaGemm gm = {1, rows, c->n, c->k, operand(x, n, 0) + (CuPtr)(at * c->n) * f,
-                           operand(x, n, 2) + (CuPtr)(at * c->k) * f, slab};
+                           operand(x, n, 2) + (CuPtr)(at * c->k) * f, slab, bf16_operands(x, n)};
             rc = x->api->gemm(x->api, &gm, x->compute, err);
         } else if (c->kind == LIB_GROUPED_WGRAD) {
             rc = x->api->memset_zero(x->api, slab, (size_t)(c->n * c->k) * sizeof(float), x->compute, err);
@@ -339,9 +462,15 @@ static int call_grouped(CudaExec *x, const CudaLibCall *c, const Node *n, Err *e
     return rc;
 }
 
+/* The weight gradient reads the transposed copies the node's launches left in scratch. */
 static int call_fp8(CudaExec *x, const CudaLibCall *c, const Node *n, Err *err) {
-    CudaFp8Gemm gm = {c->kind == LIB_FP8_GEMM_WGRAD, c->m, c->n, c->k, operand(x, n, 0), operand(x, n, 1),
-                      operand(x, n, 2), operand(x, n, 3), x->buf[n->out[0]]};
+    CudaFp8Gemm gm = fp8_shape(c);
+    gm.out = x->buf[n->out[0]];
+    if (gm.both_1x128)
+        gm.qa = x->scratch[FP8_WGRAD_QA_T], gm.sa = x->scratch[FP8_WGRAD_SA_T], gm.qb = x->scratch[FP8_WGRAD_QB_T],
+        gm.sb = x->scratch[FP8_WGRAD_SB_T];
+    else
+        gm.qa = operand(x, n, 0), gm.sa = operand(x, n, 1), gm.qb = operand(x, n, 2), gm.sb = operand(x, n, 3);
     return x->api->fp8_gemm(x->api, &gm, x->compute, err);
 }
 
@@ -353,39 +482,74 @@ static const CallFn call_fns[LIB_KIND_COUNT] = {
 
 static int has_runner(CudaLibKind k) { return (unsigned)k < LIB_KIND_COUNT && call_fns[k]; }
 
+/* A bf16 result's rounding (CudaLibCall.round), on the compute stream after the GEMM. */
+static int launch_round(CudaExec *x, const CudaLibCall *c, Err *err) {
+    const CudaLaunch *l = &c->round;
+    CuPtr args[CUDA_MAX_PARAMS];
+    for (int a = 0; a < l->nargs; a++) {
+        if (l->args[a].kind != CARG_VALUE || !x->buf[l->args[a].value])
+            return err_internal(err, "CUDA plan: the rounding launch of node %d takes a value without a buffer",
+                                (int)c->node);
+        args[a] = x->buf[l->args[a].value] + (CuPtr)l->args[a].offset;
+    }
+    const CudaKernel *k = &x->plan.kernels.data[l->kernel];
+    return x->api->launch(x->api, x->functions[l->kernel], (unsigned)l->grid, (unsigned)l->block,
+                          (unsigned)(k->smem_per_thread * l->block), x->compute, args, l->nargs, err);
+}
+
 static int run_call(CudaExec *x, const CudaLibCall *c, Err *err) {
     if (!has_runner(c->kind)) return err_internal(err, "CUDA plan: library call kind %d", (int)c->kind);
-    if (call_fns[c->kind](x, c, &x->g->nodes.data[c->node], err) == 0) return 0;
+    int rc = call_fns[c->kind](x, c, &x->g->nodes.data[c->node], err);
+    if (rc == 0 && c->round.kernel >= 0) rc = launch_round(x, c, err);
+    if (rc == 0) return 0;
     char where[256];
     node_where(x->g, c->node, where, sizeof where);
     return err_wrap(err, "%s, %s: ", cuda_lib_kind_name(c->kind), where);
 }
 
-/* Launches and library calls are each in node order; a node has one kind or the other. */
-static int run_plan(CudaExec *x, Err *err) {
-    const CudaPlan *p = &x->plan;
-    for (int s = 0; s < MAX_SCRATCH; s++) x->scratch_zeroed_for[s] = -1;
-    size_t li = 0, ci = 0;
-    while (li < p->launches.len || ci < p->calls.len) {
-        int take_call = ci < p->calls.len && (li == p->launches.len || p->calls.data[ci].node < p->launches.data[li].node);
-        int rc = take_call ? run_call(x, &p->calls.data[ci++], err) : run_launch(x, li++, err);
-        if (rc) return -1;
-    }
+/* Debug (CudaStepOptions.poison_dead_values): the buffers whose last use is a
+ * node before `before` and not yet poisoned get 0xff bytes (NaN as floats), so
+ * a read past a value's computed lifetime, or a value placed over one still
+ * live, shows in the results. */
+static int poison_dead(CudaExec *x, int32_t *poisoned_to, int32_t before, Err *err) {
+    for (; *poisoned_to < before; ++*poisoned_to)
+        for (int32_t j = x->dead_start[*poisoned_to]; j < x->dead_start[*poisoned_to + 1]; j++) {
+            ValueId v = x->dead[j];
+            if (x->api->memset_byte(x->api, x->buf[v], 0xff, x->size[v], x->compute, err)) return -1;
+        }
     return 0;
 }
 
+/* Launches and library calls are each in node order; a node has one kind or the other. */
+static int run_plan(CudaExec *x, int poison, Err *err) {
+    const CudaPlan *p = &x->plan;
+    for (int s = 0; s < MAX_SCRATCH; s++) x->scratch_zeroed_for[s] = -1;
+    size_t li = 0, ci = 0;
+    int32_t poisoned_to = 0;
+    while (li < p->launches.len || ci < p->calls.len) {
+        int take_call = ci < p->calls.len && (li == p->launches.len || p->calls.data[ci].node < p->launches.data[li].node);
+        int32_t node = take_call ? p->calls.data[ci].node : p->launches.data[li].node;
+        if (poison && poison_dead(x, &poisoned_to, node, err)) return -1;
+        int rc = take_call ? run_call(x, &p->calls.data[ci++], err) : run_launch(x, li++, err);
+        if (rc) return -1;
+    }
+    return poison ? poison_dead(x, &poisoned_to, (int32_t)x->g->nodes.len, err) : 0;
+}
+
 /* ---- a step: downloads and the status words ---- */
-static int download(CudaExec *x, Tensor **outs, Err *err) {
+static int download(CudaExec *x, const CudaStepOptions *o, Tensor **outs, Err *err) {
     const Graph *g = x->g;
     size_t status_bytes = x->plan.launches.len * sizeof(int);
     if (status_bytes && x->api->copy_d2h(x->api, x->status_host, x->status, status_bytes, x->copy, err)) return -1;
     for (size_t i = 0; i < g->outputs.len; i++) {
+        if (o->want_output && !o->want_output[i]) continue;
         ValueId v = g->outputs.data[i].value;
         int64_t shape[IR_MAX_RANK];
         const Type *ty = ir_type(g, v);
         if (type_concrete(ty, x->plan.b, x->plan.t, shape, err)) return -1;
         outs[i] = tensor_new(ty->dtype, ty->rank, shape);
         size_t bytes = (size_t)outs[i]->numel * dtype_host_size(ty->dtype);
+        x->stats.last_download_bytes += (int64_t)bytes;
         if (bytes && x->api->copy_d2h(x->api, outs[i]->data, x->buf[v], bytes, x->copy, err)) return -1;
     }
     return 0;
@@ -412,12 +576,15 @@ static void drain(CudaExec *x) {
     x->api->stream_sync(x->api, x->copy, &ignored);
 }
 
-static int step_on_device(CudaExec *x, const TensorSet *feeds, Tensor **outs, Err *err) {
+/* The copy stream's final synchronize also keeps the next step's uploads from
+ * overwriting what this step's kernels still read. */
+static int step_on_device(CudaExec *x, const TensorSet *feeds, const CudaStepOptions *o, Tensor **outs, Err *err) {
     CudaApi *a = x->api;
-    if (a->bind(a, err) || a->event_record(a, x->start, x->copy, err) || upload(x, feeds, err) ||
+    x->stats.last_upload_bytes = x->stats.last_download_bytes = 0;
+    if (a->bind(a, err) || a->event_record(a, x->start, x->copy, err) || upload(x, feeds, o, err) ||
         a->event_record(a, x->uploaded, x->copy, err) || a->stream_wait_event(a, x->compute, x->uploaded, err) ||
-        run_plan(x, err) || a->event_record(a, x->computed, x->compute, err) ||
-        a->stream_wait_event(a, x->copy, x->computed, err) || download(x, outs, err) ||
+        run_plan(x, o->poison_dead_values, err) || a->event_record(a, x->computed, x->compute, err) ||
+        a->stream_wait_event(a, x->copy, x->computed, err) || download(x, o, outs, err) ||
         a->event_record(a, x->end, x->copy, err) || a->stream_sync(a, x->copy, err))
         return -1;
     float ms = 0;
@@ -426,17 +593,23 @@ static int step_on_device(CudaExec *x, const TensorSet *feeds, Tensor **outs, Er
     return check_status(x, err);
 }
 
-int cuda_exec_step(CudaExec *x, const TensorSet *feeds, TensorSet *results, Err *err) {
+int cuda_exec_step_opts(CudaExec *x, const TensorSet *feeds, const CudaStepOptions *opts, TensorSet *results,
+                        Err *err) {
+    static const CudaStepOptions everything = {0};
     size_t n = x->g->outputs.len;
     Tensor **outs = xcalloc(n + 1, sizeof *outs);
-    int rc = step_on_device(x, feeds, outs, err);
+    int rc = step_on_device(x, feeds, opts ? opts : &everything, outs, err);
     if (rc) drain(x);
     for (size_t i = 0; i < n; i++) {
-        if (rc == 0) tset_put(results, x->g->outputs.data[i].name, outs[i]);
+        if (rc == 0 && outs[i]) tset_put(results, x->g->outputs.data[i].name, outs[i]);
         else tensor_free(outs[i]);
     }
     free(outs);
     return rc;
+}
+
+int cuda_exec_step(CudaExec *x, const TensorSet *feeds, TensorSet *results, Err *err) {
+    return cuda_exec_step_opts(x, feeds, NULL, results, err);
 }
 
 /* ---- teardown ---- */
@@ -451,8 +624,7 @@ static void free_streams(CudaExec *x) {
 
 static void free_memory(CudaExec *x) {
     CudaApi *a = x->api;
-    for (size_t v = 0; x->buf && v < x->g->values.len; v++)
-        if (x->owned[v]) a->mem_free(a, x->buf[v]);
+    if (x->arena) a->mem_free(a, x->arena);
     for (int s = 0; s < MAX_SCRATCH; s++)
         if (x->scratch[s]) a->mem_free(a, x->scratch[s]);
     if (x->status) a->mem_free(a, x->status);
@@ -466,7 +638,8 @@ void cuda_exec_free(CudaExec *x) {
         if (x->modules[i]) x->api->module_unload(x->api, x->modules[i]);
     x->api->close(x->api);
     cuda_plan_free(&x->plan);
-    free(x->modules), free(x->functions), free(x->buf), free(x->owned), free(x->status_host);
+    free(x->modules), free(x->functions), free(x->buf), free(x->size), free(x->status_host);
+    free(x->dead), free(x->dead_start);
     free(x);
 }
 

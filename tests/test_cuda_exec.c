@@ -18,10 +18,15 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <dlfcn.h>
+
+#include "../base/numeric.h"
 #include "../codegen/cpu.h"
 #include "../frontend/frontend.h"
 #include "../ir/interp.h"
 #include "../passes/autodiff.h"
+#include "../passes/bf16.h"
+#include "../passes/fp8.h"
 #include "../passes/passes.h"
 #include "../runtime/cuda_backend.h"
 #include "../runtime/cuda_blaslt.h"
@@ -33,17 +38,26 @@
 enum { BATCH = 2, SEQ = 3, EMU_BLOCK = 1, EMU_MAX_GRID = 2, TINY_VOCAB = 256 };
 
 /* ---- graphs and feeds ---- */
-static Graph *tiny_graph(int grads, Program **prog) {
+enum { F32_GEMMS = 0, FP8_GEMMS = 1, BF16_GEMMS = 2 };
+
+/* tiny.v3, with every gradient when asked, and the GEMMs in FP8 (the fp8 pass)
+ * and/or bf16 (the bf16 pass), in `v3c train`'s order (after autodiff, fp8 first). */
+static Graph *tiny_graph_in(int grads, int precision, Program **prog) {
     Err e = {0};
     *prog = program_parse_file("models/tiny.v3", &e);
     ck_assert_msg(*prog != NULL, "%s", e.msg);
     Graph *g = program_lower(*prog, &e);
     ck_assert_msg(g != NULL, "%s", e.msg);
     if (grads) ck_assert_msg(autodiff_graph(g, "loss", &e) == 0, "%s", e.msg);
+    Fp8Options f8 = fp8_default_options();
+    if (precision & FP8_GEMMS) ck_assert_msg(fp8_graph(g, &f8, &e) == 0, "%s", e.msg);
+    if (precision & BF16_GEMMS) ck_assert_msg(bf16_graph(g, &e) == 0, "%s", e.msg);
     PipelineOptions po = {.log = stderr};
     ck_assert_msg(run_pipeline(g, &po, &e) == 0, "%s", e.msg);
     return g;
 }
+
+static Graph *tiny_graph(int grads, Program **prog) { return tiny_graph_in(grads, F32_GEMMS, prog); }
 
 static void tiny_feeds(const Graph *g, uint64_t seed, TensorSet *feeds) {
     Err e = {0};
@@ -108,11 +122,24 @@ static void step_ok(CudaExec *x, const TensorSet *feeds, TensorSet *got) {
     ck_assert_msg(cuda_exec_step(x, feeds, got, &e) == 0, "%s", e.msg);
 }
 
+/* The library calls whose result the executor rounds to bf16 after the GEMM (one launch each). */
+static int64_t rounded_calls(const Graph *g) {
+    CudaPlan p;
+    Err e = {0};
+    ck_assert_msg(cuda_plan_build(g, BATCH, SEQ, &p, &e) == 0, "%s", e.msg);
+    int64_t n = 0;
+    for (size_t i = 0; i < p.calls.len; i++) n += p.calls.data[i].round.kernel >= 0;
+    cuda_plan_free(&p);
+    return n;
+}
+
 /* Two steps with different inputs on one prepared executor: the second proves
  * that feeds are uploaded per step and nothing of the first step leaks into it. */
-static void check_tiny(int grads) {
+static void check_tiny_in(int grads, int precision) {
     Program *prog;
-    Graph *g = tiny_graph(grads, &prog);
+    Graph *g = tiny_graph_in(grads, precision, &prog);
+    int64_t rounds = rounded_calls(g);
+    ck_assert_int_eq(rounds > 0, (precision & BF16_GEMMS) != 0);
     CudaApi *api = NULL;
     CudaExec *x = emulated_exec(g, &api);
     if (x) {
@@ -129,8 +156,9 @@ static void check_tiny(int grads) {
         CudaEmuCounts c = cuda_emu_counts(api);
         ck_assert_int_gt(st.kernels, 0);
         ck_assert_int_eq(c.compiles, st.kernels); /* compiled once, at prepare */
-        ck_assert_int_eq(c.launches, 2 * st.launches);
-        ck_assert_int_ge(c.gemms, 2 * st.library_calls); /* grouped calls are one GEMM per non-empty expert */
+        ck_assert_int_eq(c.launches, 2 * (st.launches + rounds));
+        ck_assert_int_ge(c.gemms + c.fp8_gemms, 2 * st.library_calls); /* grouped calls are one GEMM per non-empty expert */
+        if (precision & FP8_GEMMS) ck_assert_int_gt(c.fp8_gemms, 0);
         ck_assert_int_eq(c.stream_waits, 4);            /* per step: compute after uploads, downloads after compute */
         ck_assert(st.last_step_ms >= 0);
         cuda_exec_free(x); /* LSan (the sanitizer build) checks every emulated device buffer is freed */
@@ -139,10 +167,25 @@ static void check_tiny(int grads) {
     program_free(prog);
 }
 
+static void check_tiny(int grads) { check_tiny_in(grads, F32_GEMMS); }
+
 START_TEST(test_tiny_forward_bit_for_bit) { check_tiny(0); }
 END_TEST
 
 START_TEST(test_tiny_grads_bit_for_bit) { check_tiny(1); }
+END_TEST
+
+/* `v3c train --bf16`'s graph: every GEMM (forward, Dgrad, Wgrad, the experts')
+ * on bf16 operands, its sum rounded to bf16 by the kernel after the GEMM. */
+START_TEST(test_tiny_bf16_grads_bit_for_bit) { check_tiny_in(1, BF16_GEMMS); }
+END_TEST
+
+/* `v3c train --fp8`'s graph: FP8 forward GEMMs and FP8 weight gradients (the
+ * transposing copies, then the TN GEMM with 1x128 scales on both operands). */
+START_TEST(test_tiny_fp8_grads_bit_for_bit) { check_tiny_in(1, FP8_GEMMS); }
+END_TEST
+
+START_TEST(test_tiny_fp8_bf16_grads_bit_for_bit) { check_tiny_in(1, FP8_GEMMS | BF16_GEMMS); }
 END_TEST
 
 /* Grouped GEMMs take their row counts from the device; an expert no token
@@ -180,6 +223,53 @@ START_TEST(test_grouped_gemms_with_empty_experts) {
 }
 END_TEST
 
+/* bf16 inputs hold bf16-grid values, as a cast to bf16 leaves them. */
+static void round_bf16_inputs(const Graph *g, TensorSet *feeds) {
+    for (size_t i = 0; i < g->nodes.len; i++) {
+        const Node *n = &g->nodes.data[i];
+        if (n->op != OP_INPUT || ir_type(g, n->out[0])->dtype != DT_BF16) continue;
+        Tensor *t = tset_get(feeds, node_str(n, "name", ""));
+        round_to_bf16_array(t->data, t->numel);
+    }
+}
+
+/* The four GEMM ops on bf16 operands, as the bf16 pass leaves them: fp32 sums
+ * (the emulation's fp64 sum rounded to float, as the interpreter's) rounded to
+ * bf16 by the kernel the executor launches after each call, grouped ones after
+ * the last expert; an expert without rows still gets a zero gradient. Without
+ * that kernel the results are off the bf16 grid and this fails. */
+START_TEST(test_bf16_gemms_bit_for_bit) {
+    Graph *g = parse_ir_ok(
+        "v3ir 1\n%0 = input {name=\"x\"} : bf16[B,T,6]\n%1 = input {name=\"w\"} : bf16[5,6]\n"
+        "%2 = linear %0, %1 : bf16[B,T,5]\n%3 = input {name=\"g\"} : bf16[B,T,5]\n%4 = linear_wgrad %3, %0 : bf16[5,6]\n"
+        "%5 = input {name=\"xs\"} : bf16[6,6]\n%6 = input {name=\"counts\"} : i32[3]\n%7 = input {name=\"we\"} : bf16[3,5,6]\n"
+        "%8 = grouped_linear %5, %6, %7 : bf16[6,5]\n%9 = input {name=\"gs\"} : bf16[6,5]\n"
+        "%10 = grouped_linear_wgrad %9, %6, %5 : bf16[3,5,6]\n"
+        "output \"y\" = %2\noutput \"dw\" = %4\noutput \"ys\" = %8\noutput \"dwe\" = %10\n",
+        "bf16 gemms");
+    TensorSet feeds, want, got;
+    tset_init(&feeds);
+    feed_random_inputs(g, NULL, (InputFill){"", 0, 4}, BATCH, SEQ, 21, &feeds);
+    round_bf16_inputs(g, &feeds);
+    int32_t *counts = tset_get(&feeds, "counts")->data;
+    counts[0] = 4, counts[1] = 0, counts[2] = 2;
+    interpret(g, &feeds, &want);
+    CudaApi *api = NULL;
+    CudaExec *x = emulated_exec(g, &api);
+    if (x) {
+        step_ok(x, &feeds, &got);
+        assert_bit_for_bit(g, &want, &got);
+        CudaEmuCounts c = cuda_emu_counts(api);
+        ck_assert_int_eq(c.gemms, 6);    /* linear, linear_wgrad, two experts forward and two wgrad */
+        ck_assert_int_eq(c.launches, 4); /* one rounding per call */
+        tset_free(&got);
+        cuda_exec_free(x);
+    }
+    tset_free(&feeds), tset_free(&want);
+    graph_free(g);
+}
+END_TEST
+
 static int cublaslt_rules(CudaApi *a, const CudaFp8Gemm *shape, Err *err) {
     (void)a;
     return blaslt_fp8_check(shape, err);
@@ -189,8 +279,12 @@ static int cublaslt_rules(CudaApi *a, const CudaFp8Gemm *shape, Err *err) {
 START_TEST(test_fp8_forms_cublaslt_cannot_express) {
     Err e = {0};
     ck_assert_int_eq(blaslt_fp8_check(&(CudaFp8Gemm){.m = 6, .n = 32, .k = 256}, &e), 0);
-    ck_assert_int_eq(blaslt_fp8_check(&(CudaFp8Gemm){.wgrad = 1, .m = 256, .n = 32, .k = 256}, &e), -1);
-    ck_assert_msg(e.code == 1 && strstr(e.msg, "wgrad=1 cannot be expressed in cuBLASLt"), "%s", e.msg);
+    ck_assert_int_eq(blaslt_fp8_check(&(CudaFp8Gemm){.both_1x128 = 1, .m = 8, .n = 32, .k = 384}, &e), 0);
+    ck_assert_int_eq(blaslt_fp8_check(&(CudaFp8Gemm){.both_1x128 = 1, .m = 7, .n = 32, .k = 384}, &e), -1);
+    ck_assert_msg(e.code == 1 && strstr(e.msg, "7 rows") && strstr(e.msg, "multiple of 4"), "%s", e.msg);
+    memset(&e, 0, sizeof e);
+    ck_assert_int_eq(blaslt_fp8_check(&(CudaFp8Gemm){.both_1x128 = 1, .m = 8, .n = 200, .k = 384}, &e), -1);
+    ck_assert_msg(e.code == 1 && strstr(e.msg, "N=200") && strstr(e.msg, "weight gradient"), "%s", e.msg);
     memset(&e, 0, sizeof e);
     ck_assert_int_eq(blaslt_fp8_check(&(CudaFp8Gemm){.m = 6, .n = 30, .k = 256}, &e), -1);
     ck_assert_msg(strstr(e.msg, "N=30") && strstr(e.msg, "N a multiple of 16"), "%s", e.msg);
@@ -231,6 +325,50 @@ START_TEST(test_fp8_calls_through_the_table) {
         ck_assert_ptr_null(cuda_exec_prepare(api, g, &io, &e));
         ck_assert_int_eq(e.code, 1);
         ck_assert_msg(strstr(e.msg, "fp8_matmul (node 4)") && strstr(e.msg, "K a multiple of 128"), "%s", e.msg);
+    }
+    tset_free(&feeds), tset_free(&want);
+    graph_free(g);
+}
+END_TEST
+
+/* fp8_matmul wgrad=1 over 300 tokens (three 128-blocks, the last partial):
+ * the plan copies qa and qb transposed (tokens innermost, zero-padded to 384)
+ * with their 128x1 scales as 1x128 scales of the copies, and the table's TN GEMM
+ * with 1x128 scales on both gives the interpreter's bits, under the real
+ * table's shape rules; an out=bf16 result is rounded after it. */
+START_TEST(test_fp8_wgrad_through_transposed_copies) {
+    Graph *g = parse_ir_ok(
+        "v3ir 1\n%0 = input {name=\"g\"} : f32[300,8]\n%1, %2 = quantize %0 {tile=\"128x1\"} : e4m3[300,8], f32[3,8]\n"
+        "%3 = input {name=\"x\"} : f32[300,32]\n%4, %5 = quantize %3 {tile=\"128x1\"} : e4m3[300,32], f32[3,32]\n"
+        "%6 = fp8_matmul %1, %2, %4, %5 {wgrad=1} : f32[8,32]\n"
+        "%7 = fp8_matmul %1, %2, %4, %5 {out=bf16, wgrad=1} : bf16[8,32]\n"
+        "output \"dw\" = %6\noutput \"dw16\" = %7\n",
+        "fp8 wgrad");
+    CudaPlan p;
+    Err e = {0};
+    ck_assert_msg(cuda_plan_build(g, BATCH, SEQ, &p, &e) == 0, "%s", e.msg);
+    int copies = 0;
+    for (size_t i = 0; i < p.launches.len; i++)
+        copies += p.launches.data[i].node == 4 && strcmp(p.kernels.data[p.launches.data[i].kernel].family, "fp8_wgrad_operand") == 0;
+    ck_assert_int_eq(copies, 2);
+    ck_assert(p.calls.len == 2 && p.calls.data[0].kind == LIB_FP8_GEMM_WGRAD && p.calls.data[0].round.kernel < 0 &&
+              p.calls.data[1].round.kernel >= 0);
+    cuda_plan_free(&p);
+    TensorSet feeds, want, got;
+    tset_init(&feeds);
+    feed_random_inputs(g, NULL, (InputFill){"", 0, 4}, BATCH, SEQ, 17, &feeds);
+    interpret(g, &feeds, &want);
+    CudaApi *api = cuda_emu_open(EMU_BLOCK, EMU_MAX_GRID);
+    if (api) {
+        api->fp8_check = cublaslt_rules;
+        InterpOptions io = {.batch = BATCH, .seq = SEQ};
+        CudaExec *x = cuda_exec_prepare(api, g, &io, &e);
+        ck_assert_msg(x != NULL, "%s", e.msg);
+        step_ok(x, &feeds, &got);
+        assert_bit_for_bit(g, &want, &got);
+        ck_assert_int_eq(cuda_emu_counts(api).fp8_gemms, 2);
+        tset_free(&got);
+        cuda_exec_free(x);
     }
     tset_free(&feeds), tset_free(&want);
     graph_free(g);
@@ -295,17 +433,19 @@ START_TEST(test_feed_errors) {
 }
 END_TEST
 
-/* bf16 GEMMs are not wired to cuBLASLt: refused at prepare, not computed in fp32. */
+/* f16 GEMMs have no cuBLASLt path here: refused at prepare, not computed in another precision. */
 START_TEST(test_unplannable_graphs_refused) {
-    Graph *g = parse_ir_ok("v3ir 1\n%0 = input {name=\"x\"} : bf16[B,T,4]\n%1 = input {name=\"w\"} : bf16[5,4]\n"
-                           "%2 = linear %0, %1 : bf16[B,T,5]\noutput \"y\" = %2\n",
-                           "bf16");
+    Graph *g = parse_ir_ok("v3ir 1\n%0 = input {name=\"x\"} : f16[B,T,4]\n%1 = input {name=\"w\"} : f16[5,4]\n"
+                           "%2 = linear %0, %1 : f16[B,T,5]\noutput \"y\" = %2\n",
+                           "f16");
     CudaApi *api = cuda_emu_open(EMU_BLOCK, EMU_MAX_GRID);
     if (api) {
         InterpOptions io = {.batch = BATCH, .seq = SEQ};
         Err e = {0};
         ck_assert_ptr_null(cuda_exec_prepare(api, g, &io, &e));
-        ck_assert_msg(e.code == 1 && strstr(e.msg, "linear (node 2)") && strstr(e.msg, "takes f32"), "%s", e.msg);
+        ck_assert_msg(e.code == 1 && strstr(e.msg, "linear (node 2)") && strstr(e.msg, "bf16 x bf16 -> bf16") &&
+                          strstr(e.msg, "other dtypes"),
+                      "%s", e.msg);
     }
     graph_free(g);
     /* An op the code generator has no kernel for stops prepare with its message. */
@@ -404,12 +544,18 @@ static const char mock_cublaslt[] =
     /* the algorithm remembers the alignment it was chosen for; a matmul on less aligned pointers fails, as on the GPU */
     "int cublasLtMatmulAlgoGetHeuristic(void *h, Desc *d, Layout *a, Layout *b, Layout *c, Layout *dd, Pref *p, int req, uint64_t *res, int *got) {\n"
     "  (void)h, (void)d, (void)a, (void)b, (void)c, (void)dd, (void)req; memset(res, 0, 96); res[0] = p->align[0] ? p->align[0] : 256; *got = 1; return 0; }\n"
-    "static double at(const float *m, const Layout *l, int t, uint64_t i, uint64_t j) { return t ? m[j + i * l->ld] : m[i + j * l->ld]; }\n"
+    /* CUBLAS_COMPUTE_32F_FAST_TF32 (77): the inputs rounded to TF32 (10 fraction bits, nearest even), then fp32 math */
+    "static int last_compute;\n"
+    "int mock_last_compute(void) { return last_compute; }\n"
+    "static double tf32(float x) { uint32_t u; memcpy(&u, &x, 4); u += 0xfffu + ((u >> 13) & 1u); u &= ~0x1fffu; memcpy(&x, &u, 4); return x; }\n"
+    "static double at(const float *m, const Layout *l, int t, uint64_t i, uint64_t j) {\n"
+    "  float v = t ? m[j + i * l->ld] : m[i + j * l->ld]; return last_compute == 77 ? tf32(v) : v; }\n"
     "int cublasLtMatmul(void *h, Desc *d, const float *alpha, const float *A, Layout *al, const float *B, Layout *bl, const float *beta,\n"
     "                   const float *C, Layout *cl, float *D, Layout *dl, const uint64_t *algo, void *ws, size_t wsn, void *stream) {\n"
     "  (void)h, (void)C, (void)cl, (void)ws, (void)wsn, (void)stream;\n"
     "  uint64_t need = algo[0]; if ((uintptr_t)A % need || (uintptr_t)B % need || (uintptr_t)D % need) return 14;\n"
-    "  if (d->compute != 68 || al->type || bl->type || dl->type || *beta != 0) return 15;\n"
+    "  if ((d->compute != 68 && d->compute != 77) || al->type || bl->type || dl->type || *beta != 0) return 15;\n"
+    "  last_compute = d->compute;\n"
     "  uint64_t m = d->transa ? al->cols : al->rows, k = d->transa ? al->rows : al->cols, n = d->transb ? bl->rows : bl->cols;\n"
     "  if ((d->transb ? bl->cols : bl->rows) != k || dl->rows != m || dl->cols != n) return 7;\n"
     "  for (uint64_t i = 0; i < m; i++) for (uint64_t j = 0; j < n; j++) { double s = 0;\n"
@@ -426,8 +572,11 @@ static char *build_mock_cublaslt(void) {
     return so;
 }
 
-static void fill(float *v, int64_t n, int64_t seed) {
-    for (int64_t i = 0; i < n; i++) v[i] = (float)((i * 37 + seed * 11) % 17 - 8) / 8.0f;
+/* Multiples of 1/8 (on the bf16 grid), or, off_grid, with 20 more significant
+ * bits, which TF32 would drop: an f32 GEMM run in TF32 would fail the comparison. */
+static void fill(float *v, int64_t n, int64_t seed, int off_grid) {
+    for (int64_t i = 0; i < n; i++)
+        v[i] = (float)((i * 37 + seed * 11) % 17 - 8) / 8.0f + (off_grid ? (float)((i % 5) + 1) * 0x1p-20f : 0.0f);
 }
 
 /* Row-major reference: y[m,n] = x[m,k] w[n,k]^T, or dw[n,k] = g[m,n]^T x[m,k]. */
@@ -443,17 +592,23 @@ START_TEST(test_cublaslt_mapping_on_a_stand_in) {
     Err e = {0};
     Blaslt *b = blaslt_open(so, 0, 1 << 20, &e);
     ck_assert_msg(b != NULL, "%s", e.msg);
+    void *mock = dlopen(so, RTLD_NOW); /* the same library: its record of the last call's compute type */
+    int (*last_compute)(void) = mock ? (int (*)(void))dlsym(mock, "mock_last_compute") : NULL;
+    ck_assert_ptr_nonnull(last_compute);
     static const int64_t shapes[][3] = {{6, 5, 3}, {1, 7, 9}, {12, 4, 4}, {3, 3, 8}};
     for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++)
         for (int wgrad = 0; wgrad <= 1; wgrad++)
-            for (int64_t offset = 0; offset <= 1; offset++) { /* offset 1: a grouped GEMM's 4-byte-aligned slice */
+            for (int64_t v = 0; v < 4; v++) { /* offset 1: a grouped GEMM's 4-byte-aligned slice */
+                int64_t offset = v % 2;
+                int bf16 = (int)(v / 2);
                 int64_t m = shapes[s][0], n = shapes[s][1], k = shapes[s][2];
                 int64_t na = wgrad ? m * n : m * k, nb = wgrad ? m * k : n * k, no = wgrad ? n * k : m * n;
                 float *a = xcalloc((size_t)(na + 1), 4), *bb = xcalloc((size_t)(nb + 1), 4), *out = xcalloc((size_t)(no + 1), 4);
-                fill(a + offset, na, 1), fill(bb + offset, nb, 2);
+                fill(a + offset, na, 1, !bf16), fill(bb + offset, nb, 2, !bf16);
                 CudaGemm g = {wgrad, m, n, k, (CuPtr)(uintptr_t)(a + offset), (CuPtr)(uintptr_t)(bb + offset),
-                              (CuPtr)(uintptr_t)(out + offset)};
+                              (CuPtr)(uintptr_t)(out + offset), bf16};
                 ck_assert_msg(blaslt_gemm(b, &g, NULL, &e) == 0, "%s", e.msg);
+                ck_assert_int_eq(last_compute(), (bf16 ? 77 : 68)); /* CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F */
                 int64_t rows = wgrad ? n : m, cols = wgrad ? k : n;
                 for (int64_t r = 0; r < rows; r++)
                     for (int64_t c = 0; c < cols; c++)
@@ -463,6 +618,7 @@ START_TEST(test_cublaslt_mapping_on_a_stand_in) {
                                       out[offset + r * cols + c], reference(&g, a + offset, bb + offset, r, c));
                 free(a), free(bb), free(out);
             }
+    dlclose(mock);
     blaslt_close(b);
     memset(&e, 0, sizeof e);
     ck_assert_ptr_null(blaslt_open("/nonexistent/libcublasLt.so", 0, 0, &e));
@@ -500,6 +656,52 @@ START_TEST(test_real_device_fp8_when_present) {
     step_ok(x, &feeds, &got);
     double err = rel_l2(tset_get(&got, "y"), tset_get(&want, "y"));
     ck_assert_msg(err <= 5e-3, "FP8 GEMM on the GPU: relative L2 error %.3g", err);
+    tset_free(&feeds), tset_free(&want), tset_free(&got);
+    cuda_exec_free(x);
+    graph_free(g);
+}
+END_TEST
+
+/* Distance in bf16 steps between two bf16-grid floats of one sign. */
+static int64_t bf16_steps(float a, float b) { return float_ulps(a, b) >> 16; }
+
+/* A bf16 GEMM on the GPU (TF32 tensor cores, fp32 accumulation, then the
+ * rounding kernel). Tolerance: the operands are positive, so the fp32 sum of the
+ * exact products is within K * 2^-24 = 2^-16 (K = 256) of the exact sum,
+ * relatively, as is the interpreter's fp64 sum rounded to float; both then round
+ * to bf16 (steps of 2^-8 relative), so they are equal or, when the exact sum lies
+ * within 2^-16 of a rounding boundary, one bf16 step apart; never more. A wrong
+ * layout, precision or missing rounding breaks that bound or the grid. */
+START_TEST(test_real_device_bf16_when_present) {
+    Err e = {0};
+    CudaApi *api = cuda_api_open(&e);
+    if (!api) {
+        printf("test_cuda_exec: skipping the GPU bf16 test: %s\n", e.msg);
+        return;
+    }
+    Graph *g = parse_ir_ok("v3ir 1\n%0 = input {name=\"x\"} : bf16[B,T,256]\n%1 = input {name=\"w\"} : bf16[160,256]\n"
+                           "%2 = linear %0, %1 : bf16[B,T,160]\n%3 = input {name=\"g\"} : bf16[B,T,160]\n"
+                           "%4 = linear_wgrad %3, %0 : bf16[160,256]\noutput \"y\" = %2\noutput \"dw\" = %4\n",
+                           "bf16 gpu");
+    TensorSet feeds, want, got;
+    tset_init(&feeds);
+    feed_random_inputs(g, NULL, (InputFill){"", 1, 4}, BATCH, SEQ, 19, &feeds);
+    round_bf16_inputs(g, &feeds);
+    interpret(g, &feeds, &want);
+    InterpOptions io = {.batch = BATCH, .seq = SEQ};
+    CudaExec *x = cuda_exec_prepare(api, g, &io, &e);
+    ck_assert_msg(x != NULL, "%s", e.msg);
+    step_ok(x, &feeds, &got);
+    for (size_t i = 0; i < g->outputs.len; i++) {
+        const char *name = g->outputs.data[i].name;
+        const Tensor *w = tset_get(&want, name), *r = tset_get(&got, name);
+        const float *wf = w->data, *rf = r->data;
+        for (int64_t k = 0; k < w->numel; k++) {
+            ck_assert_msg(round_to_bf16(rf[k]) == rf[k], "%s[%lld] = %.9g is not a bf16", name, (long long)k, rf[k]);
+            ck_assert_msg(bf16_steps(rf[k], wf[k]) <= 1, "%s[%lld]: GPU %.9g, interpreter %.9g", name, (long long)k, rf[k],
+                          wf[k]);
+        }
+    }
     tset_free(&feeds), tset_free(&want), tset_free(&got);
     cuda_exec_free(x);
     graph_free(g);
@@ -550,6 +752,11 @@ static Suite *suite(void) {
     tcase_add_test(emu, test_tiny_forward_bit_for_bit);
     tcase_add_test(emu, test_tiny_grads_bit_for_bit);
     tcase_add_test(emu, test_grouped_gemms_with_empty_experts);
+    tcase_add_test(emu, test_bf16_gemms_bit_for_bit);
+    tcase_add_test(emu, test_tiny_bf16_grads_bit_for_bit);
+    tcase_add_test(emu, test_fp8_wgrad_through_transposed_copies);
+    tcase_add_test(emu, test_tiny_fp8_grads_bit_for_bit);
+    tcase_add_test(emu, test_tiny_fp8_bf16_grads_bit_for_bit);
     tcase_add_test(emu, test_fp8_calls_through_the_table);
     tcase_add_test(emu, test_fp8_forms_cublaslt_cannot_express);
     tcase_add_test(emu, test_cublaslt_mapping_on_a_stand_in);
@@ -562,6 +769,7 @@ static Suite *suite(void) {
     tcase_set_timeout(dev, 600);
     tcase_add_test(dev, test_real_device_when_present);
     tcase_add_test(dev, test_real_device_fp8_when_present);
+    tcase_add_test(dev, test_real_device_bf16_when_present);
     tcase_add_test(dev, test_cli_backend_cuda_without_driver);
     tcase_add_test(dev, test_default_backend);
     suite_add_tcase(s, dev);

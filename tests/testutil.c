@@ -415,6 +415,11 @@ static int emu_memset_zero(CudaApi *a, CuPtr p, size_t bytes, CuStream s, Err *e
     memset(host_ptr(p), 0, bytes);
     return 0;
 }
+static int emu_memset_byte(CudaApi *a, CuPtr p, unsigned char value, size_t bytes, CuStream s, Err *err) {
+    (void)a, (void)s, (void)err;
+    memset(host_ptr(p), value, bytes);
+    return 0;
+}
 static int emu_copy_h2d(CudaApi *a, CuPtr dst, const void *src, size_t bytes, CuStream s, Err *err) {
     (void)a, (void)s, (void)err;
     memcpy(host_ptr(dst), src, bytes);
@@ -472,12 +477,28 @@ static int emu_event_elapsed(CudaApi *a, CuEvent start, CuEvent end, float *ms, 
     return 0;
 }
 
-/* The interpreter's GEMM order: fp64 sums, one rounding to fp32. */
+/* bf16_operands lets the device multiply in TF32, exact only on bf16-grid values:
+ * the count of operand values (NaN aside) that are not, so a wrongly set flag fails. */
+static int64_t off_bf16_grid(const float *v, int64_t n) {
+    int64_t off = 0;
+    for (int64_t i = 0; i < n; i++) {
+        uint32_t bits;
+        memcpy(&bits, &v[i], sizeof bits);
+        off += v[i] == v[i] && (bits & 0xffffu) != 0; /* a bf16 is a float's upper 16 bits */
+    }
+    return off;
+}
+
+/* The interpreter's GEMM order: fp64 sums, one rounding to fp32 (a bf16 result is
+ * rounded further by the executor's kernel, as the interpreter rounds its float). */
 static int emu_gemm(CudaApi *a, const CudaGemm *g, CuStream s, Err *err) {
-    (void)s, (void)err;
+    (void)s;
     const float *pa = host_ptr(g->a), *pb = host_ptr(g->b);
     float *out = host_ptr(g->out);
     emu(a)->counts.gemms++;
+    int64_t na = g->m * (g->wgrad ? g->n : g->k), nb = g->wgrad ? g->m * g->k : g->n * g->k;
+    if (g->bf16_operands && off_bf16_grid(pa, na) + off_bf16_grid(pb, nb))
+        return err_set(err, "emulation: a GEMM flagged bf16_operands has operands off the bf16 grid");
     for (int64_t r = 0; r < (g->wgrad ? g->n : g->m); r++)
         for (int64_t c = 0; c < (g->wgrad ? g->k : g->n); c++) {
             double sum = 0;
@@ -490,31 +511,36 @@ static int emu_gemm(CudaApi *a, const CudaGemm *g, CuStream s, Err *err) {
     return 0;
 }
 
+/* The scale of row r of qa, and of row c of qb, for K block kb, in CudaFp8Gemm's two layouts. */
+static double fp8_scale_a(const CudaFp8Gemm *g, const float *sa, int64_t r, int64_t kb) {
+    return g->both_1x128 ? sa[kb * ((g->m + 3) / 4 * 4) + r] : sa[r * ((g->k + 127) / 128) + kb];
+}
+static double fp8_scale_b(const CudaFp8Gemm *g, const float *sb, int64_t c, int64_t kb) {
+    return g->both_1x128 ? sb[kb * ((g->n + 3) / 4 * 4) + c] : sb[(c / 128) * ((g->k + 127) / 128) + kb];
+}
+
 /* ir/ops/fp8.c's order: per 128-block of the contracted axis an exact partial
  * sum, scaled by both scales in fp64 and added into the fp32 accumulator. */
 static int emu_fp8_gemm(CudaApi *a, const CudaFp8Gemm *g, CuStream s, Err *err) {
-    (void)s, (void)err;
+    (void)s;
     const uint8_t *qa = host_ptr(g->qa), *qb = host_ptr(g->qb);
     const float *sa = host_ptr(g->sa), *sb = host_ptr(g->sb);
     float *y = host_ptr(g->out);
     emu(a)->counts.fp8_gemms++;
-    int64_t rows = g->wgrad ? g->n : g->m, cols = g->wgrad ? g->k : g->n, len = g->wgrad ? g->m : g->k;
-    int64_t blocks = (len + 127) / 128;
-    for (int64_t r = 0; r < rows; r++)
-        for (int64_t c = 0; c < cols; c++) {
+    if (g->both_1x128 && g->k % 128)
+        return err_set(err, "emulation: an FP8 GEMM with 1x128 scales on both operands needs K a multiple of 128, not %lld",
+                       (long long)g->k);
+    int64_t blocks = (g->k + 127) / 128;
+    for (int64_t r = 0; r < g->m; r++)
+        for (int64_t c = 0; c < g->n; c++) {
             float acc = 0;
             for (int64_t kb = 0; kb < blocks; kb++) {
                 double part = 0;
-                for (int64_t i = kb * 128; i < len && i < (kb + 1) * 128; i++) {
-                    uint8_t ab = g->wgrad ? qa[i * g->n + r] : qa[r * g->k + i];
-                    uint8_t bb = g->wgrad ? qb[i * g->k + c] : qb[c * g->k + i];
-                    part += (double)fp8_to_float(FP8_E4M3, ab) * fp8_to_float(FP8_E4M3, bb);
-                }
-                double scaled = g->wgrad ? part * sa[kb * g->n + r] * sb[kb * g->k + c]
-                                         : part * sa[r * blocks + kb] * sb[(c / 128) * blocks + kb];
-                acc = (float)((double)acc + scaled);
+                for (int64_t i = kb * 128; i < g->k && i < (kb + 1) * 128; i++)
+                    part += (double)fp8_to_float(FP8_E4M3, qa[r * g->k + i]) * fp8_to_float(FP8_E4M3, qb[c * g->k + i]);
+                acc = (float)((double)acc + part * fp8_scale_a(g, sa, r, kb) * fp8_scale_b(g, sb, c, kb));
             }
-            y[r * cols + c] = acc;
+            y[r * g->n + c] = acc;
         }
     return 0;
 }
@@ -543,7 +569,8 @@ CudaApi *cuda_emu_open(unsigned block, unsigned max_grid) {
         .launch = emu_launch, .stream_create = emu_stream_create, .stream_destroy = emu_stream_destroy,
         .stream_sync = emu_stream_sync, .event_create = emu_event_create, .event_destroy = emu_event_destroy,
         .event_record = emu_event_record, .stream_wait_event = emu_stream_wait_event,
-        .event_elapsed_ms = emu_event_elapsed, .gemm = emu_gemm, .fp8_gemm = emu_fp8_gemm, .close = emu_close,
+        .event_elapsed_ms = emu_event_elapsed, .gemm = emu_gemm, .fp8_gemm = emu_fp8_gemm,
+        .memset_byte = emu_memset_byte, .close = emu_close,
     };
     return a;
 }

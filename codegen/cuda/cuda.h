@@ -68,7 +68,23 @@ typedef struct CudaLibCall {
     CudaLibKind kind;
     int32_t node;
     int64_t m, n, k, groups;
+    /* A bf16 result (bf16 GEMMs, fp8_matmul out=bf16): the kernel that rounds the GEMM's fp32 output
+     * to the bf16 grid in place, which the executor launches right after the call (after every expert
+     * of a grouped one). It lives here, not in the plan's launches, because a node's launches run
+     * before its call. round.kernel < 0: the result is f32 and needs none. */
+    CudaLaunch round;
 } CudaLibCall;
+
+/* LIB_FP8_GEMM_WGRAD (dw[n,k] = sum over m tokens of qa[m,n] qb[m,k]): cuBLASLt's FP8 GEMM
+ * contracts only an innermost axis, so the node's launches (which run before its call) copy
+ * each operand transposed into scratch: qa^T [n, mp] and qb^T [k, mp] bytes, the tokens padded
+ * with zeros to mp = fp8_wgrad_tokens(m), and their 128x1 scales as the 1x128 scales of the
+ * transposed operands, sa^T[kb * ld + r] with ld = fp8_scale_ld(rows) (zeros past the rows).
+ * These are the scratch slots. */
+enum { FP8_WGRAD_QA_T, FP8_WGRAD_SA_T, FP8_WGRAD_QB_T, FP8_WGRAD_SB_T };
+static inline int64_t fp8_wgrad_tokens(int64_t m) { return (m + 127) / 128 * 128; }
+/* The scales' leading dimension: rows rounded up to 4 floats, so every column of scales starts 16-byte aligned. */
+static inline int64_t fp8_scale_ld(int64_t rows) { return (rows + 3) / 4 * 4; }
 
 const char *cuda_lib_kind_name(CudaLibKind k);
 
@@ -120,6 +136,10 @@ int cuda_render_fused(const KernelDesc *k, KernelText *kt, Err *err);
 int cuda_template_node(CudaEmit *em, const Graph *g, const Node *n, int64_t b, int64_t t, Err *err);
 /* A node's library call, when its op maps to one: 0 done, -1 error, 1 not a library op. */
 int cuda_library_node(CudaPlan *p, const Graph *g, const Node *n, int64_t b, int64_t t, Err *err);
+
+/* LIB_FP8_GEMM_WGRAD's operand copies into the FP8_WGRAD_* scratch slots, launched for node
+ * n before its call (cuda_tpl_fp8.c). */
+int cuda_fp8_wgrad_operands(CudaEmit *em, const Node *n, const CudaLibCall *call);
 
 /* A double literal that reads back exactly (inf and NaN through the prelude's helpers). */
 void cuda_literal(Buf *b, double v);

@@ -89,7 +89,7 @@ static int lib_linear(const Tpl *c, CudaLibCall *call) {
     int64_t x[IR_MAX_RANK], w[IR_MAX_RANK];
     int rank = tpl_shape(c, c->n->in[0], x);
     if (rank < 0 || tpl_shape(c, c->n->in[1], w) < 0) return -1;
-    *call = (CudaLibCall){LIB_GEMM, 0, shape_prod(x, 0, rank - 1), w[0], w[1], 1};
+    *call = (CudaLibCall){.kind = LIB_GEMM, .m = shape_prod(x, 0, rank - 1), .n = w[0], .k = w[1], .groups = 1};
     return 0;
 }
 
@@ -97,21 +97,21 @@ static int lib_linear_wgrad(const Tpl *c, CudaLibCall *call) {
     int64_t gs[IR_MAX_RANK], o[IR_MAX_RANK];
     int rank = tpl_shape(c, c->n->in[0], gs);
     if (rank < 0 || tpl_shape(c, c->n->out[0], o) < 0) return -1;
-    *call = (CudaLibCall){LIB_GEMM_WGRAD, 0, shape_prod(gs, 0, rank - 1), o[0], o[1], 1};
+    *call = (CudaLibCall){.kind = LIB_GEMM_WGRAD, .m = shape_prod(gs, 0, rank - 1), .n = o[0], .k = o[1], .groups = 1};
     return 0;
 }
 
 static int lib_grouped(const Tpl *c, CudaLibCall *call) {
     int64_t x[IR_MAX_RANK], w[IR_MAX_RANK];
     if (tpl_shape(c, c->n->in[0], x) < 0 || tpl_shape(c, c->n->in[2], w) < 0) return -1;
-    *call = (CudaLibCall){LIB_GROUPED_GEMM, 0, x[0], w[1], w[2], w[0]};
+    *call = (CudaLibCall){.kind = LIB_GROUPED_GEMM, .m = x[0], .n = w[1], .k = w[2], .groups = w[0]};
     return 0;
 }
 
 static int lib_grouped_wgrad(const Tpl *c, CudaLibCall *call) {
     int64_t gs[IR_MAX_RANK], o[IR_MAX_RANK];
     if (tpl_shape(c, c->n->in[0], gs) < 0 || tpl_shape(c, c->n->out[0], o) < 0) return -1;
-    *call = (CudaLibCall){LIB_GROUPED_WGRAD, 0, gs[0], o[1], o[2], o[0]};
+    *call = (CudaLibCall){.kind = LIB_GROUPED_WGRAD, .m = gs[0], .n = o[1], .k = o[2], .groups = o[0]};
     return 0;
 }
 
@@ -121,9 +121,10 @@ static int lib_fp8(const Tpl *c, CudaLibCall *call) {
     int ra = tpl_shape(c, c->n->in[0], a), rb = tpl_shape(c, c->n->in[2], bq);
     if (ra < 0 || rb < 0) return -1;
     if (node_int(c->n, "wgrad", 0))
-        *call = (CudaLibCall){LIB_FP8_GEMM_WGRAD, 0, shape_prod(a, 0, ra - 1), a[ra - 1], bq[rb - 1], 1};
+        *call = (CudaLibCall){.kind = LIB_FP8_GEMM_WGRAD, .m = shape_prod(a, 0, ra - 1), .n = a[ra - 1],
+                              .k = bq[rb - 1], .groups = 1};
     else
-        *call = (CudaLibCall){LIB_FP8_GEMM, 0, shape_prod(a, 0, ra - 1), bq[0], bq[1], 1};
+        *call = (CudaLibCall){.kind = LIB_FP8_GEMM, .m = shape_prod(a, 0, ra - 1), .n = bq[0], .k = bq[1], .groups = 1};
     return 0;
 }
 
@@ -133,7 +134,8 @@ static int lib_ep(const Tpl *c, CudaLibCall *call) {
     int rank = tpl_shape(c, c->n->in[0], x);
     if (rank < 0) return -1;
     CudaLibKind kind = c->n->op == OP_EP_DISPATCH ? LIB_EP_DISPATCH : LIB_EP_COMBINE;
-    *call = (CudaLibCall){kind, 0, shape_prod(x, 0, rank - 1), x[rank - 1], 0, node_int(c->n, "ranks", 1)};
+    *call = (CudaLibCall){.kind = kind, .m = shape_prod(x, 0, rank - 1), .n = x[rank - 1], .k = 0,
+                          .groups = node_int(c->n, "ranks", 1)};
     return 0;
 }
 
@@ -143,12 +145,44 @@ static const LibFn lib_fns[OP_COUNT] = {
     [OP_EP_DISPATCH] = lib_ep, [OP_EP_COMBINE] = lib_ep,
 };
 
+/* The bf16 result of a library call: the GEMM leaves fp32 sums (exact products, fp32
+ * accumulation), which one pass rounds to the bf16 grid as the interpreter's
+ * round_to_dtype does (nearest even). Emitted like any kernel (named by its text,
+ * deduplicated), then its launch is moved from the plan into the call record. */
+static const char round_bf16_body[] =
+    "    for (long long i = V3C_THREAD_ID; i < N; i += V3C_THREADS) y[i] = v3c_round_bf16(y[i]);\n}\n";
+
+static const uint8_t is_gemm[LIB_KIND_COUNT] = {
+    [LIB_GEMM] = 1, [LIB_GEMM_WGRAD] = 1, [LIB_GROUPED_GEMM] = 1, [LIB_GROUPED_WGRAD] = 1,
+    [LIB_FP8_GEMM] = 1, [LIB_FP8_GEMM_WGRAD] = 1,
+};
+
+static int emit_round(CudaPlan *p, const Tpl *c, CudaLibCall *call) {
+    call->round.kernel = -1;
+    ValueId y = c->n->out[0];
+    if (!is_gemm[call->kind] || ir_type(c->g, y)->dtype != DT_BF16) return 0;
+    int64_t numel = tpl_numel(c, y);
+    if (numel < 0) return -1;
+    KernelText kt;
+    tpl_begin(&kt, "round_bf16");
+    tpl_define(&kt, "N", numel);
+    buf_puts(&kt.body, "extern \"C\" __global__ void KNAME(");
+    ktext_param(&kt, "float *", "y");
+    tpl_body(&kt, round_bf16_body);
+    CudaArg arg = carg_value(y);
+    if (tpl_launch(c, &kt, &arg, 1, numel)) return -1;
+    call->round = p->launches.data[--p->launches.len];
+    return 0;
+}
+
 int cuda_library_node(CudaPlan *p, const Graph *g, const Node *n, int64_t b, int64_t t, Err *err) {
     if ((unsigned)n->op >= OP_COUNT || !lib_fns[n->op]) return 1;
-    Tpl c = {NULL, g, n, b, t, err};
+    CudaEmit em = {p, (int32_t)(n - g->nodes.data)};
+    Tpl c = {&em, g, n, b, t, err};
     CudaLibCall call;
-    if (lib_fns[n->op](&c, &call)) return -1;
-    call.node = (int32_t)(n - g->nodes.data);
+    if (lib_fns[n->op](&c, &call) || emit_round(p, &c, &call)) return -1;
+    call.node = em.node;
+    if (call.kind == LIB_FP8_GEMM_WGRAD && cuda_fp8_wgrad_operands(&em, n, &call)) return -1;
     VEC_PUSH(p->calls, call);
     return 0;
 }

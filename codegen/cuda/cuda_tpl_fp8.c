@@ -180,4 +180,46 @@ static int tpl_dequantize(const Tpl *c) {
     return tpl_launch(c, &kt, a, counts >= 0 ? 5 : 4, count);
 }
 
+/* One operand of fp8_matmul wgrad=1, q [M tokens, R] with 128x1 scales s [BLOCKS, R], as the
+ * TN GEMM wants it: qt [R, MP] (the tokens innermost, zero bytes past M: a zero E4M3 adds
+ * nothing to a block's exact partial sum, and the last block keeps its own scale) and
+ * st [BLOCKS, LD], the same scales as the 1x128 scales of qt (zeros past R). */
+static const char wgrad_operand_body[] =
+    "    for (long long i = V3C_THREAD_ID; i < R * MP; i += V3C_THREADS) {\n"
+    "        const long long r = i / MP, m = i % MP;\n"
+    "        qt[i] = m < M ? q[m * R + r] : (unsigned char)0;\n"
+    "    }\n"
+    "    for (long long i = V3C_THREAD_ID; i < BLOCKS * LD; i += V3C_THREADS) {\n"
+    "        const long long r = i % LD;\n"
+    "        st[i] = r < R ? s[i / LD * R + r] : 0.0f;\n"
+    "    }\n}\n";
+
+static int wgrad_operand(CudaEmit *em, ValueId q, ValueId s, int64_t m, int64_t rows, int slot_q, int slot_s) {
+    int64_t mp = fp8_wgrad_tokens(m), blocks = mp / FP8_BLOCK, ld = fp8_scale_ld(rows);
+    KernelText kt;
+    tpl_begin(&kt, "fp8_wgrad_operand");
+    tpl_define(&kt, "M", m);
+    tpl_define(&kt, "MP", mp);
+    tpl_define(&kt, "R", rows);
+    tpl_define(&kt, "BLOCKS", blocks);
+    tpl_define(&kt, "LD", ld);
+    buf_puts(&kt.body, "extern \"C\" __global__ void KNAME(");
+    ktext_param(&kt, "const unsigned char *", "q");
+    ktext_param(&kt, "const float *", "s");
+    ktext_param(&kt, "unsigned char *", "qt");
+    ktext_param(&kt, "float *", "st");
+    tpl_body(&kt, wgrad_operand_body);
+    CudaArg a[4] = {carg_value(q), carg_value(s), carg_scratch(slot_q, rows * mp),
+                    carg_scratch(slot_s, blocks * ld * (int64_t)sizeof(float))};
+    int64_t threads = rows * mp > blocks * ld ? rows * mp : blocks * ld;
+    return cuda_emit_kernel(em, &kt, a, 4, threads, 0);
+}
+
+int cuda_fp8_wgrad_operands(CudaEmit *em, const Node *n, const CudaLibCall *call) {
+    return wgrad_operand(em, n->in[0], n->in[1], call->m, call->n, FP8_WGRAD_QA_T, FP8_WGRAD_SA_T) ||
+                   wgrad_operand(em, n->in[2], n->in[3], call->m, call->k, FP8_WGRAD_QB_T, FP8_WGRAD_SB_T)
+               ? -1
+               : 0;
+}
+
 const TplFn cuda_tpl_fp8[OP_COUNT] = {[OP_QUANTIZE] = tpl_quantize, [OP_DEQUANTIZE] = tpl_dequantize};

@@ -1,0 +1,36 @@
+/* runtime: buffers with known lifetimes packed into one device arena, for
+ * executors that place every value of a step in one allocation (cuda_exec.c).
+ *
+ * The allocator is passes/memplan.c's greedy best fit, over lifetimes the
+ * caller computes from what actually touches each buffer (launches, library
+ * calls, copies) and with the caller's element sizes, instead of memplan's
+ * graph liveness and storage sizes. It lives here because runtime/ may not
+ * include passes/ (tests/layering.sh). */
+#ifndef V3C_RUNTIME_ARENA_H
+#define V3C_RUNTIME_ARENA_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../base/base.h"
+
+/* Offsets are multiples of this: cuMemAlloc's alignment, enough for every vector load a kernel makes. */
+enum { ARENA_ALIGN = 256 };
+
+/* A buffer live from sweep position first to last, inclusive (node positions, say). */
+typedef struct ArenaBuffer {
+    int32_t first, last;
+    int64_t bytes;
+} ArenaBuffer;
+
+/* Positions 0..npos-1 in order; at position s, the buffers whose last < s are
+ * freed (so a buffer never shares bytes with one live at its own first
+ * position: a node never writes over its inputs), then those with first == s,
+ * in index order, take the smallest free hole that fits (the lowest of equal
+ * ones), else the top of the arena (growing a free hole that ends there).
+ * Sizes round up to ARENA_ALIGN; offset[i] is -1 for bytes 0, whose lifetime is
+ * not looked at. Needs 0 <= first <= last < npos for every other buffer (an
+ * internal error otherwise). *arena_bytes gets the arena's end. */
+int arena_pack(const ArenaBuffer *bufs, size_t n, int32_t npos, int64_t *offset, int64_t *arena_bytes, Err *err);
+
+#endif
