@@ -1,11 +1,11 @@
 /* memplan: see memplan.h. One forward sweep computes last uses, a difference
- * array over node positions gives the live bytes at every node, and a second
- * sweep hands out arena offsets from a free list of holes kept sorted by
- * offset. */
+ * array over node positions gives the live bytes at every node, and
+ * base/arena.h's best fit hands out the offsets. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "../base/arena.h"
 #include "../ir/verify.h"
 #include "memplan.h"
 #include "passes.h"
@@ -109,95 +109,16 @@ static int sweep_peaks(const Graph *g, MemPlan *p, const uint8_t *is_output, Err
     return rc;
 }
 
-typedef struct Hole {
-    int64_t off, size;
-} Hole;
-
-typedef struct FreeList {
-    VEC(Hole) holes; /* sorted by offset, never adjacent (merged on release) */
-    int64_t top;     /* the arena's end so far */
-} FreeList;
-
-static void remove_hole(FreeList *f, size_t i) {
-    memmove(&f->holes.data[i], &f->holes.data[i + 1], sizeof(Hole) * (f->holes.len - i - 1));
-    f->holes.len--;
-}
-
-static int64_t take(FreeList *f, int64_t size) {
-    size_t best = f->holes.len;
-    for (size_t i = 0; i < f->holes.len; i++)
-        if (f->holes.data[i].size >= size && (best == f->holes.len || f->holes.data[i].size < f->holes.data[best].size))
-            best = i;
-    if (best < f->holes.len) {
-        Hole *h = &f->holes.data[best];
-        int64_t off = h->off;
-        h->off += size, h->size -= size;
-        if (!h->size) remove_hole(f, best);
-        return off;
-    }
-    int64_t off = f->top;
-    if (f->holes.len) {
-        Hole last = f->holes.data[f->holes.len - 1];
-        if (last.off + last.size == f->top) off = last.off, f->holes.len--;
-    }
-    f->top = off + size;
-    return off;
-}
-
-static void release(FreeList *f, int64_t off, int64_t size) {
-    size_t i = 0;
-    while (i < f->holes.len && f->holes.data[i].off < off) i++;
-    Hole h = {off, size};
-    VEC_PUSH(f->holes, h);
-    memmove(&f->holes.data[i + 1], &f->holes.data[i], sizeof(Hole) * (f->holes.len - 1 - i));
-    f->holes.data[i] = h;
-    if (i + 1 < f->holes.len && off + size == f->holes.data[i + 1].off) {
-        f->holes.data[i].size += f->holes.data[i + 1].size;
-        remove_hole(f, i + 1);
-    }
-    if (i > 0 && f->holes.data[i - 1].off + f->holes.data[i - 1].size == off) {
-        f->holes.data[i - 1].size += f->holes.data[i].size;
-        remove_hole(f, i);
-    }
-}
-
-static int64_t aligned(int64_t bytes) { return (bytes + MEMPLAN_ALIGN - 1) / MEMPLAN_ALIGN * MEMPLAN_ALIGN; }
-
-/* Values bucketed by last use (counting sort): bucket k, the values whose last
- * reader is node k, is vals[start[k] .. start[k+1]). */
-typedef struct Buckets {
-    int32_t *start; /* nn + 1 entries used */
-    ValueId *vals;
-} Buckets;
-
-static Buckets bucket_by_last_use(const MemPlan *p, size_t nn) {
-    Buckets b = {xcalloc(nn + 2, sizeof(int32_t)), xmalloc(sizeof(ValueId) * (p->nvalues ? p->nvalues : 1))};
+/* Activations by greedy best fit (base/arena.h): a value lives from its
+ * producer to its last use, graph outputs (last use nodes.len) to the end. */
+static int assign_offsets(const Graph *g, MemPlan *p, Err *err) {
+    size_t nv = p->nvalues ? p->nvalues : 1;
+    ArenaBuffer *bufs = xcalloc(nv, sizeof *bufs);
     for (size_t v = 0; v < p->nvalues; v++)
-        if (p->bytes[v] && (size_t)p->last_use[v] < nn) b.start[p->last_use[v] + 1]++;
-    for (size_t i = 0; i < nn; i++) b.start[i + 1] += b.start[i];
-    int32_t *fill = xmalloc(sizeof(int32_t) * (nn + 1));
-    memcpy(fill, b.start, sizeof(int32_t) * (nn + 1));
-    for (size_t v = 0; v < p->nvalues; v++)
-        if (p->bytes[v] && (size_t)p->last_use[v] < nn) b.vals[fill[p->last_use[v]]++] = (ValueId)v;
-    free(fill);
-    return b;
-}
-
-static void assign_offsets(const Graph *g, MemPlan *p) {
-    size_t nn = g->nodes.len;
-    Buckets dying = bucket_by_last_use(p, nn);
-    FreeList f = {0};
-    for (size_t i = 0; i < nn; i++) {
-        int32_t from = i ? dying.start[i - 1] : 0, to = i ? dying.start[i] : 0; /* last use i - 1 */
-        for (int32_t j = from; j < to; j++) release(&f, p->offset[dying.vals[j]], aligned(p->bytes[dying.vals[j]]));
-        const Node *n = &g->nodes.data[i];
-        for (int k = 0; k < n->nout; k++)
-            if (p->bytes[n->out[k]]) p->offset[n->out[k]] = take(&f, aligned(p->bytes[n->out[k]]));
-    }
-    p->arena_bytes = f.top;
-    VEC_FREE(f.holes);
-    free(dying.start);
-    free(dying.vals);
+        bufs[v] = (ArenaBuffer){g->values.data[v].node, p->last_use[v], p->bytes[v]};
+    int rc = arena_pack(bufs, p->nvalues, (int32_t)g->nodes.len + 1, p->offset, &p->arena_bytes, err);
+    free(bufs);
+    return rc;
 }
 
 int memplan_build(const Graph *g, int64_t batch, int64_t seq, MemPlan *p, Err *err) {
@@ -215,7 +136,7 @@ int memplan_build(const Graph *g, int64_t batch, int64_t seq, MemPlan *p, Err *e
     int rc = size_values(g, batch, seq, p, err);
     if (!rc) rc = sweep_peaks(g, p, is_output, err);
     free(is_output);
-    if (!rc) assign_offsets(g, p);
+    if (!rc) rc = assign_offsets(g, p, err);
     if (rc) memplan_free(p);
     return rc;
 }

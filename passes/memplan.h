@@ -16,11 +16,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "../base/arena.h"
 #include "../ir/ir.h"
 
 /* Offsets in the arena are multiples of this: cudaMalloc's alignment, which
  * also satisfies every vector load a kernel makes. */
-enum { MEMPLAN_ALIGN = 256 };
+enum { MEMPLAN_ALIGN = ARENA_ALIGN };
 
 typedef struct MemPlan {
     size_t nvalues;

@@ -14,7 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "arena.h"
+#include "../base/arena.h"
 #include "cuda_exec.h"
 
 enum { MAX_SCRATCH = 8, MIN_ALLOC = 16 };

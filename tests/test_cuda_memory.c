@@ -19,7 +19,7 @@
 #include "../ir/interp.h"
 #include "../passes/autodiff.h"
 #include "../passes/passes.h"
-#include "../runtime/arena.h"
+#include "../base/arena.h"
 #include "../runtime/cuda_exec.h"
 #include "../runtime/init.h"
 #include "testutil.h"

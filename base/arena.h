@@ -1,18 +1,14 @@
-/* runtime: buffers with known lifetimes packed into one device arena, for
- * executors that place every value of a step in one allocation (cuda_exec.c).
- *
- * The allocator is passes/memplan.c's greedy best fit, over lifetimes the
- * caller computes from what actually touches each buffer (launches, library
- * calls, copies) and with the caller's element sizes, instead of memplan's
- * graph liveness and storage sizes. It lives here because runtime/ may not
- * include passes/ (tests/layering.sh). */
-#ifndef V3C_RUNTIME_ARENA_H
-#define V3C_RUNTIME_ARENA_H
+/* base: buffers with known lifetimes packed into one arena by greedy best fit.
+ * Two users: passes/memplan.c plans a graph's activations (graph liveness,
+ * storage sizes), runtime/cuda_exec.c places a step's device buffers (lifetimes
+ * from what actually touches each buffer, the device's element sizes). */
+#ifndef V3C_BASE_ARENA_H
+#define V3C_BASE_ARENA_H
 
 #include <stddef.h>
 #include <stdint.h>
 
-#include "../base/base.h"
+#include "base.h"
 
 /* Offsets are multiples of this: cuMemAlloc's alignment, enough for every vector load a kernel makes. */
 enum { ARENA_ALIGN = 256 };
