@@ -4,10 +4,11 @@
 # training throughput, forward + backward, in tokens/s, and their ratio.
 #   bench/gpu_vs_hf.sh [BUILD_DIR] [ITERS]   (default build/release, 5; run from the repository root)
 # It builds v3c and gpu_step (bench/gpu_step.c) in BUILD_DIR (Release), runs
-#   gpu_step models/deepseek_v3.v3 --config CONFIG --batch 4 --seq 1024    (v3c, fp32, no optimizer: weights
-#     resident and only the loss downloaded, HF's work; then every weight uploaded and gradient downloaded)
+#   gpu_step models/deepseek_v3.v3 --config CONFIG --batch 4 --seq 1024 --precision f32|bf16
+#     (v3c, no optimizer: weights resident and only the loss downloaded, HF's work; then every weight
+#     uploaded and gradient downloaded; bf16: the GEMMs on bf16 operands, passes/bf16.h)
 #   python3 ../shared/bench/hf_peer.py CONFIG --batch 4 --seq 1024           (torch, bf16, no optimizer)
-#   v3c train models/deepseek_v3.v3 --config CONFIG --batch 4 --seq 1024 --backend cuda --steps 3
+#   v3c train models/deepseek_v3.v3 --config CONFIG --batch 4 --seq 1024 --backend cuda --steps 3 --bf16
 # (the whole train step: uploads, host AdamW, logging; for reference) and prints the table.
 # Without a GPU it says so and exits 1 before building or printing any number.
 set -euo pipefail
@@ -33,32 +34,36 @@ cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
 ninja -C "$build" v3c gpu_step >/dev/null
 
 tmp=$(mktemp -d)
-"$build/gpu_step" models/deepseek_v3.v3 --config "$config" --batch $batch --seq $seq --iters "$iters" >"$tmp/v3c.json" ||
-  die "v3c's CUDA step failed (above)"
+for precision in f32 bf16; do
+  "$build/gpu_step" models/deepseek_v3.v3 --config "$config" --batch $batch --seq $seq --iters "$iters" \
+    --precision $precision >"$tmp/v3c_$precision.json" || die "v3c's CUDA step ($precision) failed (above)"
+done
 python3 "$peer" "$config" --batch $batch --seq $seq >"$tmp/hf.json" || die "the HF peer failed (above)"
-"$build/v3c" train models/deepseek_v3.v3 --config "$config" --batch $batch --seq $seq --backend cuda --steps 3 \
-  --log "$tmp/train.jsonl" >"$tmp/train.out" || die "v3c train --backend cuda failed (above)"
+"$build/v3c" train models/deepseek_v3.v3 --config "$config" --batch $batch --seq $seq --backend cuda --steps 3 --bf16 \
+  --log "$tmp/train.jsonl" >"$tmp/train.out" || die "v3c train --backend cuda --bf16 failed (above)"
 
-python3 - "$tmp/v3c.json" "$tmp/hf.json" "$tmp/train.jsonl" <<'EOF'
+python3 - "$tmp/v3c_f32.json" "$tmp/v3c_bf16.json" "$tmp/hf.json" "$tmp/train.jsonl" <<'EOF'
 import json, statistics, sys
-v3c = json.loads(open(sys.argv[1]).read().strip().splitlines()[-1])
-hf = json.loads(open(sys.argv[2]).read().strip().splitlines()[-1])
-steps = [json.loads(l) for l in open(sys.argv[3]) if l.strip()]
+last = lambda path: json.loads(open(path).read().strip().splitlines()[-1])
+runs = {"fp32": last(sys.argv[1]), "bf16 GEMMs": last(sys.argv[2])}
+hf = last(sys.argv[3])
+steps = [json.loads(l) for l in open(sys.argv[4]) if l.strip()]
 train = statistics.median(s["tokens_per_s"] for s in steps[1:] or steps)  # step 1 includes warm-up
-h, v = hf["train_tokens_per_s"], v3c["train_tokens_per_s"]
+h = hf["train_tokens_per_s"]
+v3c = runs["bf16 GEMMs"]
 print(f"GPU: {hf['gpu']}; config ../shared/bench/bench_config.json, B={v3c['batch']}, T={v3c['seq']}")
 print("| engine | what is timed | precision | train tokens/s |")
 print("|---|---|---|---|")
 print(f"| HF transformers {hf['transformers']} (torch {hf['torch']}) | forward + backward, median of 10 | bf16 | {h:.0f} |")
-n = v3c.get('iters', 'N')
-print(f"| v3c --backend cuda, weights resident | forward + backward, token ids up ({v3c['upload_mib']:.2f} MiB), loss down, "
-      f"gradients left on the device, median of {n} | fp32 | {v3c['train_tokens_per_s']:.0f} |")
-print(f"| v3c --backend cuda, weights resident, device time only (CUDA events) | same step | fp32 | {v3c['event_tokens_per_s']:.0f} |")
-print(f"| v3c --backend cuda, full traffic | same, plus every weight up ({v3c['full_upload_mib']:.0f} MiB) and every "
-      f"gradient down ({v3c['full_download_mib']:.0f} MiB), pageable memory, median of {n} | fp32 | {v3c['full_tokens_per_s']:.0f} |")
-print(f"| v3c --backend cuda, full traffic, device time only (CUDA events) | same step | fp32 | {v3c['full_event_tokens_per_s']:.0f} |")
-print(f"| v3c train --backend cuda | whole step with host AdamW, median of steps 2-3 | fp32 | {train:.0f} |")
-print(f"ratio v3c / HF (forward + backward, weights resident): {v / h:.3f}")
+for prec, r in runs.items():
+    n = r.get('iters', 'N')
+    print(f"| v3c --backend cuda, weights resident | forward + backward, token ids up ({r['upload_mib']:.2f} MiB), loss down, "
+          f"gradients left on the device, median of {n} | {prec} | {r['train_tokens_per_s']:.0f} |")
+    print(f"| v3c --backend cuda, weights resident, device time only (CUDA events) | same step | {prec} | {r['event_tokens_per_s']:.0f} |")
+    print(f"| v3c --backend cuda, full traffic | same, plus every weight up ({r['full_upload_mib']:.0f} MiB) and every "
+          f"gradient down ({r['full_download_mib']:.0f} MiB), pageable memory, median of {n} | {prec} | {r['full_tokens_per_s']:.0f} |")
+print(f"| v3c train --backend cuda --bf16 | whole step with host AdamW, median of steps 2-3 | bf16 GEMMs | {train:.0f} |")
+print(f"ratio v3c / HF (forward + backward, weights resident, bf16 GEMMs): {v3c['train_tokens_per_s'] / h:.3f}")
 print(f"v3c: prepare {v3c['prepare_s']:.1f} s ({v3c['kernels']} kernels: {v3c['compiled']} compiled, {v3c['cached']} cached), "
       f"{v3c['launches']} launches + {v3c['library_calls']} cuBLASLt calls per step, {v3c['device_gib']:.1f} GiB on the device "
       f"(values: a {v3c['arena_gib']:.1f} GiB arena shared by liveness, {v3c['values_gib']:.1f} GiB as one buffer each)")

@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "../base/arena.h"
+#include "cuda_host_node.h"
 #include "cuda_exec.h"
 
 enum { MAX_SCRATCH = 8, MIN_ALLOC = 16 };
@@ -60,6 +61,7 @@ static const char *const status_meaning[] = {
 
 /* ---- prepare: checks, kernels, buffers ---- */
 static int is_fp8_call(CudaLibKind k) { return k == LIB_FP8_GEMM || k == LIB_FP8_GEMM_WGRAD; }
+static int runs_on_host(CudaLibKind k) { return k == LIB_EP_DISPATCH || k == LIB_EP_COMBINE; }
 static int has_runner(CudaLibKind k);
 
 /* The table's view of an FP8 call: the forward form as the op has it; the weight
@@ -92,9 +94,9 @@ static int check_call(CudaApi *api, const Graph *g, const CudaLibCall *c, Err *e
     char where[256];
     node_where(g, c->node, where, sizeof where);
     if (!has_runner(c->kind))
-        return err_set(err, "--backend cuda: %s: the executor does not run %s library calls (the EP exchanges "
-                            "need NCCL, not wired yet); run it with --backend cpu",
+        return err_set(err, "--backend cuda: %s: the executor does not run %s library calls; run it with --backend cpu",
                        where, cuda_lib_kind_name(c->kind));
+    if (runs_on_host(c->kind)) return 0; /* the interpreter's kernel takes every dtype the op does */
     CudaFp8Gemm shape = fp8_shape(c);
     if (is_fp8_call(c->kind) && api->fp8_check && api->fp8_check(api, &shape, err))
         return err_wrap(err, "--backend cuda: %s: ", where);
@@ -473,11 +475,24 @@ static int call_fp8(CudaExec *x, const CudaLibCall *c, const Node *n, Err *err) 
         gm.qa = operand(x, n, 0), gm.sa = operand(x, n, 1), gm.qb = operand(x, n, 2), gm.sb = operand(x, n, 3);
     return x->api->fp8_gemm(x->api, &gm, x->compute, err);
 }
+/* The EP exchanges: rows down, the all-to-all-v over the EP group bound to this
+ * thread (exec_step binds it), rows up (runtime/cuda_host_node.h). */
+static int call_on_host(CudaExec *x, const CudaLibCall *c, const Node *n, Err *err) {
+    (void)c;
+    CuPtr in[CUDA_HOST_NODE_MAX_OPERANDS], out[CUDA_HOST_NODE_MAX_OPERANDS];
+    if (n->nin > CUDA_HOST_NODE_MAX_OPERANDS || n->nout > CUDA_HOST_NODE_MAX_OPERANDS)
+        return err_internal(err, "%s has %d inputs and %d outputs", op_info(n->op)->name, n->nin, n->nout);
+    for (int k = 0; k < n->nin; k++) in[k] = x->buf[n->in[k]];
+    for (int k = 0; k < n->nout; k++) out[k] = x->buf[n->out[k]];
+    CudaHostNode h = {x->api, x->compute, x->g, n, x->plan.b, x->plan.t, in, out};
+    return cuda_run_on_host(&h, err);
+}
 
 typedef int (*CallFn)(CudaExec *x, const CudaLibCall *c, const Node *n, Err *err);
 static const CallFn call_fns[LIB_KIND_COUNT] = {
     [LIB_GEMM] = call_gemm, [LIB_GEMM_WGRAD] = call_gemm, [LIB_GROUPED_GEMM] = call_grouped,
     [LIB_GROUPED_WGRAD] = call_grouped, [LIB_FP8_GEMM] = call_fp8, [LIB_FP8_GEMM_WGRAD] = call_fp8,
+    [LIB_EP_DISPATCH] = call_on_host, [LIB_EP_COMBINE] = call_on_host,
 };
 
 static int has_runner(CudaLibKind k) { return (unsigned)k < LIB_KIND_COUNT && call_fns[k]; }

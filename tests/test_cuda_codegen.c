@@ -422,6 +422,48 @@ START_TEST(test_backward_templates_exact) {
 }
 END_TEST
 
+/* ---- attention tiled over several tiles: 70 queries and 70 or 75 keys with key/query tiles
+ * of 32 rows (25 at dk + dv = 398: TILE = 40 KiB / (398 * 4 bytes)), blocks of 3 and of 40
+ * query rows (a block's causal keys then end inside a tile), odd and empty head dims. Each
+ * thread repeats the interpreter's operations in its order, so the bits must match. */
+static const char *const tiled_attention[] = {
+    "%0 = input {name=\"q\"} : f32[B,70,2,5]\n%1 = input {name=\"k\"} : f32[B,70,2,5]\n%2 = input {name=\"v\"} : f32[B,70,2,3]\n"
+    "%3 = sdpa %0, %1, %2 {scale=0.45} : f32[B,70,2,3]\n%4 = input {name=\"g\"} : f32[B,70,2,3]\n"
+    "%5, %6, %7 = sdpa_grad %4, %0, %1, %2 {scale=0.45} : f32[B,70,2,5], f32[B,70,2,5], f32[B,70,2,3]\n"
+    "output \"o\" = %3\noutput \"dq\" = %5\noutput \"dk\" = %6\noutput \"dv\" = %7\n",
+    "%0 = input {name=\"q\"} : f32[B,70,1,301]\n%1 = input {name=\"k\"} : f32[B,75,1,301]\n%2 = input {name=\"v\"} : f32[B,75,1,97]\n"
+    "%3 = sdpa %0, %1, %2 {causal=0, scale=0.05} : f32[B,70,1,97]\n%4 = input {name=\"g\"} : f32[B,70,1,97]\n"
+    "%5, %6, %7 = sdpa_grad %4, %0, %1, %2 {causal=0, scale=0.05} : f32[B,70,1,301], f32[B,75,1,301], f32[B,75,1,97]\n"
+    "output \"o\" = %3\noutput \"dq\" = %5\noutput \"dk\" = %6\noutput \"dv\" = %7\n",
+    /* a sharp softmax: scores hundreds apart, so a max taken over fewer keys than the row's overflows exp */
+    "%0 = input {name=\"q\"} : f32[B,70,2,5]\n%1 = input {name=\"k\"} : f32[B,70,2,5]\n%2 = input {name=\"v\"} : f32[B,70,2,3]\n"
+    "%3 = sdpa %0, %1, %2 {scale=2000} : f32[B,70,2,3]\n%4 = input {name=\"g\"} : f32[B,70,2,3]\n"
+    "%5, %6, %7 = sdpa_grad %4, %0, %1, %2 {scale=2000} : f32[B,70,2,5], f32[B,70,2,5], f32[B,70,2,3]\n"
+    "output \"o\" = %3\noutput \"dq\" = %5\noutput \"dk\" = %6\noutput \"dv\" = %7\n",
+    /* empty head dims: every score is 0 (uniform softmax), or nothing to weigh */
+    "%0 = input {name=\"q\"} : f32[B,T,2,0]\n%1 = input {name=\"k\"} : f32[B,T,2,0]\n%2 = input {name=\"v\"} : f32[B,T,2,3]\n"
+    "%3 = sdpa %0, %1, %2 {scale=0.5} : f32[B,T,2,3]\n%4 = input {name=\"g\"} : f32[B,T,2,3]\n"
+    "%5, %6, %7 = sdpa_grad %4, %0, %1, %2 {scale=0.5} : f32[B,T,2,0], f32[B,T,2,0], f32[B,T,2,3]\n"
+    "%8 = input {name=\"v0\"} : f32[B,T,2,0]\n%9 = input {name=\"q4\"} : f32[B,T,2,4]\n%10 = sdpa %9, %9, %8 {scale=1} : f32[B,T,2,0]\n"
+    "output \"o\" = %3\noutput \"dq\" = %5\noutput \"dk\" = %6\noutput \"dv\" = %7\noutput \"e\" = %10\n",
+};
+
+START_TEST(test_tiled_attention_exact) {
+    for (size_t i = 0; i < sizeof tiled_attention / sizeof *tiled_attention; i++) {
+        char *text = xsprintf("v3ir 1\n%s", tiled_attention[i]);
+        Graph *g = parse_ir_ok(text, text);
+        TensorSet feeds;
+        tset_init(&feeds);
+        feed_inputs(g, NULL, &feeds);
+        emulate_and_compare(g, &feeds, EMU_BLOCK, 0);
+        if (i == 0) emulate_and_compare(g, &feeds, 40, 0);
+        tset_free(&feeds);
+        graph_free(g);
+        free(text);
+    }
+}
+END_TEST
+
 START_TEST(test_fp8_templates_exact) { check_all(fp8_templates, sizeof fp8_templates / sizeof *fp8_templates, NULL, 0); }
 END_TEST
 
@@ -545,6 +587,20 @@ START_TEST(test_unsupported_cast_is_user_error) {
 }
 END_TEST
 
+/* A key row (dk + dv floats) must fit the 48 KiB of static shared memory a block may declare. */
+START_TEST(test_attention_head_dims_too_wide_is_user_error) {
+    Graph *g = parse_ir_ok("v3ir 1\n%0 = input {name=\"q\"} : f32[B,T,1,12000]\n%1 = input {name=\"v\"} : f32[B,T,1,300]\n"
+                           "%2 = sdpa %0, %0, %1 {scale=1} : f32[B,T,1,300]\noutput \"o\" = %2\n", "wide");
+    CudaPlan p;
+    Err e = {0};
+    ck_assert_int_eq(cuda_plan_build(g, BATCH, SEQ, &p, &e), -1);
+    ck_assert_int_eq(e.code, 1);
+    ck_assert_msg(strstr(e.msg, "sdpa: head dims dk=12000 and dv=300 need more than 48 KiB of shared memory") != NULL, "%s",
+                  e.msg);
+    graph_free(g);
+}
+END_TEST
+
 START_TEST(test_template_lookup_leaves_gemms_to_the_library) {
     Graph *g = parse_ir_ok("v3ir 1\n%0 = input {name=\"x\"} : f32[B,T,4]\n%1 = input {name=\"w\"} : f32[5,4]\n"
                            "%2 = linear %0, %1 : f32[B,T,5]\noutput \"y\" = %2\n", "lin");
@@ -645,6 +701,50 @@ START_TEST(test_nvrtc_cubin_and_cache) {
     free(data), free(key), free(cubin_path), free(dir);
     cuda_cubins_free(cubins, 2);
     cuda_plan_free(&p);
+    nvrtc_close(nv);
+}
+END_TEST
+
+static long long define_value(const char *source, const char *name) {
+    char *key = xsprintf("#define %s ", name);
+    const char *at = strstr(source, key);
+    ck_assert_msg(at != NULL, "no %s in the kernel", key);
+    long long v = atoll(at + strlen(key));
+    free(key);
+    return v;
+}
+
+/* The attention kernels at DeepSeek-V3's shapes (128 heads, dk=192, dv=128, T=S=4096) compile
+ * for sm_90a, and their static shared memory (two float tiles, TILE * DK + 1 and TILE * DV + 1)
+ * stays within the 48 KiB a block may declare statically: ptxas does not check that, the
+ * launch fails. */
+START_TEST(test_nvrtc_compiles_attention_at_deepseek_shapes) {
+    Nvrtc *nv = open_nvrtc_or_skip();
+    if (!nv) return;
+    Graph *g = parse_ir_ok("v3ir 1\n%0 = input {name=\"q\"} : f32[1,4096,128,192]\n%1 = input {name=\"v\"} : f32[1,4096,128,128]\n"
+                           "%2 = sdpa %0, %0, %1 {scale=0.07} : f32[1,4096,128,128]\n"
+                           "%3, %4, %5 = sdpa_grad %2, %0, %0, %1 {scale=0.07} : f32[1,4096,128,192], f32[1,4096,128,192], "
+                           "f32[1,4096,128,128]\noutput \"o\" = %2\noutput \"dq\" = %3\noutput \"dk\" = %4\noutput \"dv\" = %5\n",
+                           "deepseek attention");
+    CudaPlan p;
+    Err e = {0};
+    ck_assert_msg(cuda_plan_build(g, 1, 4096, &p, &e) == 0, "%s", e.msg);
+    ck_assert_int_eq(p.kernels.len, 3); /* sdpa, sdpa_grad_q, sdpa_grad_kv */
+    for (size_t i = 0; i < p.kernels.len; i++) {
+        const char *src = p.kernels.data[i].source;
+        long long tile = define_value(src, "TILE"), dk = define_value(src, "DK"), dv = define_value(src, "DV");
+        ck_assert_int_eq(dk, 192);
+        ck_assert_int_eq(dv, 128);
+        ck_assert_int_eq(tile, 32);
+        ck_assert_int_le((tile * dk + 1 + tile * dv + 1) * (long long)sizeof(float), 48 * 1024);
+    }
+    char *dir = make_temp_dir();
+    CudaCompileStats st;
+    ck_assert_msg(cuda_compile_kernels(nv, p.kernels.data, (int)p.kernels.len, "sm_90a", dir, NULL, &st, &e) == 0, "%s", e.msg);
+    ck_assert_int_eq(st.compiled, 3);
+    free(dir);
+    cuda_plan_free(&p);
+    graph_free(g);
     nvrtc_close(nv);
 }
 END_TEST
@@ -790,11 +890,13 @@ static Suite *suite(void) {
     tcase_add_test(emu, test_fp8_templates_exact);
     tcase_add_test(emu, test_bad_data_sets_status);
     tcase_add_test(emu, test_tiny_model_bit_for_bit);
+    tcase_add_test(emu, test_tiled_attention_exact);
     suite_add_tcase(s, emu);
     TCase *plan = tcase_create("plan");
     tcase_add_test(plan, test_identical_kernels_deduplicated);
     tcase_add_test(plan, test_gemms_are_library_calls);
     tcase_add_test(plan, test_unsupported_cast_is_user_error);
+    tcase_add_test(plan, test_attention_head_dims_too_wide_is_user_error);
     tcase_add_test(plan, test_template_lookup_leaves_gemms_to_the_library);
     tcase_add_test(plan, test_renderer_rejects_unknown_operation);
     tcase_add_test(plan, test_target_check);
@@ -803,6 +905,7 @@ static Suite *suite(void) {
     tcase_set_timeout(nvrtc, 600);
     tcase_add_test(nvrtc, test_nvrtc_cubin_and_cache);
     tcase_add_test(nvrtc, test_nvrtc_errors);
+    tcase_add_test(nvrtc, test_nvrtc_compiles_attention_at_deepseek_shapes);
     tcase_add_test(nvrtc, test_cache_dir_resolution);
     tcase_add_test(nvrtc, test_cli_compile_and_cache);
     tcase_add_test(nvrtc, test_cli_errors);

@@ -460,19 +460,40 @@ START_TEST(test_unplannable_graphs_refused) {
 }
 END_TEST
 
-/* The EP exchanges are library calls the executor cannot run yet (NCCL): refused at prepare. */
-START_TEST(test_ep_exchange_refused) {
+/* The EP exchanges run on the host over the EP group bound to the thread (a
+ * group of one here; two ranks: tests/test_cuda_ep.c); with none bound, the
+ * interpreter kernel's error names the node. */
+START_TEST(test_ep_exchange_on_the_host) {
     Graph *g = parse_ir_ok("v3ir 1\n%0 = input {name=\"xd\"} : f32[4,2]\n%1 = input {name=\"counts\"} : i32[2]\n"
                            "%2, %3, %4 = ep_dispatch %0, %1 {capacity=[4], ranks=1} : f32[4,2], i32[2], i32[1,2]\n"
-                           "output \"xr\" = %2\n",
+                           "%5 = neg %2 : f32[4,2]\noutput \"xr\" = %5\noutput \"lc\" = %3\noutput \"plan\" = %4\n",
                            "ep");
-    CudaApi *api = cuda_emu_open(EMU_BLOCK, EMU_MAX_GRID);
-    if (api) {
-        InterpOptions io = {.batch = BATCH, .seq = SEQ};
-        Err e = {0};
-        ck_assert_ptr_null(cuda_exec_prepare(api, g, &io, &e));
-        ck_assert_msg(e.code == 1 && strstr(e.msg, "ep_dispatch (node 2)") && strstr(e.msg, "--backend cpu"), "%s", e.msg);
+    TensorSet feeds, want, got;
+    tset_init(&feeds);
+    feed_random_inputs(g, (InputFill[]){{"counts", 0, 3}, {0}}, (InputFill){NULL, 0, 0}, BATCH, SEQ, 5, &feeds);
+    int32_t *counts = (int32_t *)tset_get(&feeds, "counts")->data;
+    counts[0] = 3, counts[1] = 1;
+    ThreadGroup *one = thread_group_new(1);
+    Collectives c = thread_group_member(one, 0);
+    InterpOptions io = {.batch = BATCH, .seq = SEQ, .collectives = &c};
+    Err e = {0};
+    tset_init(&want);
+    ck_assert_msg(interp_run(g, &feeds, &io, &want, &e) == 0, "%s", e.msg);
+    CudaExec *x = emulated_exec(g, NULL);
+    if (x) {
+        tset_init(&got);
+        ck_assert_int_eq(cuda_exec_step(x, &feeds, &got, &e), -1);
+        ck_assert_msg(strstr(e.msg, "ep_dispatch (node 2)") && strstr(e.msg, "no EP group is bound"), "%s", e.msg);
+        tset_free(&got);
+        const Collectives *prev = collectives_bind(&c);
+        step_ok(x, &feeds, &got);
+        collectives_bind(prev);
+        assert_bit_for_bit(g, &want, &got);
+        tset_free(&got);
+        cuda_exec_free(x);
     }
+    thread_group_free(one);
+    tset_free(&feeds), tset_free(&want);
     graph_free(g);
 }
 END_TEST
@@ -763,7 +784,7 @@ static Suite *suite(void) {
     tcase_add_test(emu, test_bad_token_id_is_a_clear_error);
     tcase_add_test(emu, test_feed_errors);
     tcase_add_test(emu, test_unplannable_graphs_refused);
-    tcase_add_test(emu, test_ep_exchange_refused);
+    tcase_add_test(emu, test_ep_exchange_on_the_host);
     suite_add_tcase(s, emu);
     TCase *dev = tcase_create("device");
     tcase_set_timeout(dev, 600);

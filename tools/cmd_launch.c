@@ -37,7 +37,7 @@ static int launch_body(const Options *o, Layout *l, Comm *world, void *ctx, Err 
         .peak_activation_bytes = b->activation_bytes[l->stage],
         .load_weights = launch_weights,
         .ctx = b,
-        .backend = train_job_backend(o, l, b->fp8),
+        .backend = train_job_backend(o, b->fp8),
     };
     int rc = train_job_run(o, l, world, &job, err);
     b->split = NULL; /* the job freed it */
@@ -46,7 +46,7 @@ static int launch_body(const Options *o, Layout *l, Comm *world, void *ctx, Err 
 
 /* On a GPU the kernels come from the bundle, compiled for its target. */
 static int use_bundle_kernels(const Options *o, const Bundle *b, Err *err) {
-    if (strcmp(train_job_backend(o, &b->layout, b->fp8), "cuda") != 0) return 0;
+    if (strcmp(train_job_backend(o, b->fp8), "cuda") != 0) return 0;
     CudaDevice *d = cuda_device_open(err);
     if (!d) return -1;
     int rc = strcmp(cuda_device_target(d), b->target) == 0

@@ -61,7 +61,7 @@ static int model_weights_of(const Options *o, void *ctx, TensorSet *weights, Err
 static int train_body(const Options *o, Layout *l, Comm *world, void *ctx, Err *err) {
     (void)ctx;
     Model m = {0};
-    TrainJob job = {.load_weights = model_weights_of, .ctx = &m, .backend = train_job_backend(o, l, o->fp8)};
+    TrainJob job = {.load_weights = model_weights_of, .ctx = &m, .backend = train_job_backend(o, o->fp8)};
     int rc = train_build_model(o, &m, err);
     if (rc == 0) rc = train_prepare_graph(o, l, m.graph, &job.objective, err);
     if (rc == 0) {

@@ -60,9 +60,9 @@ int train_build_model(const Options *o, Model *m, Err *err);
 int train_prepare_graph(const Options *o, const Layout *l, Graph *g, const char **objective, Err *err);
 
 /* --backend, else the default (runtime/exec.h: cuda where a GPU answers, else
- * cpu, else interp), except that a job cuda does not run yet (FP8 weight
- * gradients, expert-parallel exchanges) defaults to cpu. */
-const char *train_job_backend(const Options *o, const Layout *l, int fp8);
+ * cpu, else interp), except that FP8 defaults to cpu: cuBLASLt's FP8 GEMM
+ * refuses shapes small models have (docs/cuda.md); --backend cuda runs it where they fit. */
+const char *train_job_backend(const Options *o, int fp8);
 
 /* Checked before anything is built: --checkpoint with --resume, --save's directory. */
 int train_job_check_options(const Options *o, Err *err);

@@ -46,8 +46,9 @@ extern const TplFn cuda_tpl_fp8[OP_COUNT];     /* cuda_tpl_fp8.c: quantize, dequ
 /* Shared kernels: a stable rank of each key among all keys (the MoE row order,
  * embedding_grad's token order), written to scratch 0 as long long. */
 int tpl_stable_rank(const Tpl *c, ValueId keys, int64_t count);
-/* sdpa's shape defines (T, S, SLEN, NH, DK, DV, CAUSAL, SCALE, STORE); rows = B*T*heads. */
-void tpl_sdpa_defines(const Tpl *c, KernelText *kt, int64_t *rows);
+/* Attention (cuda_tpl_attention.c), registered in cuda_tpl_model and cuda_tpl_grad. */
+int tpl_sdpa(const Tpl *c);
+int tpl_sdpa_grad(const Tpl *c);
 /* Fills an output value with a constant. */
 int tpl_fill(const Tpl *c, ValueId out, double value);
 /* dst[o*DST_STRIDE + DST_OFF + r] = src[o*SRC_STRIDE + SRC_OFF + r] for o < outer, r < row. */

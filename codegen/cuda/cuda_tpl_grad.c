@@ -1,6 +1,7 @@
 /* Templates for the backward ops autodiff emits (transpose and pad are layout
  * copies in cuda_tpl_basic.c). Accumulations never race: each output is owned
- * by one thread, which adds its terms in the interpreter's order. */
+ * by one thread, which adds its terms in the interpreter's order. sdpa_grad,
+ * registered below, is in cuda_tpl_attention.c. */
 #include <stdio.h>
 #include <string.h>
 
@@ -200,90 +201,6 @@ static int tpl_cross_entropy_grad(const Tpl *c) {
     CudaArg a[] = {carg_value(c->n->in[0]), carg_value(c->n->in[1]), carg_value(c->n->in[2]), carg_value(c->n->out[0]),
                    carg_status()};
     return tpl_launch(c, &kt, a, 5, rows);
-}
-
-/* ---- sdpa_grad: dq per query row; dk, dv per key row over the queries that see it ---- */
-static const char sdpa_grad_q_body[] =
-    "    for (long long r = V3C_THREAD_ID; r < ROWS; r += V3C_THREADS) {\n"
-    "        const long long b = r / (T * NH), t = r / NH % T, hd = r % NH;\n"
-    "        const float *qr = q + ((b * T + t) * NH + hd) * DK, *gr = g + ((b * T + t) * NH + hd) * DV;\n"
-    "        const long long visible = CAUSAL ? t + 1 : SLEN;\n"
-    "        double p[S], dp[S], m = -v3c_inf(), sum = 0.0, pdp = 0.0;\n"
-    "        for (long long s = 0; s < visible; s++) {\n"
-    "            const float *kr = k + ((b * SLEN + s) * NH + hd) * DK, *vr = v + ((b * SLEN + s) * NH + hd) * DV;\n"
-    "            double dot = 0.0, gv = 0.0;\n"
-    "            for (long long i = 0; i < DK; i++) dot += (double)qr[i] * kr[i];\n"
-    "            for (long long cc = 0; cc < DV; cc++) gv += (double)gr[cc] * vr[cc];\n"
-    "            p[s] = SCALE * dot;\n"
-    "            dp[s] = gv;\n"
-    "            m = p[s] > m ? p[s] : m;\n"
-    "        }\n"
-    "        for (long long s = 0; s < visible; s++) sum += p[s] = exp(p[s] - m);\n"
-    "        for (long long s = 0; s < visible; s++) pdp += (p[s] /= sum) * dp[s];\n"
-    "        stats[r * 3] = m; stats[r * 3 + 1] = sum; stats[r * 3 + 2] = pdp;\n"
-    "        for (long long i = 0; i < DK; i++) {\n"
-    "            double acc = 0.0;\n"
-    "            for (long long s = 0; s < visible; s++) acc += p[s] * (dp[s] - pdp) * k[((b * SLEN + s) * NH + hd) * DK + i];\n"
-    "            dq[((b * T + t) * NH + hd) * DK + i] = STORE(SCALE * acc);\n"
-    "        }\n"
-    "    }\n}\n";
-
-static const char sdpa_grad_kv_body[] =
-    "    for (long long r = V3C_THREAD_ID; r < KROWS; r += V3C_THREADS) {\n"
-    "        const long long b = r / (SLEN * NH), s = r / NH % SLEN, hd = r % NH;\n"
-    "        const float *kr = k + ((b * SLEN + s) * NH + hd) * DK, *vr = v + ((b * SLEN + s) * NH + hd) * DV;\n"
-    "        double dk_acc[DK], dv_acc[DV];\n"
-    "        for (long long i = 0; i < DK; i++) dk_acc[i] = 0.0;\n"
-    "        for (long long cc = 0; cc < DV; cc++) dv_acc[cc] = 0.0;\n"
-    "        for (long long t = CAUSAL ? s : 0; t < T; t++) {\n"
-    "            const long long qrow = (b * T + t) * NH + hd;\n"
-    "            const float *qr = q + qrow * DK, *gr = g + qrow * DV;\n"
-    "            double dot = 0.0, gv = 0.0;\n"
-    "            for (long long i = 0; i < DK; i++) dot += (double)qr[i] * kr[i];\n"
-    "            for (long long cc = 0; cc < DV; cc++) gv += (double)gr[cc] * vr[cc];\n"
-    "            const double p = exp(SCALE * dot - stats[qrow * 3]) / stats[qrow * 3 + 1];\n"
-    "            const double ds = SCALE * p * (gv - stats[qrow * 3 + 2]);\n"
-    "            for (long long i = 0; i < DK; i++) dk_acc[i] += ds * qr[i];\n"
-    "            for (long long cc = 0; cc < DV; cc++) dv_acc[cc] += p * gr[cc];\n"
-    "        }\n"
-    "        for (long long i = 0; i < DK; i++) dk[r * DK + i] = STORE(dk_acc[i]);\n"
-    "        for (long long cc = 0; cc < DV; cc++) dv[r * DV + cc] = STORE(dv_acc[cc]);\n"
-    "    }\n}\n";
-
-static int sdpa_grad_kernel(const Tpl *c, const char *family, const char *body, int kv) {
-    const Node *n = c->n;
-    int64_t kshape[IR_MAX_RANK], rows = 0;
-    if (tpl_shape(c, n->in[2], kshape) < 0) return -1;
-    KernelText kt;
-    tpl_begin(&kt, family);
-    tpl_sdpa_defines(c, &kt, &rows);
-    int64_t krows = kshape[0] * kshape[1] * kshape[2];
-    tpl_define(&kt, "ROWS", rows);
-    tpl_define(&kt, "KROWS", krows);
-    sig(&kt);
-    static const char *const names[] = {"g", "q", "k", "v"};
-    for (int i = 0; i < 4; i++) ktext_param(&kt, "const float *", names[i]);
-    ktext_param(&kt, kv ? "const double *" : "double *", "stats");
-    CudaArg a[7] = {carg_value(n->in[0]), carg_value(n->in[1]), carg_value(n->in[2]), carg_value(n->in[3]),
-                    carg_scratch(0, rows * 3 * 8)};
-    if (kv) {
-        ktext_param(&kt, "float *", "dk");
-        ktext_param(&kt, "float *", "dv");
-        a[5] = carg_value(n->out[1]), a[6] = carg_value(n->out[2]);
-    } else {
-        ktext_param(&kt, "float *", "dq");
-        a[5] = carg_value(n->out[0]);
-    }
-    tpl_body(&kt, body);
-    return tpl_launch(c, &kt, a, kv ? 7 : 6, kv ? krows : rows);
-}
-
-static int tpl_sdpa_grad(const Tpl *c) {
-    int64_t k[IR_MAX_RANK];
-    if (tpl_shape(c, c->n->in[2], k) < 0) return -1;
-    if (k[1] == 0 && tpl_numel(c, c->n->in[1]) > 0) return err_set(c->err, "sdpa_grad: there are no keys to attend to");
-    if (sdpa_grad_kernel(c, "sdpa_grad_q", sdpa_grad_q_body, 0)) return -1;
-    return sdpa_grad_kernel(c, "sdpa_grad_kv", sdpa_grad_kv_body, 1);
 }
 
 /* ---- moe_combine_grad: d yd per (pair, col), d w per pair ---- */

@@ -1,7 +1,8 @@
 /* Templates for the model-specific forward ops: embedding, routing (topk,
- * gather, one_hot), the MoE permutes, rope, attention and the loss. Each thread
- * runs the interpreter's loop for its output in the interpreter's order, so
- * results match it bit for bit (up to libm's cos/sin/exp/log on the device).
+ * gather, one_hot), the MoE permutes, rope and the loss (sdpa, registered
+ * below, is in cuda_tpl_attention.c). Each thread runs the interpreter's loop
+ * for its output in the interpreter's order, so results match it bit for bit
+ * (up to libm's cos/sin/exp/log on the device).
  * Bad indices store CUDA_STATUS_INDEX into the status word instead of failing. */
 #include <stdio.h>
 #include <string.h>
@@ -251,68 +252,6 @@ static int tpl_rope(const Tpl *c) {
                   "    }\n}\n");
     CudaArg a[] = {carg_value(c->n->in[0]), carg_value(c->n->in[1]), carg_value(c->n->out[0])};
     return tpl_launch(c, &kt, a, 3, vectors * (d / 2));
-}
-
-/* ---- sdpa: a thread per query row (b, t, head); fp64 scores and softmax ---- */
-void tpl_sdpa_defines(const Tpl *c, KernelText *kt, int64_t *rows) {
-    const Node *n = c->n;
-    int first = n->op == OP_SDPA_GRAD; /* sdpa_grad's q is its second input */
-    int64_t q[IR_MAX_RANK], k[IR_MAX_RANK], v[IR_MAX_RANK];
-    tpl_shape(c, n->in[first], q);
-    tpl_shape(c, n->in[first + 1], k);
-    tpl_shape(c, n->in[first + 2], v);
-    tpl_define(kt, "T", q[1]);
-    tpl_define(kt, "S", k[1] ? k[1] : 1);
-    tpl_define(kt, "SLEN", k[1]);
-    tpl_define(kt, "NH", q[2]);
-    tpl_define(kt, "DK", q[3]);
-    tpl_define(kt, "DV", v[3]);
-    tpl_define(kt, "CAUSAL", node_int(n, "causal", 1) != 0);
-    char scale[64];
-    format_double(scale, sizeof scale, node_float(n, "scale", 1.0));
-    buf_printf(&kt->body, "#define SCALE ((double)%s)\n", scale);
-    tpl_define_store(kt, ir_type(c->g, n->out[0])->dtype);
-    *rows = q[0] * q[1] * q[2];
-}
-
-static const char sdpa_body[] =
-    "    for (long long r = V3C_THREAD_ID; r < ROWS; r += V3C_THREADS) {\n"
-    "        const long long b = r / (T * NH), t = r / NH % T, hd = r % NH;\n"
-    "        const float *qr = q + ((b * T + t) * NH + hd) * DK;\n"
-    "        const long long visible = CAUSAL ? t + 1 : SLEN;\n"
-    "        double p[S], m = -v3c_inf(), sum = 0.0;\n"
-    "        for (long long s = 0; s < visible; s++) {\n"
-    "            const float *kr = k + ((b * SLEN + s) * NH + hd) * DK;\n"
-    "            double dot = 0.0;\n"
-    "            for (long long i = 0; i < DK; i++) dot += (double)qr[i] * kr[i];\n"
-    "            p[s] = SCALE * dot;\n"
-    "            m = p[s] > m ? p[s] : m;\n"
-    "        }\n"
-    "        for (long long s = 0; s < visible; s++) sum += p[s] = exp(p[s] - m);\n"
-    "        float *orow = o + ((b * T + t) * NH + hd) * DV;\n"
-    "        for (long long col = 0; col < DV; col++) {\n"
-    "            double acc = 0.0;\n"
-    "            for (long long s = 0; s < visible; s++) acc += p[s] * v[((b * SLEN + s) * NH + hd) * DV + col];\n"
-    "            orow[col] = STORE(acc / sum);\n"
-    "        }\n"
-    "    }\n}\n";
-
-static int tpl_sdpa(const Tpl *c) {
-    int64_t k[IR_MAX_RANK], rows = 0;
-    if (tpl_shape(c, c->n->in[1], k) < 0) return -1;
-    if (k[1] == 0 && tpl_numel(c, c->n->in[0]) > 0) return err_set(c->err, "sdpa: there are no keys to attend to");
-    KernelText kt;
-    tpl_begin(&kt, "sdpa");
-    tpl_sdpa_defines(c, &kt, &rows);
-    tpl_define(&kt, "ROWS", rows);
-    sig(&kt);
-    ktext_param(&kt, "const float *", "q");
-    ktext_param(&kt, "const float *", "k");
-    ktext_param(&kt, "const float *", "v");
-    ktext_param(&kt, "float *", "o");
-    tpl_body(&kt, sdpa_body);
-    CudaArg a[] = {carg_value(c->n->in[0]), carg_value(c->n->in[1]), carg_value(c->n->in[2]), carg_value(c->n->out[0])};
-    return tpl_launch(c, &kt, a, 4, rows);
 }
 
 /* ---- cross_entropy: a thread per row, log-sum-exp in fp64 ---- */
