@@ -535,7 +535,9 @@ static int poison_dead(CudaExec *x, int32_t *poisoned_to, int32_t before, Err *e
     return 0;
 }
 
-/* Launches and library calls are each in node order; a node has one kind or the other. */
+/* Launches and library calls are each in node order. A node may have both (an
+ * FP8 weight gradient's transposing copies, then its GEMM): its launches run
+ * first, as the strict `<` below orders them. */
 static int run_plan(CudaExec *x, int poison, Err *err) {
     const CudaPlan *p = &x->plan;
     for (int s = 0; s < MAX_SCRATCH; s++) x->scratch_zeroed_for[s] = -1;
