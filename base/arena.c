@@ -73,14 +73,8 @@ static int check_buffers(const ArenaBuffer *b, size_t n, int32_t npos, Err *err)
     return 0;
 }
 
-/* Bucket s (the buffers whose first, or last, position is s) is idx[start[s] .. start[s + 1]), in index order. */
-typedef struct Buckets {
-    size_t *start; /* npos + 1 entries used */
-    size_t *idx;
-} Buckets;
-
-static Buckets bucket(const ArenaBuffer *b, size_t n, int32_t npos, int by_last) {
-    Buckets k = {xcalloc((size_t)npos + 2, sizeof *k.start), xcalloc(n + 1, sizeof *k.idx)};
+ArenaBuckets arena_buckets(const ArenaBuffer *b, size_t n, int32_t npos, int by_last) {
+    ArenaBuckets k = {xcalloc((size_t)npos + 2, sizeof *k.start), xcalloc(n + 1, sizeof *k.idx)};
     for (size_t i = 0; i < n; i++)
         if (b[i].bytes) k.start[(by_last ? b[i].last : b[i].first) + 1]++;
     for (int32_t s = 0; s < npos; s++) k.start[s + 1] += k.start[s];
@@ -93,7 +87,7 @@ static Buckets bucket(const ArenaBuffer *b, size_t n, int32_t npos, int by_last)
 }
 
 /* Position s: free the buffers last used at s - 1, then place those born at s. */
-static int sweep(const ArenaBuffer *b, int32_t npos, const Buckets *born, const Buckets *dying, FreeList *f,
+static int sweep(const ArenaBuffer *b, int32_t npos, const ArenaBuckets *born, const ArenaBuckets *dying, FreeList *f,
                  int64_t *offset, Err *err) {
     for (int32_t s = 0; s < npos; s++) {
         if (s > 0)
@@ -112,11 +106,16 @@ int arena_pack(const ArenaBuffer *bufs, size_t n, int32_t npos, int64_t *offset,
     if (npos < 0) return err_internal(err, "arena_pack: %d positions", (int)npos);
     if (check_buffers(bufs, n, npos, err)) return -1;
     for (size_t i = 0; i < n; i++) offset[i] = -1;
-    Buckets born = bucket(bufs, n, npos, 0), dying = bucket(bufs, n, npos, 1);
+    ArenaBuckets born = arena_buckets(bufs, n, npos, 0), dying = arena_buckets(bufs, n, npos, 1);
     FreeList f = {0};
     int rc = sweep(bufs, npos, &born, &dying, &f, offset, err);
     *arena_bytes = f.top;
     VEC_FREE(f.holes);
-    free(born.start), free(born.idx), free(dying.start), free(dying.idx);
+    arena_buckets_free(&born), arena_buckets_free(&dying);
     return rc;
+}
+
+void arena_buckets_free(ArenaBuckets *k) {
+    free(k->start), free(k->idx);
+    k->start = k->idx = NULL;
 }

@@ -29,4 +29,13 @@ typedef struct ArenaBuffer {
  * internal error otherwise). *arena_bytes gets the arena's end. */
 int arena_pack(const ArenaBuffer *bufs, size_t n, int32_t npos, int64_t *offset, int64_t *arena_bytes, Err *err);
 
+/* The buffers with bytes grouped by first (by_last 0) or last position:
+ * bucket s is idx[start[s] .. start[s + 1]), in index order (a counting sort). */
+typedef struct ArenaBuckets {
+    size_t *start; /* npos + 1 entries used */
+    size_t *idx;
+} ArenaBuckets;
+ArenaBuckets arena_buckets(const ArenaBuffer *bufs, size_t n, int32_t npos, int by_last);
+void arena_buckets_free(ArenaBuckets *k);
+
 #endif

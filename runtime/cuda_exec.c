@@ -29,10 +29,9 @@ struct CudaExec {
     CuPtr *buf;   /* per value: its device address in the arena, 0 when nothing touches it */
     CuPtr arena;  /* every value's buffer */
     size_t *size; /* per value with a buffer of its own (not a reshape's alias): its bytes, else 0 */
-    /* The values whose last use is node s are dead[dead_start[s] .. dead_start[s + 1]) (s < nodes.len;
-     * params, inputs and graph outputs live to the step's end and are not listed). */
-    ValueId *dead;
-    int32_t *dead_start;
+    /* The buffers by last use (for poisoning): bucket s holds the values whose last use is node s;
+     * params, inputs and graph outputs live to the step's end (bucket nodes.len, never poisoned). */
+    ArenaBuckets dead;
     int params_resident; /* the params on the device are those of the last upload (which completed) */
     CuPtr scratch[MAX_SCRATCH];
     int64_t scratch_bytes[MAX_SCRATCH];
@@ -231,21 +230,6 @@ static int size_buffers(CudaExec *x, const ValueId *root, const uint8_t *used, A
     return 0;
 }
 
-/* For poisoning (CudaStepOptions.poison_dead_values): the buffers by last use, params, inputs and outputs left out. */
-static void bucket_dead(CudaExec *x, const ArenaBuffer *iv) {
-    size_t nv = x->g->values.len, nn = x->g->nodes.len;
-    x->dead_start = xcalloc(nn + 2, sizeof *x->dead_start);
-    x->dead = xcalloc(nv + 1, sizeof *x->dead);
-    for (size_t v = 0; v < nv; v++)
-        if (x->size[v] && (size_t)iv[v].last < nn) x->dead_start[iv[v].last + 1]++;
-    for (size_t s = 0; s < nn; s++) x->dead_start[s + 1] += x->dead_start[s];
-    int32_t *fill = xcalloc(nn + 1, sizeof *fill);
-    memcpy(fill, x->dead_start, (nn + 1) * sizeof *fill);
-    for (size_t v = 0; v < nv; v++)
-        if (x->size[v] && (size_t)iv[v].last < nn) x->dead[fill[iv[v].last]++] = (ValueId)v;
-    free(fill);
-}
-
 static int place_values(CudaExec *x, const ValueId *root, const ArenaBuffer *iv, Err *err) {
     size_t nv = x->g->values.len;
     int64_t *offset = xcalloc(nv + 1, sizeof *offset), arena = 0;
@@ -267,7 +251,7 @@ static int alloc_values(CudaExec *x, Err *err) {
     x->size = xcalloc(g->values.len + 1, sizeof *x->size);
     int rc = size_buffers(x, root, used, iv, err);
     if (rc == 0) rc = place_values(x, root, iv, err);
-    if (rc == 0) bucket_dead(x, iv);
+    if (rc == 0) x->dead = arena_buckets(iv, g->values.len, (int32_t)g->nodes.len + 1, 1);
     free(used), free(root), free(iv);
     return rc;
 }
@@ -378,14 +362,16 @@ static int scratch_arg(CudaExec *x, const CudaLaunch *l, const CudaArg *arg, CuP
     return 0;
 }
 
-static int run_launch(CudaExec *x, size_t li, Err *err) {
-    const CudaLaunch *l = &x->plan.launches.data[li];
+/* One launch on the compute stream; status is its status word (0: it takes none). */
+static int launch(CudaExec *x, const CudaLaunch *l, CuPtr status, Err *err) {
     CuPtr args[CUDA_MAX_PARAMS];
     for (int a = 0; a < l->nargs; a++) {
         const CudaArg *arg = &l->args[a];
         int rc = arg->kind == CARG_VALUE     ? value_arg(x, l, arg, &args[a], err)
                  : arg->kind == CARG_SCRATCH ? scratch_arg(x, l, arg, &args[a], err)
-                                             : (args[a] = x->status + li * sizeof(int), 0);
+                 : status                    ? (args[a] = status, 0)
+                                             : err_internal(err, "CUDA plan: a launch of node %d wants a status word",
+                                                            (int)l->node);
         if (rc) return -1;
     }
     const CudaKernel *k = &x->plan.kernels.data[l->kernel];
@@ -397,6 +383,10 @@ static int run_launch(CudaExec *x, size_t li, Err *err) {
         return err_wrap(err, "launching %s for %s: ", k->name, where);
     }
     return 0;
+}
+
+static int run_launch(CudaExec *x, size_t li, Err *err) {
+    return launch(x, &x->plan.launches.data[li], x->status + li * sizeof(int), err);
 }
 
 /* ---- a step: library calls ---- */
@@ -497,25 +487,10 @@ static const CallFn call_fns[LIB_KIND_COUNT] = {
 
 static int has_runner(CudaLibKind k) { return (unsigned)k < LIB_KIND_COUNT && call_fns[k]; }
 
-/* A bf16 result's rounding (CudaLibCall.round), on the compute stream after the GEMM. */
-static int launch_round(CudaExec *x, const CudaLibCall *c, Err *err) {
-    const CudaLaunch *l = &c->round;
-    CuPtr args[CUDA_MAX_PARAMS];
-    for (int a = 0; a < l->nargs; a++) {
-        if (l->args[a].kind != CARG_VALUE || !x->buf[l->args[a].value])
-            return err_internal(err, "CUDA plan: the rounding launch of node %d takes a value without a buffer",
-                                (int)c->node);
-        args[a] = x->buf[l->args[a].value] + (CuPtr)l->args[a].offset;
-    }
-    const CudaKernel *k = &x->plan.kernels.data[l->kernel];
-    return x->api->launch(x->api, x->functions[l->kernel], (unsigned)l->grid, (unsigned)l->block,
-                          (unsigned)(k->smem_per_thread * l->block), x->compute, args, l->nargs, err);
-}
-
 static int run_call(CudaExec *x, const CudaLibCall *c, Err *err) {
     if (!has_runner(c->kind)) return err_internal(err, "CUDA plan: library call kind %d", (int)c->kind);
     int rc = call_fns[c->kind](x, c, &x->g->nodes.data[c->node], err);
-    if (rc == 0 && c->round.kernel >= 0) rc = launch_round(x, c, err);
+    if (rc == 0 && c->round.kernel >= 0) rc = launch(x, &c->round, 0, err); /* a bf16 result's rounding */
     if (rc == 0) return 0;
     char where[256];
     node_where(x->g, c->node, where, sizeof where);
@@ -528,8 +503,8 @@ static int run_call(CudaExec *x, const CudaLibCall *c, Err *err) {
  * live, shows in the results. */
 static int poison_dead(CudaExec *x, int32_t *poisoned_to, int32_t before, Err *err) {
     for (; *poisoned_to < before; ++*poisoned_to)
-        for (int32_t j = x->dead_start[*poisoned_to]; j < x->dead_start[*poisoned_to + 1]; j++) {
-            ValueId v = x->dead[j];
+        for (size_t j = x->dead.start[*poisoned_to]; j < x->dead.start[*poisoned_to + 1]; j++) {
+            size_t v = x->dead.idx[j];
             if (x->api->memset_byte(x->api, x->buf[v], 0xff, x->size[v], x->compute, err)) return -1;
         }
     return 0;
@@ -656,7 +631,7 @@ void cuda_exec_free(CudaExec *x) {
     x->api->close(x->api);
     cuda_plan_free(&x->plan);
     free(x->modules), free(x->functions), free(x->buf), free(x->size), free(x->status_host);
-    free(x->dead), free(x->dead_start);
+    arena_buckets_free(&x->dead);
     free(x);
 }
 
