@@ -38,26 +38,41 @@ static void run_both(const Graph *g, const TensorSet *feeds, int threads, Tensor
 static const double tolerance = 1e-5;
 
 /* FP8 quantization is discontinuous: where an fp32 sum and the interpreter's fp64 sum fall on two
- * sides of an e4m3 rounding boundary, that element moves by one e4m3 step (2^-3 of itself at most,
- * about 2^-4 on average). One such flip among the N >= 4096 elements feeding a gradient changes it by
- * about 2^-4 / sqrt(N) <= 1e-3 relative in L2; the flips themselves are rare (a few per step). */
-static const double fp8_grad_tolerance = 1e-3;
+ * sides of an e4m3 rounding boundary, that element moves by one e4m3 step (2^-4 to 2^-3 of itself).
+ * How much one such flip moves a gradient depends on how many elements feed it. A dense weight's
+ * gradient sums over every token (N >= 4096 elements): about 2^-4 / sqrt(N) <= 1e-3 relative in L2.
+ * An expert's may come from a single routed token, dW = g x^T: a flip in one of x's `hidden`
+ * values moves its column by one step, 2^-3 |x_i| / |x| of the gradient, about 2^-3 / sqrt(hidden)
+ * (1.6e-2 at the golden tiny model's 64) for a typical |x_i|. The flips themselves are rare (a few
+ * per step, seen: one, 1.7e-3 on an expert fed by a few tokens); a wrong kernel is off by O(1). */
+static const double fp8_dense_grad_tolerance = 1e-3;
+enum { GOLDEN_TINY_HIDDEN = 64 }; /* hidden_size in ../shared/golden/tiny/config.json */
+
+static double fp8_grad_tolerance(const char *output) {
+    return strstr(output, ".experts.") ? ldexp(1.0, -3) / sqrt(GOLDEN_TINY_HIDDEN) : fp8_dense_grad_tolerance;
+}
+
+/* The tolerance of every output: one number, or (by_name) per output. */
+typedef struct Tol {
+    double all;
+    double (*by_name)(const char *output);
+} Tol;
 
 static void compare_sets_within(const Graph *g, const TensorSet *cpu, const TensorSet *interp, const char *what,
-                                double tol) {
+                                Tol tol) {
     for (size_t i = 0; i < g->outputs.len; i++) {
         const char *name = g->outputs.data[i].name;
         Tensor *a = tset_get(cpu, name), *b = tset_get(interp, name);
         ck_assert_msg(a && b, "%s: output %s missing", what, name);
         ck_assert_int_eq(a->numel, b->numel);
         ck_assert_int_eq(a->dtype, b->dtype);
-        double err = rel_l2(a, b);
-        ck_assert_msg(err <= tol, "%s: %s relative error %.3g", what, name, err);
+        double err = rel_l2(a, b), limit = tol.by_name ? tol.by_name(name) : tol.all;
+        ck_assert_msg(err <= limit, "%s: %s relative error %.3g (limit %.3g)", what, name, err, limit);
     }
 }
 
 static void compare_sets(const Graph *g, const TensorSet *cpu, const TensorSet *interp, const char *what) {
-    compare_sets_within(g, cpu, interp, what, tolerance);
+    compare_sets_within(g, cpu, interp, what, (Tol){tolerance, NULL});
 }
 
 static Graph *parse(const char *text) {
@@ -369,7 +384,7 @@ START_TEST(test_dump_kernels) {
 END_TEST
 
 /* ---- the golden tiny model, built through the C API ---- */
-static void golden_tiny(const char *passes, double tol) {
+static void golden_tiny(const char *passes, Tol tol) {
     const char *dir = "../shared/golden/tiny";
     Err e = {0};
     Program *p = program_parse_file("models/deepseek_v3.v3", &e);
@@ -402,23 +417,23 @@ static void golden_tiny(const char *passes, double tol) {
     checkpoint_close(ck);
 }
 
-START_TEST(test_golden_tiny_forward) { golden_tiny(NULL, tolerance); }
+START_TEST(test_golden_tiny_forward) { golden_tiny(NULL, (Tol){tolerance, NULL}); }
 END_TEST
 
 /* A training step's graph: every gradient (grad.*) within the backend's tolerance. */
-START_TEST(test_golden_tiny_grads) { golden_tiny("autodiff,dce", tolerance); }
+START_TEST(test_golden_tiny_grads) { golden_tiny("autodiff,dce", (Tol){tolerance, NULL}); }
 END_TEST
 
 /* FP8 (quantize, fp8_matmul, dequantize on the interpreter's kernels between fused groups and
  * BLAS GEMMs): forward, and the gradients through the FP8 backward GEMMs. */
-START_TEST(test_golden_tiny_fp8) { golden_tiny("fp8,dce", tolerance); }
+START_TEST(test_golden_tiny_fp8) { golden_tiny("fp8,dce", (Tol){tolerance, NULL}); }
 END_TEST
 
-START_TEST(test_golden_tiny_fp8_grads) { golden_tiny("autodiff,fp8,dce", fp8_grad_tolerance); }
+START_TEST(test_golden_tiny_fp8_grads) { golden_tiny("autodiff,fp8,dce", (Tol){0, fp8_grad_tolerance}); }
 END_TEST
 
 /* The same with the groups the fuse pass recorded instead of the backend's own plan. */
-START_TEST(test_golden_tiny_grads_fuse_pass) { golden_tiny("autodiff,dce,fuse", tolerance); }
+START_TEST(test_golden_tiny_grads_fuse_pass) { golden_tiny("autodiff,dce,fuse", (Tol){tolerance, NULL}); }
 END_TEST
 
 /* V3C_PROFILE=1: a table of time per op kind on stderr, one line per kind that ran. */

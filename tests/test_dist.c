@@ -39,8 +39,8 @@ typedef struct Tolerance {
 static const Tolerance f32_tolerance = {1e-5, 1e-5, 1e-5, 1.0, 1};
 /* FP8 runs are compared with one rank accumulating over the same micro-batches
  * (FP8's 128-token tiles depend on the batch split), at the f32 tolerance. On
- * the cpu backend one case does not reach it: EP with one-sequence
- * micro-batches (dualpipe; grad norm 2e-4, moments 8e-3 relative after step 1),
+ * the cpu backend one case does not reach it: EP with micro-batches (1f1b and
+ * dualpipe; grad norm up to 2e-4, moments 8e-3 relative after step 1),
  * because the backend's GEMMs round a row's result differently with the number
  * of rows in the call (BLAS blocking) and one ulp can flip an e4m3 rounding. On
  * the interpreter, whose rows do not depend on it, the same layouts agree at f32
@@ -48,6 +48,17 @@ static const Tolerance f32_tolerance = {1e-5, 1e-5, 1e-5, 1.0, 1};
  * for one step: two e4m3 roundings of a product differ by at most 2 * 2^-4
  * relative; an error of order one (a wrong slice) still fails. */
 static const Tolerance fp8_tolerance = {1e-5, 0.125, 0.125, 0.125, 0};
+/* FP8 over several steps where the layout adds the gradients in another order than one rank
+ * (data parallelism's all-reduce, EP's expert rows): the weights after step 1 differ from the
+ * reference's at f32 rounding, and from step 2 such a weight, or an activation it makes, can land
+ * on the other side of an e4m3 rounding. Each flip moves one element by one e4m3 step (2^-4 to
+ * 2^-3 of itself), the gradient norm and the moments (relative L2 over ~10^5 values) by about
+ * 2^-4 / sqrt(N) each; whether one happens depends on the BLAS's fp32 rounding, so on the CPU
+ * (seen on AMD EPYC: moments 7.5e-5 for dp 4 and (ep 2, dp 2); none on the machines before).
+ * 1e-3 allows about ten flips; the losses stay at the f32 tolerance and a wrong slice or a missed
+ * micro-batch is off by far more. Weights are not compared: Adam moves a
+ * weight whose gradient is near zero by +-lr whichever its sign. */
+static const Tolerance fp8_steps_tolerance = {1e-5, 1e-3, 1e-3, 1.0, 0};
 /* FP8 on the interpreter with EP and one-sequence micro-batches: losses and
  * gradient norm at the f32 tolerance over 3 steps; the moments at FP8's bound:
  * from step 2 a weight that moved by a rounding-level difference (every
@@ -249,16 +260,19 @@ END_TEST
 
 /* FP8's 128-token tiles depend on the split of the batch, so the reference is
  * one rank accumulating over the same split (--microbatches D): every tile
- * then holds the same tokens; f32 tolerance over 3 steps. */
+ * then holds the same tokens; the all-reduce adds the gradients in another
+ * order, so 3 steps at fp8_steps_tolerance. */
 START_TEST(test_dp2_fp8_matches_microbatches) {
     if (skip_without_mpirun("the FP8 comparison")) return;
-    check_matches(2, SMALL " --fp8 --batch 4 --seq 16 --steps 3", "--dp 2", "--microbatches 2", 3, &f32_tolerance);
+    check_matches(2, SMALL " --fp8 --batch 4 --seq 16 --steps 3", "--dp 2", "--microbatches 2", 3,
+                  &fp8_steps_tolerance);
 }
 END_TEST
 
 START_TEST(test_dp4_fp8_matches_microbatches) {
     if (skip_without_mpirun("the 4-rank FP8 comparison")) return;
-    check_matches(4, SMALL " --fp8 --batch 4 --seq 16 --steps 3", "--dp 4", "--microbatches 4", 3, &f32_tolerance);
+    check_matches(4, SMALL " --fp8 --batch 4 --seq 16 --steps 3", "--dp 4", "--microbatches 4", 3,
+                  &fp8_steps_tolerance);
 }
 END_TEST
 
@@ -362,19 +376,24 @@ END_TEST
 /* With EP the fp8 pass restarts an expert's Wgrad tiles at each source rank's
  * rows (ep_dispatch's plan), so a tile holds one micro-batch's tokens as in the
  * reference; the experts' gradients still add the ranks' tokens in another
- * order: f32 tolerance over 3 steps. */
+ * order: fp8_steps_tolerance over 3 steps. */
 START_TEST(test_ep2_dp2_fp8_matches_microbatches) {
     if (skip_without_mpirun("the (ep 2, dp 2) FP8 comparison")) return;
     check_matches(4, SMALL " --fp8 --batch 4 --seq 16 --steps 3", "--ep 2 --dp 2", "--microbatches 4", 3,
-                  &f32_tolerance);
+                  &fp8_steps_tolerance);
 }
 END_TEST
 
-/* One-sequence micro-batches under EP: see fp8_tolerance. */
+/* Micro-batches under EP on the cpu backend (see fp8_tolerance): the backend's GEMMs round an
+ * expert row's result differently with the rows in the call, so step 1's gradients already differ
+ * by e4m3 flips (an expert fed by few tokens by up to 2^-3 relative: moments 8e-3 over all), and
+ * Adam turns a flipped near-zero gradient into a +-lr move, so later losses drift (seen on AMD
+ * EPYC with 1f1b: 5e-3 at step 2). One step at fp8_tolerance, whichever the schedule; several
+ * steps run on the interpreter, whose rows do not depend on the call. */
 START_TEST(test_pp2_ep2_fp8_matches_microbatches) {
     if (skip_without_mpirun("the (pp 2, ep 2) FP8 comparison")) return;
-    check_matches(4, FOUR " --fp8 --steps 3", "--pp 2 --ep 2 --schedule 1f1b --microbatches 2", "--microbatches 4", 3,
-                  &f32_tolerance);
+    check_matches(4, FOUR " --fp8 --steps 1", "--pp 2 --ep 2 --schedule 1f1b --microbatches 2", "--microbatches 4", 1,
+                  &fp8_tolerance);
     check_matches(4, FOUR " --fp8 --steps 3 --backend interp", "--pp 2 --ep 2 --schedule dualpipe --microbatches 4",
                   "--microbatches 8", 3, &fp8_interp_tolerance);
     check_matches(4, FOUR " --fp8 --steps 1", "--pp 2 --ep 2 --schedule dualpipe --microbatches 4", "--microbatches 8",
