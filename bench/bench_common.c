@@ -67,12 +67,13 @@ double bench_median(double *v, int n) {
     return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
-static int parse_precision(const char *s) {
-    if (strcmp(s, "f32") && strcmp(s, "bf16")) {
-        fprintf(stderr, "v3c: error: --precision must be f32 or bf16, not '%s'\n", s);
+/* The index of s in the two-word list `a|b`'s words, or a user error naming the flag. */
+static int parse_choice(const char *flag, const char *s, const char *a, const char *b) {
+    if (strcmp(s, a) && strcmp(s, b)) {
+        fprintf(stderr, "v3c: error: %s must be %s or %s, not '%s'\n", flag, a, b, s);
         exit(1);
     }
-    return strcmp(s, "bf16") == 0;
+    return strcmp(s, b) == 0;
 }
 
 void bench_parse_args(int argc, char **argv, BenchArgs *a) {
@@ -83,7 +84,9 @@ void bench_parse_args(int argc, char **argv, BenchArgs *a) {
         else if (!strcmp(argv[i], "--batch")) a->batch = atoll(argv[i + 1]);
         else if (!strcmp(argv[i], "--seq")) a->seq = atoll(argv[i + 1]);
         else if (!strcmp(argv[i], "--iters")) a->iters = atoi(argv[i + 1]);
-        else if (!strcmp(argv[i], "--precision")) a->bf16 = parse_precision(argv[i + 1]);
+        else if (!strcmp(argv[i], "--precision")) a->bf16 = parse_choice("--precision", argv[i + 1], "f32", "bf16");
+        else if (!strcmp(argv[i], "--attention"))
+            a->exact_attention = parse_choice("--attention", argv[i + 1], "gemm", "exact");
     }
     if (a->iters < 1) a->iters = 1;
 }

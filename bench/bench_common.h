@@ -18,12 +18,16 @@ double bench_median(double *v, int n);
 
 /* A step benchmark's command line:
  *   MODEL [--config F] [--set k=v,...] [--batch B] [--seq T] [--iters N] [--precision f32|bf16]
- * bf16: the GEMMs on bf16 operands, as `v3c train --bf16` (passes/bf16.h). */
+ *         [--attention gemm|exact]
+ * bf16: the GEMMs on bf16 operands, as `v3c train --bf16` (passes/bf16.h). exact: the CUDA
+ * executor's attention by its fp64 kernels, bit for bit with the interpreter, instead of
+ * cuBLASLt GEMMs (codegen/cuda/cuda.h, CudaPlanOptions; ignored by the cpu benchmark). */
 typedef struct BenchArgs {
     const char *model, *config, *sets;
     int64_t batch, seq;
     int iters;
     int bf16;
+    int exact_attention;
 } BenchArgs;
 /* Defaults in *a are kept for what argv does not give; iters at least 1. */
 void bench_parse_args(int argc, char **argv, BenchArgs *a);

@@ -1,7 +1,8 @@
 /* A training step's forward and backward (every grad.<weight>, no optimizer:
  * the work HF's train_tokens_per_s in ../shared/bench/hf_peer.py measures) on
  * the CUDA executor.
- *   gpu_step MODEL.v3 [--config FILE] [--batch B] [--seq T] [--iters N]
+ *   gpu_step MODEL.v3 [--config FILE] [--batch B] [--seq T] [--iters N] [--precision f32|bf16]
+ *            [--attention gemm|exact]
  * Two ways of stepping, each timed by the wall clock and by the step's CUDA
  * events (median of N):
  *   resident: the weights stay on the device (uploaded by the first step), the
@@ -50,10 +51,11 @@ static int time_steps(CudaExec *x, const TensorSet *feeds, const CudaStepOptions
 static void print_json(const char *device, const BenchArgs *a, double prepare, const CudaExecStats *s,
                        const Timing *res, const Timing *full) {
     double tokens = (double)(a->batch * a->seq), gib = 1 << 30, mib = 1 << 20;
-    printf("{\"engine\":\"v3c-cuda\",\"device\":\"%s\",\"batch\":%lld,\"seq\":%lld,\"prepare_s\":%.3f,"
+    printf("{\"engine\":\"v3c-cuda\",\"device\":\"%s\",\"attention\":\"%s\",\"batch\":%lld,\"seq\":%lld,\"prepare_s\":%.3f,"
            "\"kernels\":%lld,\"compiled\":%lld,\"cached\":%lld,\"launches\":%lld,\"library_calls\":%lld,"
            "\"device_gib\":%.2f,\"arena_gib\":%.2f,\"values_gib\":%.2f,\"iters\":%d,",
-           device, (long long)a->batch, (long long)a->seq, prepare, (long long)s->kernels, (long long)s->compiled,
+           device, a->exact_attention ? "exact" : "gemm", (long long)a->batch, (long long)a->seq, prepare,
+           (long long)s->kernels, (long long)s->compiled,
            (long long)s->cached, (long long)s->launches, (long long)s->library_calls, (double)s->device_bytes / gib,
            (double)s->arena_bytes / gib, (double)s->values_bytes / gib, a->iters);
     printf("\"step_s\":%.4f,\"event_step_s\":%.4f,\"train_tokens_per_s\":%.1f,\"event_tokens_per_s\":%.1f,"
@@ -88,7 +90,8 @@ int main(int argc, char **argv) {
     if (bench_setup(&a, &g, &feeds, &e)) return bench_fail(&e);
     InterpOptions opt = {.batch = a.batch, .seq = a.seq};
     double t0 = bench_now();
-    CudaExec *x = cuda_exec_prepare(api, g, &opt, &e);
+    CudaPlanOptions plan = {.exact_attention = a.exact_attention};
+    CudaExec *x = cuda_exec_prepare_opts(api, g, &opt, &plan, &e);
     if (!x) return bench_fail(&e);
     double prepare = bench_now() - t0;
     uint8_t *want = loss_only(g);

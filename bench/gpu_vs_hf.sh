@@ -4,9 +4,10 @@
 # training throughput, forward + backward, in tokens/s, and their ratio.
 #   bench/gpu_vs_hf.sh [BUILD_DIR] [ITERS]   (default build/release, 5; run from the repository root)
 # It builds v3c and gpu_step (bench/gpu_step.c) in BUILD_DIR (Release), runs
-#   gpu_step models/deepseek_v3.v3 --config CONFIG --batch 4 --seq 1024 --precision f32|bf16
+#   gpu_step models/deepseek_v3.v3 --config CONFIG --batch 4 --seq 1024 --precision f32|bf16 [--attention exact]
 #     (v3c, no optimizer: weights resident and only the loss downloaded, HF's work; then every weight
-#     uploaded and gradient downloaded; bf16: the GEMMs on bf16 operands, passes/bf16.h)
+#     uploaded and gradient downloaded; bf16: the GEMMs on bf16 operands, passes/bf16.h; attention
+#     through cuBLASLt GEMMs, and once more in bf16 by the bit-exact fp64 kernels, to show what they cost)
 #   python3 ../shared/bench/hf_peer.py CONFIG --batch 4 --seq 1024           (torch, bf16, no optimizer)
 #   v3c train models/deepseek_v3.v3 --config CONFIG --batch 4 --seq 1024 --backend cuda --steps 3 --bf16
 # (the whole train step: uploads, host AdamW, logging; for reference) and prints the table.
@@ -34,20 +35,23 @@ cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
 ninja -C "$build" v3c gpu_step >/dev/null
 
 tmp=$(mktemp -d)
-for precision in f32 bf16; do
+for run in f32:gemm bf16:gemm bf16:exact; do
+  precision=${run%:*} attention=${run#*:}
   "$build/gpu_step" models/deepseek_v3.v3 --config "$config" --batch $batch --seq $seq --iters "$iters" \
-    --precision $precision >"$tmp/v3c_$precision.json" || die "v3c's CUDA step ($precision) failed (above)"
+    --precision "$precision" --attention "$attention" >"$tmp/v3c_${precision}_$attention.json" ||
+    die "v3c's CUDA step ($precision, $attention attention) failed (above)"
 done
 python3 "$peer" "$config" --batch $batch --seq $seq >"$tmp/hf.json" || die "the HF peer failed (above)"
 "$build/v3c" train models/deepseek_v3.v3 --config "$config" --batch $batch --seq $seq --backend cuda --steps 3 --bf16 \
   --log "$tmp/train.jsonl" >"$tmp/train.out" || die "v3c train --backend cuda --bf16 failed (above)"
 
-python3 - "$tmp/v3c_f32.json" "$tmp/v3c_bf16.json" "$tmp/hf.json" "$tmp/train.jsonl" <<'EOF'
+python3 - "$tmp/v3c_f32_gemm.json" "$tmp/v3c_bf16_gemm.json" "$tmp/v3c_bf16_exact.json" "$tmp/hf.json" \
+  "$tmp/train.jsonl" <<'EOF'
 import json, statistics, sys
 last = lambda path: json.loads(open(path).read().strip().splitlines()[-1])
-runs = {"fp32": last(sys.argv[1]), "bf16 GEMMs": last(sys.argv[2])}
-hf = last(sys.argv[3])
-steps = [json.loads(l) for l in open(sys.argv[4]) if l.strip()]
+runs = {"fp32": last(sys.argv[1]), "bf16 GEMMs": last(sys.argv[2]), "bf16 GEMMs, exact fp64 attention": last(sys.argv[3])}
+hf = last(sys.argv[4])
+steps = [json.loads(l) for l in open(sys.argv[5]) if l.strip()]
 train = statistics.median(s["tokens_per_s"] for s in steps[1:] or steps)  # step 1 includes warm-up
 h = hf["train_tokens_per_s"]
 v3c = runs["bf16 GEMMs"]

@@ -7,26 +7,33 @@
 #include "passes.h"
 #include "rebuild.h"
 
-/* Per GEMM op: its two real operands, and which one is the weight (-1: none, a Wgrad). */
-typedef struct GemmOperands {
-    int gemm, a, b, weight;
-} GemmOperands;
+/* Per op the pass rewrites: the inputs it casts to bf16 (a bit each), and which input is the
+ * weight (-1: none). Every output is cast back to f32. */
+typedef struct Bf16Rule {
+    unsigned inputs;
+    int weight;
+} Bf16Rule;
 
-static const GemmOperands gemm_operands[OP_COUNT] = {
-    [OP_LINEAR] = {1, 0, 1, 1},
-    [OP_LINEAR_WGRAD] = {1, 0, 1, -1},
-    [OP_GROUPED_LINEAR] = {1, 0, 2, 2},
-    [OP_GROUPED_LINEAR_WGRAD] = {1, 0, 2, -1},
+static const Bf16Rule rules[OP_COUNT] = {
+    [OP_LINEAR] = {0x3, 1},
+    [OP_LINEAR_WGRAD] = {0x3, -1},
+    [OP_GROUPED_LINEAR] = {0x5, 2},
+    [OP_GROUPED_LINEAR_WGRAD] = {0x5, -1},
+    /* attention, as autocast runs scaled_dot_product_attention: q, k, v (and sdpa_grad's g) */
+    [OP_SDPA] = {0x7, -1},
+    [OP_SDPA_GRAD] = {0xf, -1},
 };
+
+static int casts_input(OpKind op, int k) { return (rules[op].inputs >> k) & 1u; }
 
 static const char router_weight[] = "mlp.gate.weight";
 
 typedef struct Bf16Rebuild {
     GraphRebuild r;
-    ValueId *as_bf16; /* per old value: its bf16 copy in the new graph once a GEMM made it, else -1 */
+    ValueId *as_bf16; /* per old value: its bf16 copy in the new graph once a rewritten node made it, else -1 */
 } Bf16Rebuild;
 
-static int is_gemm(OpKind op) { return (unsigned)op < OP_COUNT && gemm_operands[op].gemm; }
+static int has_rule(OpKind op) { return (unsigned)op < OP_COUNT && rules[op].inputs; }
 
 static const Node *producer(const Graph *g, ValueId v) { return &g->nodes.data[g->values.data[v].node]; }
 
@@ -46,18 +53,18 @@ static int writes_router_grad(const Graph *g, ValueId v) {
 }
 
 static int is_router_gemm(const Graph *g, const Node *n) {
-    int w = gemm_operands[n->op].weight;
+    int w = rules[n->op].weight;
     if (w < 0) return writes_router_grad(g, n->out[0]);
     const Node *p = weight_param(g, n->in[w]);
     return p && str_ends_with(node_str(p, "name", ""), router_weight);
 }
 
 static int goes_bf16(const Graph *g, const Node *n) {
-    if (!is_gemm(n->op)) return 0;
-    const GemmOperands *o = &gemm_operands[n->op];
-    ValueId a = n->in[o->a], b = n->in[o->b];
-    if (ir_type(g, a)->dtype != DT_F32 || ir_type(g, b)->dtype != DT_F32) return 0;
-    if (producer(g, a)->op == OP_DEQUANTIZE || producer(g, b)->op == OP_DEQUANTIZE) return 0;
+    if (!has_rule(n->op)) return 0;
+    for (int k = 0; k < n->nin; k++) {
+        if (!casts_input(n->op, k)) continue;
+        if (ir_type(g, n->in[k])->dtype != DT_F32 || producer(g, n->in[k])->op == OP_DEQUANTIZE) return 0;
+    }
     return !is_router_gemm(g, n);
 }
 
@@ -67,19 +74,26 @@ static ValueId emit_cast(Graph *g, ValueId v, DType to, Err *err) {
     return ir_emit(g, OP_CAST, &v, 1, &a, 1, &out, err) < 0 ? -1 : out;
 }
 
-/* One bf16 copy per old value, made where the first GEMM reading it stands. */
+/* One bf16 copy per old value, made where the first rewritten node reading it stands. */
 static ValueId bf16_copy(Bf16Rebuild *b, ValueId old, Err *err) {
     if (b->as_bf16[old] < 0) b->as_bf16[old] = emit_cast(b->r.g, b->r.map[old], DT_BF16, err);
     return b->as_bf16[old];
 }
 
-static int rewrite_gemm(Bf16Rebuild *b, const Node *n, Err *err) {
-    const GemmOperands *o = &gemm_operands[n->op];
-    ValueId in[3], y;
-    for (int i = 0; i < n->nin; i++) in[i] = b->r.map[n->in[i]];
-    if ((in[o->a] = bf16_copy(b, n->in[o->a], err)) < 0 || (in[o->b] = bf16_copy(b, n->in[o->b], err)) < 0) return -1;
-    if (ir_emit(b->r.g, n->op, in, n->nin, n->attrs, n->nattrs, &y, err) < 0) return -1;
-    return (b->r.map[n->out[0]] = emit_cast(b->r.g, y, DT_F32, err)) < 0 ? -1 : 0;
+enum { RULE_MAX_OPERANDS = 4 }; /* the ops of `rules`: at most 4 inputs (sdpa_grad) and 3 outputs */
+
+static int rewrite_node(Bf16Rebuild *b, const Node *n, Err *err) {
+    ValueId in[RULE_MAX_OPERANDS], y[RULE_MAX_OPERANDS];
+    if (n->nin > RULE_MAX_OPERANDS || n->nout > RULE_MAX_OPERANDS)
+        return err_internal(err, "%s with %d inputs, %d outputs", op_info(n->op)->name, n->nin, n->nout);
+    for (int k = 0; k < n->nin; k++) {
+        in[k] = casts_input(n->op, k) ? bf16_copy(b, n->in[k], err) : b->r.map[n->in[k]];
+        if (in[k] < 0) return -1;
+    }
+    if (ir_emit(b->r.g, n->op, in, n->nin, n->attrs, n->nattrs, y, err) < 0) return -1;
+    for (int k = 0; k < n->nout; k++)
+        if ((b->r.map[n->out[k]] = emit_cast(b->r.g, y[k], DT_F32, err)) < 0) return -1;
+    return 0;
 }
 
 static int rebuild_all(Bf16Rebuild *b, Graph *g, Err *err) {
@@ -87,7 +101,7 @@ static int rebuild_all(Bf16Rebuild *b, Graph *g, Err *err) {
         const Node *n = &g->nodes.data[i];
         if (n->dead) continue;
         rebuild_enter(&b->r, n);
-        int rc = goes_bf16(g, n) ? rewrite_gemm(b, n, err) : rebuild_copy_node(&b->r, n, "bf16", err);
+        int rc = goes_bf16(g, n) ? rewrite_node(b, n, err) : rebuild_copy_node(&b->r, n, "bf16", err);
         if (rc) return -1;
     }
     return rebuild_finish(&b->r, g, err);

@@ -333,8 +333,11 @@ static const CpuOpFn fast_ops[OP_COUNT] = {
 /* Ops that also run on bf16 values (held as float on bf16's grid), the caller
  * rounding a bf16 result once (runtime/cpu_backend.c): the experts' GEMMs,
  * since a product of two bf16 values is exact in f32 and the f32 sum is a bf16
- * GEMM's fp32 accumulation; and casts between f32 and bf16. */
-static const char takes_bf16[OP_COUNT] = {[OP_GROUPED_LINEAR] = 1, [OP_GROUPED_LINEAR_WGRAD] = 1, [OP_CAST] = 1};
+ * GEMM's fp32 accumulation; attention, whose GEMMs are such products and whose
+ * softmax is computed from their f32 sums (P stays f32); and casts between f32
+ * and bf16. */
+static const char takes_bf16[OP_COUNT] = {[OP_GROUPED_LINEAR] = 1, [OP_GROUPED_LINEAR_WGRAD] = 1, [OP_CAST] = 1,
+                                          [OP_SDPA] = 1, [OP_SDPA_GRAD] = 1};
 
 static int is_counts(const Node *n, int k) {
     return (n->op == OP_GROUPED_LINEAR || n->op == OP_GROUPED_LINEAR_WGRAD) && k == 1;

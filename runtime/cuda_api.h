@@ -16,25 +16,46 @@
 typedef unsigned long long CuPtr; /* a device address (CUdeviceptr) */
 typedef void *CuModule, *CuFunction, *CuStream, *CuEvent;
 
-/* Row-major GEMMs on fp32 buffers (the plan's LIB_GEMM and LIB_GEMM_WGRAD, and each expert of a grouped one):
- * wgrad=0: out[m,n] = a[m,k] b[n,k]^T (a = x, b = w);
- * wgrad=1: out[n,k] = a[m,n]^T b[m,k] (a = g, b = x).
+/* Row-major strided batched GEMMs on fp32 buffers: for each i < batch,
+ *   C_i[m,n] = alpha * op(A_i)[m,k] op(B_i)[k,n]   (C_i overwritten)
+ * op(A) is A stored [m,k], rows lda elements apart, or with trans_a A stored [k,m] (rows lda
+ * apart) and transposed; op(B) likewise from B stored [k,n] or, with trans_b, [n,k]; C is
+ * stored [m,n], rows ldc apart. A_i starts stride_a elements after A_{i-1} (likewise B, C).
+ * The linears are batch 1 (cuda_gemm_linear, cuda_gemm_wgrad); the attention's products use
+ * the leading dimensions and strides to read one head of [B,T,h,d] in place.
  * bf16_operands: every operand value lies on the bf16 grid (a bf16 graph value), so the device
  * may multiply in TF32, which holds such a value exactly; else the products are full fp32.
  * Either way the sums are fp32 and the output is fp32 (a bf16 result is rounded afterwards). */
 typedef struct CudaGemm {
-    int wgrad;
-    int64_t m, n, k;
-    CuPtr a, b, out;
+    int64_t m, n, k, batch;
+    int trans_a, trans_b;
+    CuPtr a, b, c;
+    int64_t lda, ldb, ldc;
+    int64_t stride_a, stride_b, stride_c;
+    float alpha;
     int bf16_operands;
 } CudaGemm;
+
+/* linear: y[m,n] = x[m,k] w[n,k]^T. */
+static inline CudaGemm cuda_gemm_linear(int64_t m, int64_t n, int64_t k, CuPtr x, CuPtr w, CuPtr y, int bf16) {
+    return (CudaGemm){.m = m, .n = n, .k = k, .batch = 1, .trans_b = 1, .a = x, .b = w, .c = y,
+                      .lda = k, .ldb = k, .ldc = n, .alpha = 1.0f, .bf16_operands = bf16};
+}
+/* linear_wgrad: dw[n,k] = g[m,n]^T x[m,k] (m tokens contracted). */
+static inline CudaGemm cuda_gemm_wgrad(int64_t m, int64_t n, int64_t k, CuPtr g, CuPtr x, CuPtr dw, int bf16) {
+    return (CudaGemm){.m = n, .n = k, .k = m, .batch = 1, .trans_a = 1, .a = g, .b = x, .c = dw,
+                      .lda = n, .ldb = k, .ldc = k, .alpha = 1.0f, .bf16_operands = bf16};
+}
 
 /* fp8_matmul in the one layout Hopper's FP8 GEMM has (TN: the contracted axis innermost in
  * both operands): out[m,n] = sum over k of qa[m,k] qb[n,k] (E4M3 operands, fp32 out), each
  * 128-block of k scaled by fp32 scales, one per row of qa and per 128 rows of qb
  * (both_1x128=0) or per row of qb (both_1x128=1):
- * both_1x128=0 (the forward form, wgrad=0 of the op): sa [m, ceil(k/128)] (1x128) and
- *   sb [ceil(n/128), ceil(k/128)] (128x128), row-major as the op has them;
+ * both_1x128=0 (the forward form, wgrad=0 of the op; m a multiple of 4 for cuBLASLt): qa and
+ *   qb as the op has them, the scales as the plan's copies lay them out (codegen/cuda/cuda.h,
+ *   FP8_FWD_*): sa (1x128) block-major, sa[kb * fp8_scale_ld(m) + r], and sb (128x128)
+ *   [ceil(n/128)][fp8_scale_ld(ceil(k/128))], sb[nb * fp8_scale_ld(ceil(k/128)) + kb], zeros
+ *   in the padding of both;
  * both_1x128=1 (the weight gradient, wgrad=1 of the op, after the plan's transposing
  *   copies: codegen/cuda/cuda.h, FP8_WGRAD_*): k a multiple of 128, and the scales
  *   block-major, sa[kb * fp8_scale_ld(m) + r] and sb[kb * fp8_scale_ld(n) + c]. */

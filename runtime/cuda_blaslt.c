@@ -2,6 +2,7 @@
  * out so that v3c builds without the toolkit's headers. */
 #include <dlfcn.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,17 +38,26 @@ enum {
     DESC_TRANSB = 4,        /* CUBLASLT_MATMUL_DESC_TRANSB */
     PREF_MAX_WORKSPACE = 1, /* CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES */
     PREF_MIN_ALIGNMENT_A = 5, /* CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_{A,B,C,D}_BYTES = 5..8, default 256 */
+    LAYOUT_BATCH_COUNT = 5, /* CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT: int32_t */
+    LAYOUT_BATCH_STRIDE = 6, /* CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET: int64_t, in elements */
     MAX_ALIGNMENT = 256,
     MAX_CACHED = 1024,      /* grouped GEMMs' row counts vary per step: past this, plans are not kept */
 };
 
+/* Everything that shapes a GEMM's descriptors, layouts and algorithm (not its
+ * pointers or alpha, passed per call). All int64_t, so no padding: compared with memcmp. */
+typedef struct Shape {
+    int64_t fp8;
+    int64_t bf16;       /* operands on the bf16 grid: TF32 products (CudaGemm.bf16_operands) */
+    int64_t both_1x128; /* FP8 with 1x128 scales on both operands (CudaFp8Gemm.both_1x128) */
+    int64_t trans_a, trans_b, m, n, k, batch, lda, ldb, ldc, stride_a, stride_b, stride_c;
+    int64_t align; /* bytes every operand's address is a multiple of (a grouped GEMM's slices are only 4-aligned) */
+} Shape;
+_Static_assert(sizeof(Shape) == 16 * sizeof(int64_t), "Shape has no padding: compared with memcmp");
+
 /* One GEMM shape, ready to run. */
 typedef struct Prepared {
-    int fp8, wgrad;
-    int bf16;       /* operands on the bf16 grid: TF32 products (CudaGemm.bf16_operands) */
-    int both_1x128; /* FP8 with 1x128 scales on both operands (CudaFp8Gemm.both_1x128) */
-    int64_t m, n, k;
-    uint32_t align; /* bytes every operand's address is a multiple of (a grouped GEMM's slices are only 4-aligned) */
+    Shape s;
     Desc desc;
     Layout a, b, d;
     Algo algo;
@@ -68,6 +78,7 @@ struct Blaslt {
     Status (*desc_set)(Desc d, int attr, const void *buf, size_t size);
     Status (*layout_create)(Layout *l, int type, uint64_t rows, uint64_t cols, int64_t ld);
     Status (*layout_destroy)(Layout l);
+    Status (*layout_set)(Layout l, int attr, const void *buf, size_t size);
     Status (*pref_create)(Pref *p);
     Status (*pref_destroy)(Pref p);
     Status (*pref_set)(Pref p, int attr, const void *buf, size_t size);
@@ -86,7 +97,8 @@ static const struct {
     SYM("cublasLtCreate", create), SYM("cublasLtDestroy", destroy), SYM("cublasLtGetStatusString", status_string),
     SYM("cublasLtMatmulDescCreate", desc_create), SYM("cublasLtMatmulDescDestroy", desc_destroy),
     SYM("cublasLtMatmulDescSetAttribute", desc_set), SYM("cublasLtMatrixLayoutCreate", layout_create),
-    SYM("cublasLtMatrixLayoutDestroy", layout_destroy), SYM("cublasLtMatmulPreferenceCreate", pref_create),
+    SYM("cublasLtMatrixLayoutDestroy", layout_destroy), SYM("cublasLtMatrixLayoutSetAttribute", layout_set),
+    SYM("cublasLtMatmulPreferenceCreate", pref_create),
     SYM("cublasLtMatmulPreferenceDestroy", pref_destroy), SYM("cublasLtMatmulPreferenceSetAttribute", pref_set),
     SYM("cublasLtMatmulAlgoGetHeuristic", heuristic), SYM("cublasLtMatmul", matmul),
 };
@@ -153,27 +165,36 @@ void blaslt_close(Blaslt *b) {
  * accumulation compute what a bf16 GEMM with fp32 accumulation does, reading the
  * fp32 buffers as they are. An f32 value would lose 13 bits in TF32: f32 GEMMs
  * stay CUBLAS_COMPUTE_32F. */
-static int compute_type(const Prepared *p) { return p->bf16 ? COMPUTE_32F_FAST_TF32 : COMPUTE_32F; }
+static int compute_type(const Shape *s) { return s->bf16 ? COMPUTE_32F_FAST_TF32 : COMPUTE_32F; }
 
-/* Row-major as column-major (cublasLt's order): a row-major [r,c] matrix is a
- * column-major [c,r] one with ld c. Forward, y^T[n,m] = w[n,k] x^T[k,m]:
- * A = w (col-major k x n, transposed), B = x (col-major k x m), D col-major n x m.
- * Wgrad, dw^T[k,n] = x^T[k,m] g[m,n]: A = x (col-major k x m), B = g (col-major
- * n x m, transposed), D col-major k x n. */
+/* One operand's column-major layout: rows x cols, columns ld apart, `batch` of them
+ * `stride` elements apart. Set for batch 1 too (cuBLASLt's defaults: 1 and 0), so
+ * every GEMM takes one path. */
+static int layout(const Blaslt *b, Layout *l, int64_t rows, int64_t cols, int64_t ld, const Shape *s, int64_t stride,
+                  const char *what, Err *err) {
+    int32_t count = (int32_t)s->batch;
+    return check(b, b->layout_create(l, R_32F, (uint64_t)rows, (uint64_t)cols, ld), what, err) ||
+           check(b, b->layout_set(*l, LAYOUT_BATCH_COUNT, &count, sizeof count), "set a layout's batch count", err) ||
+           check(b, b->layout_set(*l, LAYOUT_BATCH_STRIDE, &stride, sizeof stride), "set a layout's batch stride", err);
+}
+
+/* Row-major as column-major (cuBLASLt's order): a row-major [r,c] matrix with rows
+ * ld apart is a column-major [c,r] one with the same ld. So C[m,n] = op(A) op(B) is,
+ * column-major, C^T[n,m] = op(B)^T op(A)^T: cuBLASLt's A is our B, stored [k,n]
+ * row-major and so read as the column-major [n,k] op(B)^T itself (OP_N), or with
+ * trans_b stored [n,k], column-major [k,n], transposed (OP_T); its B is our A
+ * likewise (column-major [k,m], or [m,k] transposed with trans_a); D is column-major
+ * [n,m], columns ldc apart. cuda_gemm_linear (trans_b) is thus TRANSA = T, TRANSB = N;
+ * cuda_gemm_wgrad (trans_a) TRANSA = N, TRANSB = T. */
 static int describe(const Blaslt *b, Prepared *p, Err *err) {
-    int ta = p->wgrad ? OP_N : OP_T, tb = p->wgrad ? OP_T : OP_N;
-    int rc = check(b, b->desc_create(&p->desc, compute_type(p), R_32F), "cublasLtMatmulDescCreate", err) ||
-             check(b, b->desc_set(p->desc, DESC_TRANSA, &ta, sizeof ta), "set TRANSA", err) ||
-             check(b, b->desc_set(p->desc, DESC_TRANSB, &tb, sizeof tb), "set TRANSB", err);
-    if (rc) return -1;
-    uint64_t m = (uint64_t)p->m, n = (uint64_t)p->n, k = (uint64_t)p->k;
-    if (p->wgrad)
-        return check(b, b->layout_create(&p->a, R_32F, k, m, p->k), "layout A", err) ||
-               check(b, b->layout_create(&p->b, R_32F, n, m, p->n), "layout B", err) ||
-               check(b, b->layout_create(&p->d, R_32F, k, n, p->k), "layout D", err);
-    return check(b, b->layout_create(&p->a, R_32F, k, n, p->k), "layout A", err) ||
-           check(b, b->layout_create(&p->b, R_32F, k, m, p->k), "layout B", err) ||
-           check(b, b->layout_create(&p->d, R_32F, n, m, p->n), "layout D", err);
+    const Shape *s = &p->s;
+    int ta = s->trans_b ? OP_T : OP_N, tb = s->trans_a ? OP_T : OP_N;
+    return check(b, b->desc_create(&p->desc, compute_type(s), R_32F), "cublasLtMatmulDescCreate", err) ||
+           check(b, b->desc_set(p->desc, DESC_TRANSA, &ta, sizeof ta), "set TRANSA", err) ||
+           check(b, b->desc_set(p->desc, DESC_TRANSB, &tb, sizeof tb), "set TRANSB", err) ||
+           layout(b, &p->a, s->trans_b ? s->k : s->n, s->trans_b ? s->n : s->k, s->ldb, s, s->stride_b, "layout A", err) ||
+           layout(b, &p->b, s->trans_a ? s->m : s->k, s->trans_a ? s->k : s->m, s->lda, s, s->stride_a, "layout B", err) ||
+           layout(b, &p->d, s->n, s->m, s->ldc, s, s->stride_c, "layout D", err);
 }
 
 /* FP8 on Hopper is TN only: out[m,n] = qa[m,k] qb[n,k]^T is, column-major,
@@ -181,43 +202,48 @@ static int describe(const Blaslt *b, Prepared *p, Err *err) {
  * (col-major k x m), D col-major n x m = out. Scales: B (qa) always 1x128
  * (VEC128_32F); A (qb) 128x128 (BLK128x128_32F) in the forward form, 1x128 in the
  * weight gradient's (cuBLASLt takes both pairs on Hopper; 128x128 on both is not
- * one). The scale tensors are passed as CudaFp8Gemm lays them out: the forward's
- * sa [m, ceil(k/128)] and sb [ceil(n/128), ceil(k/128)] row-major, the K blocks
- * innermost; the weight gradient's block-major (sa[kb * ld + r], ld a multiple of
- * 4), the layout PyTorch's _scaled_mm hands cuBLASLt for 1x128 scales ("outer-dim
- * major"). Neither is verified on a GPU here. The scale pointers are set per call
- * (prepared descriptors are shared by shape). */
+ * one). The scale tensors are passed as CudaFp8Gemm lays them out, which the plan's
+ * copies make the layouts PyTorch's _scaled_mm hands cuBLASLt: 1x128 scales
+ * "outer-dim major", block-major with the rows padded to 4 (sa[kb * ld + r], ld =
+ * fp8_scale_ld(rows); both of the weight gradient's, the forward's sa), and the
+ * forward's 128x128 sb row-major [ceil(n/128)][ceil(k/128) padded to 4], as torch
+ * pads a weight's K blocks for cuBLASLt. That is public evidence (PyTorch's own
+ * _scaled_mm test and its callers), not a run: neither form is verified on a GPU
+ * here. The scale pointers are set per call (prepared descriptors are shared by shape). */
 static int describe_fp8(const Blaslt *b, Prepared *p, Err *err) {
-    int ta = OP_T, tb = OP_N, a_mode = p->both_1x128 ? SCALE_VEC128_32F : SCALE_BLK128x128_32F, b_mode = SCALE_VEC128_32F;
-    uint64_t m = (uint64_t)p->m, n = (uint64_t)p->n, k = (uint64_t)p->k;
+    int ta = OP_T, tb = OP_N, a_mode = p->s.both_1x128 ? SCALE_VEC128_32F : SCALE_BLK128x128_32F, b_mode = SCALE_VEC128_32F;
+    uint64_t m = (uint64_t)p->s.m, n = (uint64_t)p->s.n, k = (uint64_t)p->s.k;
     return check(b, b->desc_create(&p->desc, COMPUTE_32F, R_32F), "cublasLtMatmulDescCreate", err) ||
            check(b, b->desc_set(p->desc, DESC_TRANSA, &ta, sizeof ta), "set TRANSA", err) ||
            check(b, b->desc_set(p->desc, DESC_TRANSB, &tb, sizeof tb), "set TRANSB", err) ||
            check(b, b->desc_set(p->desc, DESC_A_SCALE_MODE, &a_mode, sizeof a_mode), "set A_SCALE_MODE (CUDA >= 12.9)", err) ||
            check(b, b->desc_set(p->desc, DESC_B_SCALE_MODE, &b_mode, sizeof b_mode), "set B_SCALE_MODE (CUDA >= 12.9)", err) ||
-           check(b, b->layout_create(&p->a, R_8F_E4M3, k, n, p->k), "layout A", err) ||
-           check(b, b->layout_create(&p->b, R_8F_E4M3, k, m, p->k), "layout B", err) ||
-           check(b, b->layout_create(&p->d, R_32F, n, m, p->n), "layout D", err);
+           check(b, b->layout_create(&p->a, R_8F_E4M3, k, n, p->s.k), "layout A", err) ||
+           check(b, b->layout_create(&p->b, R_8F_E4M3, k, m, p->s.k), "layout B", err) ||
+           check(b, b->layout_create(&p->d, R_32F, n, m, p->s.n), "layout D", err);
 }
 
 static int choose_algo(const Blaslt *b, Prepared *p, Err *err) {
     Pref pref = NULL;
     size_t ws = b->workspace_bytes;
+    uint32_t align = (uint32_t)p->s.align;
     Heuristic h;
     int found = 0;
     int rc = check(b, b->pref_create(&pref), "cublasLtMatmulPreferenceCreate", err) ||
              check(b, b->pref_set(pref, PREF_MAX_WORKSPACE, &ws, sizeof ws), "set the workspace limit", err);
     for (int which = 0; which < 4 && rc == 0; which++)
-        rc = check(b, b->pref_set(pref, PREF_MIN_ALIGNMENT_A + which, &p->align, sizeof p->align), "set an alignment", err);
+        rc = check(b, b->pref_set(pref, PREF_MIN_ALIGNMENT_A + which, &align, sizeof align), "set an alignment", err);
     if (rc == 0)
         rc = check(b, b->heuristic(b->handle, p->desc, p->a, p->b, p->d, p->d, pref, 1, &h, &found),
                    "cublasLtMatmulAlgoGetHeuristic", err);
     if (pref) b->pref_destroy(pref);
     if (rc) return -1;
+    const Shape *s = &p->s;
     if (found < 1)
-        return err_set(err, "cuBLASLt has no %s algorithm for a %s GEMM of m=%lld n=%lld k=%lld on this GPU",
-                       p->fp8 ? "block-scaled FP8" : p->bf16 ? "TF32 (bf16 operands)" : "fp32", p->wgrad ? "wgrad" : "forward", (long long)p->m,
-                       (long long)p->n, (long long)p->k);
+        return err_set(err, "cuBLASLt has no %s algorithm for a GEMM of m=%lld n=%lld k=%lld batch=%lld "
+                            "trans_a=%d trans_b=%d on this GPU",
+                       s->fp8 ? "block-scaled FP8" : s->bf16 ? "TF32 (bf16 operands)" : "fp32", (long long)s->m,
+                       (long long)s->n, (long long)s->k, (long long)s->batch, (int)s->trans_a, (int)s->trans_b);
     p->algo = h.algo, p->workspace = h.workspace_size;
     return 0;
 }
@@ -230,17 +256,13 @@ static uint32_t alignment_of(const CuPtr *ptrs, int n) {
     return a;
 }
 
-/* The prepared shape (fp8, wgrad, m, n, k, alignment): from the cache, or made now (and
- * kept unless the cache is full: then *fresh holds it and the caller frees it). */
-static const Prepared *prepared(Blaslt *b, Prepared key, Prepared *fresh, Err *err) {
-    for (size_t i = 0; i < b->cache.len; i++) {
-        const Prepared *p = &b->cache.data[i];
-        if (p->fp8 == key.fp8 && p->wgrad == key.wgrad && p->bf16 == key.bf16 && p->both_1x128 == key.both_1x128 &&
-            p->m == key.m && p->n == key.n && p->k == key.k && p->align == key.align)
-            return p;
-    }
-    *fresh = key;
-    if ((key.fp8 ? describe_fp8(b, fresh, err) : describe(b, fresh, err)) || choose_algo(b, fresh, err)) {
+/* The prepared shape: from the cache, or made now (and kept unless the cache is
+ * full: then *fresh holds it and the caller frees it). */
+static const Prepared *prepared(Blaslt *b, const Shape *key, Prepared *fresh, Err *err) {
+    for (size_t i = 0; i < b->cache.len; i++)
+        if (memcmp(&b->cache.data[i].s, key, sizeof *key) == 0) return &b->cache.data[i];
+    *fresh = (Prepared){.s = *key};
+    if ((key->fp8 ? describe_fp8(b, fresh, err) : describe(b, fresh, err)) || choose_algo(b, fresh, err)) {
         prepared_free(b, fresh);
         return NULL;
     }
@@ -249,33 +271,53 @@ static const Prepared *prepared(Blaslt *b, Prepared key, Prepared *fresh, Err *e
     return &b->cache.data[b->cache.len - 1];
 }
 
+/* A shape cuBLASLt would reject or misread (a leading dimension shorter than the
+ * row it must hold, a batch count past its int32_t) is the planner's bug. */
+static int gemm_sane(const CudaGemm *g, Err *err) {
+    int64_t row_a = g->trans_a ? g->m : g->k, row_b = g->trans_b ? g->k : g->n;
+    int batched = g->batch > 1;
+    if (g->m > 0 && g->n > 0 && g->k > 0 && g->batch > 0 && g->batch <= INT32_MAX && g->lda >= row_a &&
+        g->ldb >= row_b && g->ldc >= g->n && !(batched && (g->stride_a < 0 || g->stride_b < 0 || g->stride_c < 0)))
+        return 0;
+    return err_internal(err, "cuBLASLt GEMM of m=%lld n=%lld k=%lld batch=%lld trans_a=%d trans_b=%d lda=%lld ldb=%lld "
+                             "ldc=%lld strides %lld %lld %lld",
+                        (long long)g->m, (long long)g->n, (long long)g->k, (long long)g->batch, g->trans_a, g->trans_b,
+                        (long long)g->lda, (long long)g->ldb, (long long)g->ldc, (long long)g->stride_a,
+                        (long long)g->stride_b, (long long)g->stride_c);
+}
+
 int blaslt_gemm(Blaslt *b, const CudaGemm *g, CuStream s, Err *err) {
-    if (g->m <= 0 || g->n <= 0 || g->k <= 0)
-        return err_internal(err, "cuBLASLt GEMM of m=%lld n=%lld k=%lld", (long long)g->m, (long long)g->n, (long long)g->k);
+    if (gemm_sane(g, err)) return -1;
+    /* A single GEMM's strides mean nothing: left out of its shape. A batch's later
+     * operands start a stride's bytes further on, so those bound the alignment too. */
+    int64_t batched = g->batch > 1, f = (int64_t)sizeof(float);
+    const CuPtr addresses[] = {g->a, g->b, g->c, (CuPtr)(batched * g->stride_a * f), (CuPtr)(batched * g->stride_b * f),
+                               (CuPtr)(batched * g->stride_c * f)};
+    Shape key = {.bf16 = g->bf16_operands != 0, .trans_a = g->trans_a != 0, .trans_b = g->trans_b != 0, .m = g->m,
+                 .n = g->n, .k = g->k, .batch = g->batch, .lda = g->lda, .ldb = g->ldb, .ldc = g->ldc,
+                 .stride_a = batched * g->stride_a, .stride_b = batched * g->stride_b, .stride_c = batched * g->stride_c,
+                 .align = alignment_of(addresses, 6)};
     Prepared fresh;
-    const CuPtr ptrs[] = {g->a, g->b, g->out};
-    Prepared key = {.wgrad = g->wgrad, .bf16 = g->bf16_operands, .m = g->m, .n = g->n, .k = g->k,
-                    .align = alignment_of(ptrs, 3)};
-    const Prepared *p = prepared(b, key, &fresh, err);
+    const Prepared *p = prepared(b, &key, &fresh, err);
     if (!p) return -1;
-    const float one = 1.0f, zero = 0.0f;
-    /* A is w (forward) or x (wgrad): the second operand in CudaGemm's order. */
+    const float zero = 0.0f;
+    /* cuBLASLt's A is our B, its B our A (describe). */
     const void *a = (const void *)(uintptr_t)g->b, *bb = (const void *)(uintptr_t)g->a;
-    void *d = (void *)(uintptr_t)g->out;
-    int rc = check(b, b->matmul(b->handle, p->desc, &one, a, p->a, bb, p->b, &zero, d, p->d, d, p->d, &p->algo,
+    void *d = (void *)(uintptr_t)g->c;
+    int rc = check(b, b->matmul(b->handle, p->desc, &g->alpha, a, p->a, bb, p->b, &zero, d, p->d, d, p->d, &p->algo,
                                 (void *)(uintptr_t)b->workspace, p->workspace, s),
                    "cublasLtMatmul", err);
     if (p == &fresh) prepared_free(b, &fresh);
     return rc;
 }
 
-/* The weight gradient's M (rows of dw) a multiple of 4 as well: its scales' leading dimension is then
- * M itself, where cuBLASLt's implied one (M, or M rounded up to 4, as PyTorch pads) cannot differ. */
+/* M (qa's rows: the forward's tokens, the weight gradient's rows of dw) a multiple of 4 as well: the
+ * 1x128 scales' leading dimension is then M itself, where cuBLASLt's implied one (M, or M rounded up
+ * to 4, as PyTorch pads) cannot differ. */
 int blaslt_fp8_check(const CudaFp8Gemm *g, Err *err) {
-    if (g->both_1x128 && g->m % 4)
-        return err_set(err, "fp8_matmul weight gradient with %lld rows: cuBLASLt's 1x128 scales need the rows a multiple "
-                            "of 4",
-                       (long long)g->m);
+    if (g->m % 4)
+        return err_set(err, "fp8_matmul%s with %lld rows%s: cuBLASLt's 1x128 scales need the rows a multiple of 4",
+                       g->both_1x128 ? " weight gradient" : "", (long long)g->m, g->both_1x128 ? "" : " (tokens)");
     if (g->k % 128 || g->n % 16)
         return err_set(err, "fp8_matmul with K=%lld, N=%lld%s: cuBLASLt's block-scaled FP8 needs K a multiple of 128 and "
                             "N a multiple of 16",
@@ -288,8 +330,10 @@ int blaslt_fp8_gemm(Blaslt *b, const CudaFp8Gemm *g, CuStream s, Err *err) {
     if (blaslt_fp8_check(g, err)) return -1;
     Prepared fresh;
     const CuPtr ptrs[] = {g->qa, g->qb, g->out};
-    Prepared key = {.fp8 = 1, .both_1x128 = g->both_1x128, .m = g->m, .n = g->n, .k = g->k, .align = alignment_of(ptrs, 3)};
-    const Prepared *p = prepared(b, key, &fresh, err);
+    /* batch 1, trans_b (TN): for messages; describe_fp8 knows the one form. */
+    Shape key = {.fp8 = 1, .both_1x128 = g->both_1x128, .trans_b = 1, .m = g->m, .n = g->n, .k = g->k, .batch = 1,
+                 .align = alignment_of(ptrs, 3)};
+    const Prepared *p = prepared(b, &key, &fresh, err);
     if (!p) return -1;
     const void *sb = (const void *)(uintptr_t)g->sb, *sa = (const void *)(uintptr_t)g->sa;
     const float one = 1.0f, zero = 0.0f;

@@ -17,12 +17,14 @@ typedef struct Blaslt Blaslt;
  * libcublasLt.so, then /usr/local/cuda/lib64/libcublasLt.so. */
 Blaslt *blaslt_open(const char *library, CuPtr workspace, size_t bytes, Err *err);
 void blaslt_close(Blaslt *b);
-/* The row-major GEMMs of cuda_api.h on stream s (a CUstream). */
+/* The row-major strided batched GEMMs of cuda_api.h on stream s (a CUstream). A
+ * shape cuBLASLt cannot take (a dimension or batch below 1, a batch past INT32_MAX,
+ * a leading dimension shorter than its row, a negative batch stride) is an internal error. */
 int blaslt_gemm(Blaslt *b, const CudaGemm *g, CuStream s, Err *err);
 
 /* fp8_matmul through cuBLASLt's DeepSeek block scaling (CUDA >= 12.9, Hopper),
- * both forms of CudaFp8Gemm (TN, 1x128 x 128x128 or 1x128 x 1x128 scales), K a
- * multiple of 128 and N of 16; blaslt_fp8_check says why a shape cannot be
+ * both forms of CudaFp8Gemm (TN, 1x128 x 128x128 or 1x128 x 1x128 scales), M a
+ * multiple of 4, K of 128 and N of 16; blaslt_fp8_check says why a shape cannot be
  * expressed. Not verified on a GPU. */
 int blaslt_fp8_check(const CudaFp8Gemm *g, Err *err);
 int blaslt_fp8_gemm(Blaslt *b, const CudaFp8Gemm *g, CuStream s, Err *err);

@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "../base/arena.h"
+#include "cuda_attention.h"
 #include "cuda_host_node.h"
 #include "cuda_exec.h"
 
@@ -63,9 +64,9 @@ static int is_fp8_call(CudaLibKind k) { return k == LIB_FP8_GEMM || k == LIB_FP8
 static int runs_on_host(CudaLibKind k) { return k == LIB_EP_DISPATCH || k == LIB_EP_COMBINE; }
 static int has_runner(CudaLibKind k);
 
-/* The table's view of an FP8 call: the forward form as the op has it; the weight
- * gradient as the TN GEMM of the transposed copies the plan's launches make
- * (codegen/cuda/cuda.h, FP8_WGRAD_*): out[n,k] = qa^T[n,mp] qb^T[k,mp]^T. */
+/* The table's view of an FP8 call: the forward form as the op has it (its scales re-laid by
+ * the plan's launches, FP8_FWD_*); the weight gradient as the TN GEMM of the transposed copies
+ * the plan's launches make (codegen/cuda/cuda.h, FP8_WGRAD_*): out[n,k] = qa^T[n,mp] qb^T[k,mp]^T. */
 static CudaFp8Gemm fp8_shape(const CudaLibCall *c) {
     if (c->kind == LIB_FP8_GEMM_WGRAD)
         return (CudaFp8Gemm){.both_1x128 = 1, .m = c->n, .n = c->k, .k = fp8_wgrad_tokens(c->m)};
@@ -137,8 +138,10 @@ static uint8_t *values_used(const CudaExec *x) {
         const Node *n = &g->nodes.data[c->node];
         for (int k = 0; k < n->nin; k++) used[n->in[k]] = 1;
         for (int k = 0; k < n->nout; k++) used[n->out[k]] = 1;
-        for (int a = 0; c->round.kernel >= 0 && a < c->round.nargs; a++)
-            if (c->round.args[a].kind == CARG_VALUE) used[c->round.args[a].value] = 1;
+        const CudaLaunch *own[CUDA_CALL_LAUNCHES];
+        for (int j = 0, nl = cuda_call_launches(c, own); j < nl; j++)
+            for (int a = 0; a < own[j]->nargs; a++)
+                if (own[j]->args[a].kind == CARG_VALUE) used[own[j]->args[a].value] = 1;
     }
     for (size_t i = 0; i < g->outputs.len; i++) used[g->outputs.data[i].value] = 1;
     for (size_t i = g->nodes.len; i-- > 0;) {
@@ -203,7 +206,8 @@ static ArenaBuffer *lifetimes(const CudaExec *x, const ValueId *root, const uint
         const Node *n = &g->nodes.data[c->node];
         for (int k = 0; k < n->nin; k++) touch(iv, root[n->in[k]], c->node);
         for (int k = 0; k < n->nout; k++) touch(iv, root[n->out[k]], c->node);
-        if (c->round.kernel >= 0) touch_args(iv, root, &c->round, c->node);
+        const CudaLaunch *own[CUDA_CALL_LAUNCHES];
+        for (int j = 0, nl = cuda_call_launches(c, own); j < nl; j++) touch_args(iv, root, own[j], c->node);
     }
     for (size_t i = 0; i < g->outputs.len; i++) touch(iv, root[g->outputs.data[i].value], end);
     for (size_t v = 0; v < g->values.len; v++) {
@@ -256,17 +260,25 @@ static int alloc_values(CudaExec *x, Err *err) {
     return rc;
 }
 
-/* One buffer per scratch slot, as large as any node asks. */
+static int size_scratch(CudaExec *x, const CudaLaunch *l, Err *err) {
+    for (int a = 0; a < l->nargs; a++) {
+        const CudaArg *arg = &l->args[a];
+        if (arg->kind != CARG_SCRATCH) continue;
+        if (arg->scratch < 0 || arg->scratch >= MAX_SCRATCH)
+            return err_internal(err, "CUDA plan: scratch slot %d (at most %d)", arg->scratch, MAX_SCRATCH);
+        if (arg->bytes > x->scratch_bytes[arg->scratch]) x->scratch_bytes[arg->scratch] = arg->bytes;
+    }
+    return 0;
+}
+
+/* One buffer per scratch slot, as large as any node asks (its launches, or the call's own). */
 static int alloc_scratch(CudaExec *x, Err *err) {
-    for (size_t i = 0; i < x->plan.launches.len; i++) {
-        const CudaLaunch *l = &x->plan.launches.data[i];
-        for (int a = 0; a < l->nargs; a++) {
-            const CudaArg *arg = &l->args[a];
-            if (arg->kind != CARG_SCRATCH) continue;
-            if (arg->scratch < 0 || arg->scratch >= MAX_SCRATCH)
-                return err_internal(err, "CUDA plan: scratch slot %d (at most %d)", arg->scratch, MAX_SCRATCH);
-            if (arg->bytes > x->scratch_bytes[arg->scratch]) x->scratch_bytes[arg->scratch] = arg->bytes;
-        }
+    for (size_t i = 0; i < x->plan.launches.len; i++)
+        if (size_scratch(x, &x->plan.launches.data[i], err)) return -1;
+    for (size_t i = 0; i < x->plan.calls.len; i++) {
+        const CudaLaunch *own[CUDA_CALL_LAUNCHES];
+        for (int j = 0, nl = cuda_call_launches(&x->plan.calls.data[i], own); j < nl; j++)
+            if (size_scratch(x, own[j], err)) return -1;
     }
     for (int s = 0; s < MAX_SCRATCH; s++) {
         x->scratch_zeroed_for[s] = -1;
@@ -287,6 +299,11 @@ static int create_streams(CudaExec *x, Err *err) {
 }
 
 CudaExec *cuda_exec_prepare(CudaApi *api, const Graph *g, const InterpOptions *opt, Err *err) {
+    return cuda_exec_prepare_opts(api, g, opt, NULL, err);
+}
+
+CudaExec *cuda_exec_prepare_opts(CudaApi *api, const Graph *g, const InterpOptions *opt, const CudaPlanOptions *plan,
+                                 Err *err) {
     CudaExec *x = xcalloc(1, sizeof *x);
     x->api = api;
     x->g = g;
@@ -295,7 +312,7 @@ CudaExec *cuda_exec_prepare(CudaApi *api, const Graph *g, const InterpOptions *o
         free(x);
         return NULL;
     }
-    int rc = cuda_plan_build(g, opt->batch, opt->seq, &x->plan, err);
+    int rc = cuda_plan_build(g, opt->batch, opt->seq, plan, &x->plan, err);
     for (size_t i = 0; i < x->plan.calls.len && rc == 0; i++) rc = check_call(api, g, &x->plan.calls.data[i], err);
     if (rc == 0) rc = load_kernels(x, err);
     if (rc == 0) rc = alloc_values(x, err);
@@ -421,8 +438,10 @@ static int read_counts(CudaExec *x, const CudaLibCall *c, int64_t *counts, Err *
 static int bf16_operands(const CudaExec *x, const Node *n) { return ir_type(x->g, n->in[0])->dtype == DT_BF16; }
 
 static int call_gemm(CudaExec *x, const CudaLibCall *c, const Node *n, Err *err) {
-    CudaGemm gm = {c->kind == LIB_GEMM_WGRAD, c->m, c->n, c->k, operand(x, n, 0), operand(x, n, 1), x->buf[n->out[0]],
-                   bf16_operands(x, n)};
+    CuPtr a = operand(x, n, 0), b = operand(x, n, 1), out = x->buf[n->out[0]];
+    int bf16 = bf16_operands(x, n);
+    CudaGemm gm = c->kind == LIB_GEMM_WGRAD ? cuda_gemm_wgrad(c->m, c->n, c->k, a, b, out, bf16)
+                                            : cuda_gemm_linear(c->m, c->n, c->k, a, b, out, bf16);
     return x->api->gemm(x->api, &gm, x->compute, err);
 }
 
@@ -437,13 +456,13 @@ static int call_grouped(CudaExec *x, const CudaLibCall *c, const Node *n, Err *e
         int64_t rows = counts[e];
         CuPtr slab = out + (CuPtr)(e * c->n * c->k) * f;
         if (c->kind == LIB_GROUPED_GEMM && rows > 0) {
-            CudaGemm gm = {0, rows, c->n, c->k, operand(x, n, 0) + (CuPtr)(at * c->k) * f,
-                           operand(x, n, 2) + (CuPtr)(e * c->n * c->k) * f, out + (CuPtr)(at * c->n) * f,
-                           bf16_operands(x, n)};
+            CudaGemm gm = cuda_gemm_linear(rows, c->n, c->k, operand(x, n, 0) + (CuPtr)(at * c->k) * f,
+                                           operand(x, n, 2) + (CuPtr)(e * c->n * c->k) * f,
+                                           out + (CuPtr)(at * c->n) * f, bf16_operands(x, n));
             rc = x->api->gemm(x->api, &gm, x->compute, err);
         } else if (c->kind == LIB_GROUPED_WGRAD && rows > 0) {
-            CudaGemm gm = {1, rows, c->n, c->k, operand(x, n, 0) + (CuPtr)(at * c->n) * f,
-                           operand(x, n, 2) + (CuPtr)(at * c->k) * f, slab, bf16_operands(x, n)};
+            CudaGemm gm = cuda_gemm_wgrad(rows, c->n, c->k, operand(x, n, 0) + (CuPtr)(at * c->n) * f,
+                                          operand(x, n, 2) + (CuPtr)(at * c->k) * f, slab, bf16_operands(x, n));
             rc = x->api->gemm(x->api, &gm, x->compute, err);
         } else if (c->kind == LIB_GROUPED_WGRAD) {
             rc = x->api->memset_zero(x->api, slab, (size_t)(c->n * c->k) * sizeof(float), x->compute, err);
@@ -454,7 +473,8 @@ static int call_grouped(CudaExec *x, const CudaLibCall *c, const Node *n, Err *e
     return rc;
 }
 
-/* The weight gradient reads the transposed copies the node's launches left in scratch. */
+/* The weight gradient reads the transposed copies the node's launches left in scratch; the
+ * forward reads the op's operands and the scale copies its launches left there. */
 static int call_fp8(CudaExec *x, const CudaLibCall *c, const Node *n, Err *err) {
     CudaFp8Gemm gm = fp8_shape(c);
     gm.out = x->buf[n->out[0]];
@@ -462,7 +482,7 @@ static int call_fp8(CudaExec *x, const CudaLibCall *c, const Node *n, Err *err) 
         gm.qa = x->scratch[FP8_WGRAD_QA_T], gm.sa = x->scratch[FP8_WGRAD_SA_T], gm.qb = x->scratch[FP8_WGRAD_QB_T],
         gm.sb = x->scratch[FP8_WGRAD_SB_T];
     else
-        gm.qa = operand(x, n, 0), gm.sa = operand(x, n, 1), gm.qb = operand(x, n, 2), gm.sb = operand(x, n, 3);
+        gm.qa = operand(x, n, 0), gm.sa = x->scratch[FP8_FWD_SA], gm.qb = operand(x, n, 2), gm.sb = x->scratch[FP8_FWD_SB];
     return x->api->fp8_gemm(x->api, &gm, x->compute, err);
 }
 /* The EP exchanges: rows down, the all-to-all-v over the EP group bound to this
@@ -478,11 +498,29 @@ static int call_on_host(CudaExec *x, const CudaLibCall *c, const Node *n, Err *e
     return cuda_run_on_host(&h, err);
 }
 
+/* Attention on the GEMM path (runtime/cuda_attention.h): its row kernels are launched as the
+ * plan's are; its scratch is filled by its GEMMs, so it must not be zeroed as a fresh node's is. */
+static int launch_for_call(void *exec, const CudaLaunch *l, Err *err) { return launch(exec, l, 0, err); }
+
+static int call_attention(CudaExec *x, const CudaLibCall *c, const Node *n, Err *err) {
+    CuPtr in[CUDA_ATTENTION_OPERANDS], out[CUDA_ATTENTION_OPERANDS];
+    size_t out_bytes[CUDA_ATTENTION_OPERANDS];
+    if (n->nin > CUDA_ATTENTION_OPERANDS || n->nout > CUDA_ATTENTION_OPERANDS)
+        return err_internal(err, "%s has %d inputs and %d outputs", op_info(n->op)->name, n->nin, n->nout);
+    for (int k = 0; k < n->nin; k++) in[k] = x->buf[n->in[k]];
+    for (int k = 0; k < n->nout; k++) out[k] = x->buf[n->out[k]], out_bytes[k] = x->size[n->out[k]];
+    x->scratch_zeroed_for[ATT_P] = x->scratch_zeroed_for[ATT_DS] = c->node;
+    CudaAttentionNode a = {x->api, x->compute, c, in, out, out_bytes, x->scratch[ATT_P], x->scratch[ATT_DS],
+                           launch_for_call, x};
+    return cuda_attention_run(&a, err);
+}
+
 typedef int (*CallFn)(CudaExec *x, const CudaLibCall *c, const Node *n, Err *err);
 static const CallFn call_fns[LIB_KIND_COUNT] = {
     [LIB_GEMM] = call_gemm, [LIB_GEMM_WGRAD] = call_gemm, [LIB_GROUPED_GEMM] = call_grouped,
     [LIB_GROUPED_WGRAD] = call_grouped, [LIB_FP8_GEMM] = call_fp8, [LIB_FP8_GEMM_WGRAD] = call_fp8,
-    [LIB_EP_DISPATCH] = call_on_host, [LIB_EP_COMBINE] = call_on_host,
+    [LIB_EP_DISPATCH] = call_on_host, [LIB_EP_COMBINE] = call_on_host, [LIB_ATTENTION] = call_attention,
+    [LIB_ATTENTION_GRAD] = call_attention,
 };
 
 static int has_runner(CudaLibKind k) { return (unsigned)k < LIB_KIND_COUNT && call_fns[k]; }

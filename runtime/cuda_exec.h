@@ -16,6 +16,9 @@ typedef struct CudaExec CudaExec;
 
 /* Takes ownership of api (closed by cuda_exec_free, or here on failure). */
 CudaExec *cuda_exec_prepare(CudaApi *api, const Graph *g, const InterpOptions *opt, Err *err);
+/* With the plan's choices (codegen/cuda/cuda.h, CudaPlanOptions; NULL: the defaults). */
+CudaExec *cuda_exec_prepare_opts(CudaApi *api, const Graph *g, const InterpOptions *opt, const CudaPlanOptions *plan,
+                                 Err *err);
 /* Same contract as interp_run: feeds by name, every graph output into results. */
 int cuda_exec_step(CudaExec *x, const TensorSet *feeds, TensorSet *results, Err *err);
 

@@ -141,6 +141,58 @@ START_TEST(test_cpu_backend_bf16_gemms) {
 }
 END_TEST
 
+/* ---- attention, as autocast runs it ---- */
+static const char *attention_graph =
+    "v3ir 1\n"
+    "%0 = input {name=\"q\"} : f32[B,T,2,6]\n%1 = input {name=\"k\"} : f32[B,T,2,6]\n%2 = input {name=\"v\"} : f32[B,T,2,5]\n"
+    "%3 = sdpa %0, %1, %2 {scale=0.4} : f32[B,T,2,5]\n%4 = input {name=\"g\"} : f32[B,T,2,5]\n"
+    "%5, %6, %7 = sdpa_grad %4, %0, %1, %2 {scale=0.4} : f32[B,T,2,6], f32[B,T,2,6], f32[B,T,2,5]\n"
+    "output \"o\" = %3\noutput \"dq\" = %5\noutput \"dk\" = %6\noutput \"dv\" = %7\n";
+
+static int count_op_in(const Graph *g, OpKind op, DType dt) {
+    int n = 0;
+    for (size_t i = 0; i < g->nodes.len; i++)
+        n += g->nodes.data[i].op == op && ir_type(g, g->nodes.data[i].out[0])->dtype == dt;
+    return n;
+}
+
+/* sdpa and sdpa_grad run on bf16 copies of q, k, v and g (each cast once), their results cast back;
+ * the interpreter's bf16 attention is its f32 attention on the rounded operands, each result
+ * rounded once to bf16; the cpu backend's is within one bf16 step of it (its GEMMs sum in f32:
+ * scores of at most 0.4 * 6, P summed over at most T keys, slack 2^-16 covers those sums). */
+START_TEST(test_attention_goes_bf16) {
+    Graph *g = bf16_of(attention_graph);
+    ck_assert_int_eq(count_op_in(g, OP_SDPA, DT_BF16), 1);
+    ck_assert_int_eq(count_op_in(g, OP_SDPA_GRAD, DT_BF16), 1);
+    ck_assert_int_eq(count_op(g, OP_CAST), 4 + 4);
+    Graph *f32 = parse_ir_ok(attention_graph, "f32 attention");
+    TensorSet feeds, rounded, in_bf16, in_f32, on_cpu;
+    tset_init(&feeds), tset_init(&rounded), tset_init(&in_bf16), tset_init(&in_f32), tset_init(&on_cpu);
+    feed_random_inputs(g, NULL, (InputFill){NULL, 0, 0}, 2, 7, 5, &feeds);
+    feed_random_inputs(g, NULL, (InputFill){NULL, 0, 0}, 2, 7, 5, &rounded);
+    static const char *const names[] = {"q", "k", "v", "g"};
+    for (int i = 0; i < 4; i++) {
+        Tensor *t = tset_get(&rounded, names[i]);
+        round_to_bf16_array(tensor_f32(t), t->numel);
+    }
+    Err e = {0};
+    InterpOptions opt = {.batch = 2, .seq = 7};
+    ck_assert_msg(exec_run("interp", g, &feeds, &opt, &in_bf16, &e) == 0, "%s", e.msg);
+    ck_assert_msg(exec_run("interp", f32, &rounded, &opt, &in_f32, &e) == 0, "%s", e.msg);
+    ck_assert_msg(exec_run("cpu", g, &feeds, &opt, &on_cpu, &e) == 0, "%s", e.msg);
+    for (size_t i = 0; i < g->outputs.len; i++) {
+        const char *name = g->outputs.data[i].name;
+        const Tensor *want = tset_get(&in_f32, name), *got = tset_get(&in_bf16, name);
+        for (int64_t k = 0; k < want->numel; k++)
+            ck_assert_msg(tensor_f32(got)[k] == round_to_bf16(tensor_f32(want)[k]), "%s[%lld]", name, (long long)k);
+        expect_within_one_bf16_step(tset_get(&on_cpu, name), got, ldexp(1.0, -16), name);
+    }
+    tset_free(&feeds), tset_free(&rounded), tset_free(&in_bf16), tset_free(&in_f32), tset_free(&on_cpu);
+    graph_free(f32);
+    graph_free(g);
+}
+END_TEST
+
 /* ---- the bundled model ---- */
 static Graph *tiny_graph(int grads, int fp8, int bf16) {
     char *tmp = make_temp_dir(), *path = path_join(tmp, "g.v3ir");
@@ -179,6 +231,10 @@ START_TEST(test_tiny_router_stays_f32) {
     ck_assert_int_gt(trained, 0);
     ck_assert_int_eq(count_gemms(g, DT_F32), routers + 2 * trained);
     ck_assert_int_gt(count_gemms(g, DT_BF16), 10 * routers);
+    /* and every attention, forward and backward */
+    ck_assert_int_eq(count_op_in(g, OP_SDPA, DT_F32) + count_op_in(g, OP_SDPA_GRAD, DT_F32), 0);
+    ck_assert_int_gt(count_op_in(g, OP_SDPA, DT_BF16), 0);
+    ck_assert_int_eq(count_op_in(g, OP_SDPA_GRAD, DT_BF16), count_op_in(g, OP_SDPA, DT_BF16) - 1); /* MTP's gets none */
     graph_free(g);
 }
 END_TEST
@@ -376,6 +432,7 @@ int main(void) {
     tcase_add_test(pass, test_every_gemm_form_goes_bf16);
     tcase_add_test(pass, test_interpreter_bf16_linear_is_one_rounding);
     tcase_add_test(pass, test_cpu_backend_bf16_gemms);
+    tcase_add_test(pass, test_attention_goes_bf16);
     suite_add_tcase(s, pass);
     TCase *model = tcase_create("model");
     tcase_set_timeout(model, 600);

@@ -31,6 +31,10 @@
 
 enum { BATCH = 2, SEQ = 3, EMU_BLOCK = 3, EMU_MAX_GRID = 2 };
 
+/* These tests check generated kernels against the interpreter, so attention takes its kernel
+ * templates (the GEMM path is a library call: tests/test_cuda_attention.c). */
+static const CudaPlanOptions exact_plan = {.exact_attention = 1};
+
 /* ---- inputs ---- */
 /* Every input of g with random values; integers not named in fills in [0, 4). */
 static void feed_inputs(const Graph *g, const InputFill *fills, TensorSet *feeds) {
@@ -216,7 +220,7 @@ static int emulate(const Graph *g, const TensorSet *feeds, unsigned block, Emula
         return 1;
     }
     Err e = {0};
-    ck_assert_msg(cuda_plan_build(g, BATCH, SEQ, &x->plan, &e) == 0, "%s", e.msg);
+    ck_assert_msg(cuda_plan_build(g, BATCH, SEQ, &exact_plan, &x->plan, &e) == 0, "%s", e.msg);
     x->so = build_emulator(&x->plan, cxx);
     x->replay = (Replay){g, xcalloc(g->values.len + 1, sizeof(void *)), xcalloc(g->values.len + 1, sizeof(Tensor *)),
                          {0}, {0}, -1, 0};
@@ -318,7 +322,7 @@ START_TEST(test_fused_bf16_casts_exact) {
     fill_bf16_rounding_cases(tset_get(&feeds, "x"));
     CudaPlan p;
     Err e = {0};
-    ck_assert_msg(cuda_plan_build(g, BATCH, SEQ, &p, &e) == 0, "%s", e.msg);
+    ck_assert_msg(cuda_plan_build(g, BATCH, SEQ, &exact_plan, &p, &e) == 0, "%s", e.msg);
     ck_assert_int_eq(p.launches.len, 1); /* one fused kernel */
     cuda_plan_free(&p);
     emulate_and_compare(g, &feeds, EMU_BLOCK, 0);
@@ -533,7 +537,7 @@ START_TEST(test_identical_kernels_deduplicated) {
                            "dedupe");
     CudaPlan p;
     Err e = {0};
-    ck_assert_msg(cuda_plan_build(g, BATCH, SEQ, &p, &e) == 0, "%s", e.msg);
+    ck_assert_msg(cuda_plan_build(g, BATCH, SEQ, &exact_plan, &p, &e) == 0, "%s", e.msg);
     ck_assert_int_eq(p.generated, 2);
     ck_assert_int_eq(p.kernels.len, 1);
     ck_assert_int_eq(p.launches.len, 2);
@@ -543,7 +547,7 @@ START_TEST(test_identical_kernels_deduplicated) {
     /* A stack's copies differ only in where they write: a pointer offset, one kernel. */
     g = parse_ir_ok("v3ir 1\n%0 = input {name=\"x\"} : f32[B,T,4]\n%1 = stack %0, %0, %0 : f32[3,B,T,4]\noutput \"s\" = %1\n",
                     "stack");
-    ck_assert_msg(cuda_plan_build(g, BATCH, SEQ, &p, &e) == 0, "%s", e.msg);
+    ck_assert_msg(cuda_plan_build(g, BATCH, SEQ, &exact_plan, &p, &e) == 0, "%s", e.msg);
     ck_assert_int_eq(p.kernels.len, 1);
     ck_assert_int_eq(p.launches.len, 3);
     ck_assert_int_eq(p.launches.data[2].args[1].offset, 2 * BATCH * SEQ * 4 * (int64_t)sizeof(float));
@@ -563,7 +567,7 @@ START_TEST(test_gemms_are_library_calls) {
         "gemms");
     CudaPlan p;
     Err e = {0};
-    ck_assert_msg(cuda_plan_build(g, BATCH, SEQ, &p, &e) == 0, "%s", e.msg);
+    ck_assert_msg(cuda_plan_build(g, BATCH, SEQ, &exact_plan, &p, &e) == 0, "%s", e.msg);
     ck_assert_int_eq(p.calls.len, 3);
     const CudaLibCall *c = p.calls.data;
     ck_assert(c[0].kind == LIB_GEMM && c[0].m == BATCH * SEQ && c[0].n == 40 && c[0].k == 24);
@@ -580,7 +584,7 @@ START_TEST(test_unsupported_cast_is_user_error) {
     Graph *g = parse_ir_ok("v3ir 1\n%0 = input {name=\"i\"} : i32[B,T]\n%1 = cast %0 {to=bf16} : bf16[B,T]\noutput \"y\" = %1\n", "cast");
     CudaPlan p;
     Err e = {0};
-    ck_assert_int_eq(cuda_plan_build(g, BATCH, SEQ, &p, &e), -1);
+    ck_assert_int_eq(cuda_plan_build(g, BATCH, SEQ, &exact_plan, &p, &e), -1);
     ck_assert_int_eq(e.code, 1);
     ck_assert_msg(strstr(e.msg, "cast i32 to bf16 has no CUDA template") != NULL, "%s", e.msg);
     graph_free(g);
@@ -593,7 +597,7 @@ START_TEST(test_attention_head_dims_too_wide_is_user_error) {
                            "%2 = sdpa %0, %0, %1 {scale=1} : f32[B,T,1,300]\noutput \"o\" = %2\n", "wide");
     CudaPlan p;
     Err e = {0};
-    ck_assert_int_eq(cuda_plan_build(g, BATCH, SEQ, &p, &e), -1);
+    ck_assert_int_eq(cuda_plan_build(g, BATCH, SEQ, &exact_plan, &p, &e), -1);
     ck_assert_int_eq(e.code, 1);
     ck_assert_msg(strstr(e.msg, "sdpa: head dims dk=12000 and dv=300 need more than 48 KiB of shared memory") != NULL, "%s",
                   e.msg);
@@ -662,7 +666,7 @@ static CudaPlan small_plan(void) {
                            "small");
     CudaPlan p;
     Err e = {0};
-    ck_assert_msg(cuda_plan_build(g, BATCH, SEQ, &p, &e) == 0, "%s", e.msg);
+    ck_assert_msg(cuda_plan_build(g, BATCH, SEQ, &exact_plan, &p, &e) == 0, "%s", e.msg);
     graph_free(g);
     return p;
 }
@@ -728,7 +732,7 @@ START_TEST(test_nvrtc_compiles_attention_at_deepseek_shapes) {
                            "deepseek attention");
     CudaPlan p;
     Err e = {0};
-    ck_assert_msg(cuda_plan_build(g, 1, 4096, &p, &e) == 0, "%s", e.msg);
+    ck_assert_msg(cuda_plan_build(g, 1, 4096, &exact_plan, &p, &e) == 0, "%s", e.msg);
     ck_assert_int_eq(p.kernels.len, 3); /* sdpa, sdpa_grad_q, sdpa_grad_kv */
     for (size_t i = 0; i < p.kernels.len; i++) {
         const char *src = p.kernels.data[i].source;

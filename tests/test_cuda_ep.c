@@ -59,7 +59,8 @@ static void *run_interpreter(Rank *r) {
 /* Prepare, then two steps (the second proves the staged buffers are not left stale). */
 static void *run_device(Rank *r) {
     InterpOptions io = {.batch = ROWS, .seq = SEQ, .collectives = &r->coll};
-    CudaExec *x = cuda_exec_prepare(r->api, r->g, &io, &r->err);
+    CudaPlanOptions exact = {.exact_attention = 1}; /* bit for bit (the GEMM attention: test_cuda_attention) */
+    CudaExec *x = cuda_exec_prepare_opts(r->api, r->g, &io, &exact, &r->err);
     r->rc = -1;
     if (!x) return NULL;
     const Collectives *prev = collectives_bind(&r->coll);

@@ -109,7 +109,8 @@ static CudaExec *emulated_exec(const Graph *g) {
     if (!api) return NULL;
     InterpOptions io = {.batch = BATCH, .seq = SEQ};
     Err e = {0};
-    CudaExec *x = cuda_exec_prepare(api, g, &io, &e);
+    CudaPlanOptions exact = {.exact_attention = 1}; /* bit for bit (the GEMM attention: test_cuda_attention) */
+    CudaExec *x = cuda_exec_prepare_opts(api, g, &io, &exact, &e);
     ck_assert_msg(x != NULL, "%s", e.msg);
     return x;
 }

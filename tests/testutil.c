@@ -489,34 +489,84 @@ static int64_t off_bf16_grid(const float *v, int64_t n) {
     return off;
 }
 
-/* The interpreter's GEMM order: fp64 sums, one rounding to fp32 (a bf16 result is
- * rounded further by the executor's kernel, as the interpreter rounds its float). */
+/* Off-grid values among those one operand of a GEMM reads: per batch, `rows`
+ * stored rows of `len`, ld apart (what lies between rows may be anything). */
+static int64_t off_grid_read(const float *x, int64_t batch, int64_t stride, int64_t rows, int64_t len, int64_t ld) {
+    int64_t off = 0;
+    for (int64_t i = 0; i < batch; i++)
+        for (int64_t r = 0; r < rows; r++) off += off_bf16_grid(x + i * stride + r * ld, len);
+    return off;
+}
+
+/* Where element [i,j] of op(X) lies: X stored with rows ld apart, transposed or not. */
+static int64_t op_at(int trans, int64_t ld, int64_t i, int64_t j) { return trans ? j * ld + i : i * ld + j; }
+
+/* The shapes cuBLASLt refuses (runtime/cuda_blaslt.c), refused here too so the executor's tests see them. */
+static int emu_gemm_sane(const CudaGemm *g) {
+    return g->m > 0 && g->n > 0 && g->k > 0 && g->batch > 0 && g->lda >= (g->trans_a ? g->m : g->k) &&
+           g->ldb >= (g->trans_b ? g->k : g->n) && g->ldc >= g->n;
+}
+
+/* The interpreter's GEMM order: fp64 sums over the contracted axis in increasing
+ * order, scaled by alpha in fp64, one rounding to fp32 (alpha 1: the sum rounded; a
+ * bf16 result is rounded further by the executor's kernel, as the interpreter rounds
+ * its float). */
 static int emu_gemm(CudaApi *a, const CudaGemm *g, CuStream s, Err *err) {
     (void)s;
     const float *pa = host_ptr(g->a), *pb = host_ptr(g->b);
-    float *out = host_ptr(g->out);
+    float *pc = host_ptr(g->c);
     emu(a)->counts.gemms++;
-    int64_t na = g->m * (g->wgrad ? g->n : g->k), nb = g->wgrad ? g->m * g->k : g->n * g->k;
-    if (g->bf16_operands && off_bf16_grid(pa, na) + off_bf16_grid(pb, nb))
+    if (!emu_gemm_sane(g))
+        return err_internal(err, "emulation: GEMM of m=%lld n=%lld k=%lld batch=%lld with lda=%lld ldb=%lld ldc=%lld",
+                            (long long)g->m, (long long)g->n, (long long)g->k, (long long)g->batch, (long long)g->lda,
+                            (long long)g->ldb, (long long)g->ldc);
+    if (g->bf16_operands &&
+        off_grid_read(pa, g->batch, g->stride_a, g->trans_a ? g->k : g->m, g->trans_a ? g->m : g->k, g->lda) +
+            off_grid_read(pb, g->batch, g->stride_b, g->trans_b ? g->n : g->k, g->trans_b ? g->k : g->n, g->ldb))
         return err_set(err, "emulation: a GEMM flagged bf16_operands has operands off the bf16 grid");
-    for (int64_t r = 0; r < (g->wgrad ? g->n : g->m); r++)
-        for (int64_t c = 0; c < (g->wgrad ? g->k : g->n); c++) {
-            double sum = 0;
-            if (g->wgrad)
-                for (int64_t i = 0; i < g->m; i++) sum += (double)pa[i * g->n + r] * pb[i * g->k + c];
-            else
-                for (int64_t i = 0; i < g->k; i++) sum += (double)pa[r * g->k + i] * pb[c * g->k + i];
-            out[r * (g->wgrad ? g->k : g->n) + c] = (float)sum;
-        }
+    for (int64_t t = 0; t < g->batch; t++) {
+        const float *at = pa + t * g->stride_a, *bt = pb + t * g->stride_b;
+        float *ct = pc + t * g->stride_c;
+        for (int64_t i = 0; i < g->m; i++)
+            for (int64_t j = 0; j < g->n; j++) {
+                double sum = 0;
+                for (int64_t p = 0; p < g->k; p++)
+                    sum += (double)at[op_at(g->trans_a, g->lda, i, p)] * bt[op_at(g->trans_b, g->ldb, p, j)];
+                ct[i * g->ldc + j] = (float)((double)g->alpha * sum);
+            }
+    }
     return 0;
 }
 
-/* The scale of row r of qa, and of row c of qb, for K block kb, in CudaFp8Gemm's two layouts. */
+/* CudaFp8Gemm's scale layouts, written out here rather than taken from the plan's helpers so
+ * that a wrong layout in the plan shows: the 1x128 scales (sa; sb too in the weight gradient's
+ * form) block-major, s[kb * ld + r] with ld = rows rounded up to 4; the forward's 128x128 sb
+ * [ceil(n/128)][ceil(k/128) rounded up to 4]. */
+static int64_t fp8_ld4(int64_t rows) { return (rows + 3) / 4 * 4; }
+static int64_t fp8_blocks(int64_t k) { return (k + 127) / 128; }
 static double fp8_scale_a(const CudaFp8Gemm *g, const float *sa, int64_t r, int64_t kb) {
-    return g->both_1x128 ? sa[kb * ((g->m + 3) / 4 * 4) + r] : sa[r * ((g->k + 127) / 128) + kb];
+    return sa[kb * fp8_ld4(g->m) + r];
 }
 static double fp8_scale_b(const CudaFp8Gemm *g, const float *sb, int64_t c, int64_t kb) {
-    return g->both_1x128 ? sb[kb * ((g->n + 3) / 4 * 4) + c] : sb[(c / 128) * ((g->k + 127) / 128) + kb];
+    return g->both_1x128 ? sb[kb * fp8_ld4(g->n) + c] : sb[(c / 128) * fp8_ld4(fp8_blocks(g->k)) + kb];
+}
+
+/* The padding of a scale tensor of `outer` lines of `used` floats, `ld` apart, is zeros. */
+static int fp8_padding_zero(const float *s, int64_t outer, int64_t used, int64_t ld) {
+    for (int64_t o = 0; o < outer; o++)
+        for (int64_t i = used; i < ld; i++)
+            if (s[o * ld + i] != 0.0f) return 0;
+    return 1;
+}
+
+/* The scales' padding holds zeros, as the layouts promise (PyTorch zero-pads what cuBLASLt may
+ * read for alignment): a copy that fills it with anything else (its neighbours' scales) shows. */
+static int fp8_check_padding(const CudaFp8Gemm *g, const float *sa, const float *sb, Err *err) {
+    int64_t kb = fp8_blocks(g->k);
+    int ok = fp8_padding_zero(sa, kb, g->m, fp8_ld4(g->m)) &&
+             (g->both_1x128 ? fp8_padding_zero(sb, kb, g->n, fp8_ld4(g->n))
+                            : fp8_padding_zero(sb, fp8_blocks(g->n), kb, fp8_ld4(kb)));
+    return ok ? 0 : err_set(err, "emulation: an FP8 GEMM's scales have nonzero padding");
 }
 
 /* ir/ops/fp8.c's order: per 128-block of the contracted axis an exact partial
@@ -530,7 +580,8 @@ static int emu_fp8_gemm(CudaApi *a, const CudaFp8Gemm *g, CuStream s, Err *err) 
     if (g->both_1x128 && g->k % 128)
         return err_set(err, "emulation: an FP8 GEMM with 1x128 scales on both operands needs K a multiple of 128, not %lld",
                        (long long)g->k);
-    int64_t blocks = (g->k + 127) / 128;
+    if (fp8_check_padding(g, sa, sb, err)) return -1;
+    int64_t blocks = fp8_blocks(g->k);
     for (int64_t r = 0; r < g->m; r++)
         for (int64_t c = 0; c < g->n; c++) {
             float acc = 0;

@@ -157,7 +157,7 @@ static int plan_kernels(Aot *a, Err *err) {
     for (int s = 0; s < a->split->stages; s++)
         for (int part = 0; part < PIPE_PART_COUNT; part++) {
             CudaPlan p;
-            if (cuda_plan_build(a->split->graphs[s][part], a->rows, a->seq, &p, err))
+            if (cuda_plan_build(a->split->graphs[s][part], a->rows, a->seq, NULL, &p, err))
                 return err_wrap(err, "stage %d %s: ", s, pipe_part_name((PipePart)part));
             take_kernels(a, &p);
             cuda_plan_free(&p);

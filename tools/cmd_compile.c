@@ -28,19 +28,29 @@ static int dump_sources(const CudaPlan *p, const char *dir, Err *err) {
     return 0;
 }
 
+/* How many times a call's own launches run per step: once, or per round of an attention. */
+static int64_t call_rounds(const CudaLibCall *c) {
+    const CudaAttention *a = &c->att;
+    int is_attention = c->kind == LIB_ATTENTION || c->kind == LIB_ATTENTION_GRAD;
+    return is_attention && a->heads_per_round > 0 ? a->batch * (a->heads / a->heads_per_round) : 1;
+}
+
 static void print_summary(const CudaPlan *p, const CudaCompileStats *st, const char *target) {
     printf("target: %s (B=%lld, T=%lld)\n", target, (long long)p->b, (long long)p->t);
     printf("kernels: %lld generated, %zu distinct, %lld compiled, %lld from cache\n", (long long)p->generated,
            p->kernels.len, (long long)st->compiled, (long long)st->cached);
-    int64_t counts[LIB_KIND_COUNT] = {0}, rounding = 0;
+    int64_t counts[LIB_KIND_COUNT] = {0}, own = 0;
     for (size_t i = 0; i < p->calls.len; i++) {
-        counts[p->calls.data[i].kind]++;
-        rounding += p->calls.data[i].round.kernel >= 0;
+        const CudaLibCall *c = &p->calls.data[i];
+        const CudaLaunch *l[CUDA_CALL_LAUNCHES];
+        counts[c->kind]++;
+        own += cuda_call_launches(c, l) * call_rounds(c);
     }
     printf("library calls:");
     for (int k = 0; k < LIB_KIND_COUNT; k++) printf("%s %lld %s", k ? "," : "", (long long)counts[k], cuda_lib_kind_name(k));
-    /* A bf16 GEMM's rounding kernel is launched from its call record, not the plan's launch list. */
-    printf("\nlaunches: %lld kernel launches, %lld nodes without data movement\n", (long long)p->launches.len + rounding,
+    /* A bf16 GEMM's rounding kernel and the attention's row kernels are launched from their call
+     * records, not the plan's launch list. */
+    printf("\nlaunches: %lld kernel launches, %lld nodes without data movement\n", (long long)p->launches.len + own,
            (long long)p->aliases);
 }
 
@@ -65,7 +75,7 @@ int cmd_compile(const Options *o, Err *err) {
     }
     CudaPlan p;
     int64_t b = o->batch > 0 ? o->batch : DEFAULT_BATCH, t = o->seq > 0 ? o->seq : DEFAULT_SEQ;
-    int rc = cuda_plan_build(m.graph, b, t, &p, err);
+    int rc = cuda_plan_build(m.graph, b, t, NULL, &p, err);
     model_free(&m);
     if (rc) return -1;
     CudaCompileStats st = {0, 0};

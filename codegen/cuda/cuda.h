@@ -61,8 +61,37 @@ typedef enum CudaLibKind {
      * EP group (NCCL), m rows of n columns of the input, groups = the ranks. */
     LIB_EP_DISPATCH,
     LIB_EP_COMBINE,
+    /* sdpa and sdpa_grad as batched GEMMs around generated softmax kernels (CudaAttention). */
+    LIB_ATTENTION,
+    LIB_ATTENTION_GRAD,
     LIB_KIND_COUNT
 } CudaLibKind;
+
+/* Attention on the GEMM path (codegen/cuda/cuda_lib_attention.c): per batch row b and
+ * chunk of heads_per_round heads, the executor runs, with q [B,T,h,dk], k [B,S,h,dk],
+ * v [B,S,h,dv] read in place (leading dimension h*d, batch stride d):
+ *   sdpa:      P = scale q k^T (GEMM into scratch ATT_P); softmax (launch `softmax`);
+ *              out = P v (GEMM).
+ *   sdpa_grad: P as above; dP = g v^T (GEMM into scratch ATT_DS); dS = P (dP - rowsum(P dP))
+ *              in place (launch `dscores`); dv = P^T g; dq = scale dS k; dk = scale dS^T q.
+ * The scores are fp32 sums and the softmax is computed in fp64 from them, so the result is
+ * within a few fp32 roundings of the interpreter's all-fp64 attention, not bit for bit
+ * (CudaPlanOptions.exact_attention keeps the bit-exact kernels). Masked scores (causal) are
+ * computed and then zeroed: the GEMMs run over the whole square. */
+enum { ATT_P, ATT_DS };
+typedef struct CudaAttention {
+    int64_t batch, heads, t, s, dk, dv;
+    int64_t heads_per_round; /* divides heads; bounds the scratch to heads_per_round * t * s floats */
+    float scale;
+    /* bf16 operands and results (the bf16 pass): the row kernels round P and dS to bf16, as
+     * flash attention's bf16 P, so every GEMM operand is on the bf16 grid (TF32 products exact);
+     * the results are rounded after the call: the first by CudaLibCall.round, sdpa_grad's dk and
+     * dv by round_rest. */
+    int bf16;
+    CudaLaunch softmax; /* over scratch ATT_P, one round's rows */
+    CudaLaunch dscores; /* sdpa_grad: over ATT_P and ATT_DS */
+    CudaLaunch round_rest[2];
+} CudaAttention;
 
 typedef struct CudaLibCall {
     CudaLibKind kind;
@@ -73,7 +102,13 @@ typedef struct CudaLibCall {
      * of a grouped one). It lives here, not in the plan's launches, because a node's launches run
      * before its call. round.kernel < 0: the result is f32 and needs none. */
     CudaLaunch round;
+    CudaAttention att; /* LIB_ATTENTION, LIB_ATTENTION_GRAD */
 } CudaLibCall;
+
+/* The launches a call makes itself, besides its GEMMs (round, softmax, dscores, round_rest):
+ * up to CUDA_CALL_LAUNCHES, into out; returns how many. */
+enum { CUDA_CALL_LAUNCHES = 5 };
+int cuda_call_launches(const CudaLibCall *c, const CudaLaunch **out);
 
 /* LIB_FP8_GEMM_WGRAD (dw[n,k] = sum over m tokens of qa[m,n] qb[m,k]): cuBLASLt's FP8 GEMM
  * contracts only an innermost axis, so the node's launches (which run before its call) copy
@@ -86,10 +121,29 @@ static inline int64_t fp8_wgrad_tokens(int64_t m) { return (m + 127) / 128 * 128
 /* The scales' leading dimension: rows rounded up to 4 floats, so every column of scales starts 16-byte aligned. */
 static inline int64_t fp8_scale_ld(int64_t rows) { return (rows + 3) / 4 * 4; }
 
+/* LIB_FP8_GEMM (y[m,n] = qa[m,k] qb[n,k]^T): the operands stay where they are, but their scales
+ * are copied (the node's launches, before its call) into the layouts PyTorch's _scaled_mm hands
+ * cuBLASLt: qa's 1x128 scales sa [m, kblocks] "outer-dim major", saT[kb * fp8_scale_ld(m) + r]
+ * (zeros for the padding rows r >= m), and qb's 128x128 scales sb [nblocks, kblocks] row-major
+ * with the K blocks padded to 4, sbP[nb * fp8_scale_ld(kblocks) + kb] (zeros past kblocks);
+ * kblocks = ceil(k/128), nblocks = ceil(n/128). These are the scratch slots. */
+enum { FP8_FWD_SA, FP8_FWD_SB };
+
 const char *cuda_lib_kind_name(CudaLibKind k);
+
+/* Choices a plan may make differently; all zero is the default. */
+typedef struct CudaPlanOptions {
+    /* sdpa and sdpa_grad by the fp64 kernels of cuda_tpl_attention.c, bit for bit with the
+     * interpreter (the tests that compare whole graphs bit for bit), instead of cuBLASLt GEMMs
+     * (CudaAttention: tensor-core speed, fp32 sums). */
+    int exact_attention;
+    /* The GEMM path's score scratch per slot (CudaAttention.heads_per_round); 0: 256 MiB. */
+    int64_t attention_scratch_bytes;
+} CudaPlanOptions;
 
 typedef struct CudaPlan {
     int64_t b, t;
+    CudaPlanOptions opts;
     VEC(CudaKernel) kernels; /* distinct */
     VEC(CudaLaunch) launches;
     VEC(CudaLibCall) calls;
@@ -98,9 +152,9 @@ typedef struct CudaPlan {
     int64_t aliases;   /* nodes that move no data (reshape, sources) */
 } CudaPlan;
 
-/* Plans g at batch b, sequence t. An op with neither a template nor a library
- * mapping is a user error naming it. */
-int cuda_plan_build(const Graph *g, int64_t b, int64_t t, CudaPlan *p, Err *err);
+/* Plans g at batch b, sequence t (opts NULL: the defaults). An op with neither a template
+ * nor a library mapping is a user error naming it. */
+int cuda_plan_build(const Graph *g, int64_t b, int64_t t, const CudaPlanOptions *opts, CudaPlan *p, Err *err);
 void cuda_plan_free(CudaPlan *p);
 
 /* ---- building blocks (cuda_render.c, cuda_templates*.c) ---- */
@@ -140,6 +194,9 @@ int cuda_library_node(CudaPlan *p, const Graph *g, const Node *n, int64_t b, int
 /* LIB_FP8_GEMM_WGRAD's operand copies into the FP8_WGRAD_* scratch slots, launched for node
  * n before its call (cuda_tpl_fp8.c). */
 int cuda_fp8_wgrad_operands(CudaEmit *em, const Node *n, const CudaLibCall *call);
+/* LIB_FP8_GEMM's scale copies into the FP8_FWD_* scratch slots, launched for node n before its
+ * call (cuda_tpl_fp8.c). */
+int cuda_fp8_fwd_scales(CudaEmit *em, const Node *n, const CudaLibCall *call);
 
 /* A double literal that reads back exactly (inf and NaN through the prelude's helpers). */
 void cuda_literal(Buf *b, double v);

@@ -12,10 +12,21 @@ enum { MAX_GRID = 1 << 20 };
 static const char *const lib_kind_names[LIB_KIND_COUNT] = {
     [LIB_GEMM] = "gemm", [LIB_GEMM_WGRAD] = "gemm_wgrad", [LIB_GROUPED_GEMM] = "grouped_gemm",
     [LIB_GROUPED_WGRAD] = "grouped_wgrad", [LIB_FP8_GEMM] = "fp8_gemm", [LIB_FP8_GEMM_WGRAD] = "fp8_gemm_wgrad",
-    [LIB_EP_DISPATCH] = "ep_dispatch", [LIB_EP_COMBINE] = "ep_combine",
+    [LIB_EP_DISPATCH] = "ep_dispatch", [LIB_EP_COMBINE] = "ep_combine", [LIB_ATTENTION] = "attention",
+    [LIB_ATTENTION_GRAD] = "attention_grad",
 };
 
 const char *cuda_lib_kind_name(CudaLibKind k) { return (unsigned)k < LIB_KIND_COUNT ? lib_kind_names[k] : "?"; }
+
+int cuda_call_launches(const CudaLibCall *c, const CudaLaunch **out) {
+    const CudaLaunch *all[CUDA_CALL_LAUNCHES] = {&c->round, &c->att.softmax, &c->att.dscores, &c->att.round_rest[0],
+                                                 &c->att.round_rest[1]};
+    int n = 0;
+    int is_attention = c->kind == LIB_ATTENTION || c->kind == LIB_ATTENTION_GRAD;
+    for (int i = 0; i < CUDA_CALL_LAUNCHES; i++)
+        if ((i == 0 || is_attention) && all[i]->kernel >= 0) out[n++] = all[i];
+    return n;
+}
 
 /* ---- kernels: naming and deduplication ---- */
 static char *kernel_name(const char *family, const char *text) {
@@ -109,9 +120,10 @@ static int plan_all(CudaPlan *p, const Graph *g, const Fusion *f, Err *err) {
     return 0;
 }
 
-int cuda_plan_build(const Graph *g, int64_t b, int64_t t, CudaPlan *p, Err *err) {
+int cuda_plan_build(const Graph *g, int64_t b, int64_t t, const CudaPlanOptions *opts, CudaPlan *p, Err *err) {
     memset(p, 0, sizeof *p);
     p->b = b, p->t = t;
+    if (opts) p->opts = *opts;
     strmap_init(&p->by_name);
     Fusion f;
     if (fusion_plan(g, b, t, &f, err)) return -1;

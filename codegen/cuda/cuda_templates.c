@@ -142,7 +142,8 @@ static int lib_ep(const Tpl *c, CudaLibCall *call) {
 static const LibFn lib_fns[OP_COUNT] = {
     [OP_LINEAR] = lib_linear, [OP_LINEAR_WGRAD] = lib_linear_wgrad, [OP_GROUPED_LINEAR] = lib_grouped,
     [OP_GROUPED_LINEAR_WGRAD] = lib_grouped_wgrad, [OP_FP8_MATMUL] = lib_fp8,
-    [OP_EP_DISPATCH] = lib_ep, [OP_EP_COMBINE] = lib_ep,
+    [OP_EP_DISPATCH] = lib_ep, [OP_EP_COMBINE] = lib_ep, [OP_SDPA] = cuda_lib_attention,
+    [OP_SDPA_GRAD] = cuda_lib_attention,
 };
 
 /* The bf16 result of a library call: the GEMM leaves fp32 sums (exact products, fp32
@@ -154,13 +155,17 @@ static const char round_bf16_body[] =
 
 static const uint8_t is_gemm[LIB_KIND_COUNT] = {
     [LIB_GEMM] = 1, [LIB_GEMM_WGRAD] = 1, [LIB_GROUPED_GEMM] = 1, [LIB_GROUPED_WGRAD] = 1,
-    [LIB_FP8_GEMM] = 1, [LIB_FP8_GEMM_WGRAD] = 1,
+    [LIB_FP8_GEMM] = 1, [LIB_FP8_GEMM_WGRAD] = 1, [LIB_ATTENTION] = 1, [LIB_ATTENTION_GRAD] = 1,
 };
 
-static int emit_round(CudaPlan *p, const Tpl *c, CudaLibCall *call) {
-    call->round.kernel = -1;
-    ValueId y = c->n->out[0];
-    if (!is_gemm[call->kind] || ir_type(c->g, y)->dtype != DT_BF16) return 0;
+int tpl_take_launch(const Tpl *c, CudaLaunch *out) {
+    CudaPlan *p = c->em->plan;
+    if (p->launches.len == 0) return err_internal(c->err, "CUDA plan: no launch to take");
+    *out = p->launches.data[--p->launches.len];
+    return 0;
+}
+
+int tpl_round_bf16(const Tpl *c, ValueId y, CudaLaunch *out) {
     int64_t numel = tpl_numel(c, y);
     if (numel < 0) return -1;
     KernelText kt;
@@ -170,9 +175,15 @@ static int emit_round(CudaPlan *p, const Tpl *c, CudaLibCall *call) {
     ktext_param(&kt, "float *", "y");
     tpl_body(&kt, round_bf16_body);
     CudaArg arg = carg_value(y);
-    if (tpl_launch(c, &kt, &arg, 1, numel)) return -1;
-    call->round = p->launches.data[--p->launches.len];
-    return 0;
+    return tpl_launch(c, &kt, &arg, 1, numel) || tpl_take_launch(c, out) ? -1 : 0;
+}
+
+/* The first result's rounding (an attention's others: cuda_lib_attention.c). */
+static int emit_round(const Tpl *c, CudaLibCall *call) {
+    call->round.kernel = -1;
+    ValueId y = c->n->out[0];
+    if (!is_gemm[call->kind] || ir_type(c->g, y)->dtype != DT_BF16) return 0;
+    return tpl_round_bf16(c, y, &call->round);
 }
 
 int cuda_library_node(CudaPlan *p, const Graph *g, const Node *n, int64_t b, int64_t t, Err *err) {
@@ -180,9 +191,12 @@ int cuda_library_node(CudaPlan *p, const Graph *g, const Node *n, int64_t b, int
     CudaEmit em = {p, (int32_t)(n - g->nodes.data)};
     Tpl c = {&em, g, n, b, t, err};
     CudaLibCall call;
-    if (lib_fns[n->op](&c, &call) || emit_round(p, &c, &call)) return -1;
+    int rc = lib_fns[n->op](&c, &call);
+    if (rc) return rc; /* 1: this node takes a kernel template instead */
+    if (emit_round(&c, &call)) return -1;
     call.node = em.node;
     if (call.kind == LIB_FP8_GEMM_WGRAD && cuda_fp8_wgrad_operands(&em, n, &call)) return -1;
+    if (call.kind == LIB_FP8_GEMM && cuda_fp8_fwd_scales(&em, n, &call)) return -1;
     VEC_PUSH(p->calls, call);
     return 0;
 }

@@ -49,6 +49,13 @@ int tpl_stable_rank(const Tpl *c, ValueId keys, int64_t count);
 /* Attention (cuda_tpl_attention.c), registered in cuda_tpl_model and cuda_tpl_grad. */
 int tpl_sdpa(const Tpl *c);
 int tpl_sdpa_grad(const Tpl *c);
+/* sdpa / sdpa_grad as a LIB_ATTENTION(_GRAD) call (cuda_lib_attention.c): 0 done, -1 error,
+ * 1 when the node takes the kernel templates instead (exact_attention, or dtypes other than f32). */
+int cuda_lib_attention(const Tpl *c, CudaLibCall *call);
+/* A kernel rounding y's floats to the bf16 grid in place, as a launch a library call makes itself. */
+int tpl_round_bf16(const Tpl *c, ValueId y, CudaLaunch *out);
+/* Moves the launch just emitted out of the plan (into a library call that makes it itself). */
+int tpl_take_launch(const Tpl *c, CudaLaunch *out);
 /* Fills an output value with a constant. */
 int tpl_fill(const Tpl *c, ValueId out, double value);
 /* dst[o*DST_STRIDE + DST_OFF + r] = src[o*SRC_STRIDE + SRC_OFF + r] for o < outer, r < row. */

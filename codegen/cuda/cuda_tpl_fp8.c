@@ -222,4 +222,39 @@ int cuda_fp8_wgrad_operands(CudaEmit *em, const Node *n, const CudaLibCall *call
                : 0;
 }
 
+/* A matrix of floats re-laid: dst[o * LD + i] = src[o * SRC_O + i * SRC_I] for i < N, zeros for
+ * N <= i < LD (the padding: what cuBLASLt may read there is a defined zero, as PyTorch pads).
+ * With SRC_I = 1 it pads rows; with SRC_O = 1 it also transposes. */
+static const char fwd_scales_body[] =
+    "    for (long long j = V3C_THREAD_ID; j < OUTER * LD; j += V3C_THREADS) {\n"
+    "        const long long o = j / LD, i = j % LD;\n"
+    "        dst[j] = i < N ? src[o * SRC_O + i * SRC_I] : 0.0f;\n"
+    "    }\n}\n";
+
+static int fwd_scales(CudaEmit *em, ValueId s, int64_t outer, int64_t n, int64_t src_o, int64_t src_i, int slot) {
+    int64_t ld = fp8_scale_ld(n);
+    KernelText kt;
+    tpl_begin(&kt, "fp8_fwd_scales");
+    tpl_define(&kt, "OUTER", outer);
+    tpl_define(&kt, "N", n);
+    tpl_define(&kt, "LD", ld);
+    tpl_define(&kt, "SRC_O", src_o);
+    tpl_define(&kt, "SRC_I", src_i);
+    buf_puts(&kt.body, "extern \"C\" __global__ void KNAME(");
+    ktext_param(&kt, "const float *", "src");
+    ktext_param(&kt, "float *", "dst");
+    tpl_body(&kt, fwd_scales_body);
+    CudaArg a[2] = {carg_value(s), carg_scratch(slot, outer * ld * (int64_t)sizeof(float))};
+    return cuda_emit_kernel(em, &kt, a, 2, outer * ld, 0);
+}
+
+/* sa [m, kb] -> block-major [kb][ld(m)] (the row axis innermost: a transpose); sb [nb, kb] -> [nb][ld(kb)]. */
+int cuda_fp8_fwd_scales(CudaEmit *em, const Node *n, const CudaLibCall *call) {
+    int64_t kblocks = (call->k + FP8_BLOCK - 1) / FP8_BLOCK, nblocks = (call->n + FP8_BLOCK - 1) / FP8_BLOCK;
+    return fwd_scales(em, n->in[1], kblocks, call->m, 1, kblocks, FP8_FWD_SA) ||
+                   fwd_scales(em, n->in[3], nblocks, kblocks, kblocks, 1, FP8_FWD_SB)
+               ? -1
+               : 0;
+}
+
 const TplFn cuda_tpl_fp8[OP_COUNT] = {[OP_QUANTIZE] = tpl_quantize, [OP_DEQUANTIZE] = tpl_dequantize};
