@@ -261,6 +261,39 @@ START_TEST(test_bf16_attention_matches_interpreter) {
 }
 END_TEST
 
+/* The launches an attention call makes itself, per step: its row kernels once per round (two batch
+ * rows of three one-head rounds), its bf16 roundings once. What `v3c compile` counts
+ * (cuda_call_step_launches) is what the executor launches. */
+START_TEST(test_call_launches_per_step) {
+    Graph *g = parse_ir_ok(attention_ir, "attention");
+    Err e = {0};
+    ck_assert_msg(bf16_graph(g, &e) == 0, "%s", e.msg);
+    CudaPlanOptions one_head = {.attention_scratch_bytes = 70 * 70 * 4};
+    CudaPlan p;
+    ck_assert_msg(cuda_plan_build(g, BATCH, SEQ, &one_head, &p, &e) == 0, "%s", e.msg);
+    ck_assert_int_eq(p.calls.len, 2);
+    ck_assert_int_eq(cuda_attention_rounds(&p.calls.data[0].att), BATCH * 3);
+    ck_assert_int_eq(cuda_call_step_launches(&p.calls.data[0]), BATCH * 3 + 1);         /* softmax, round */
+    ck_assert_int_eq(cuda_call_step_launches(&p.calls.data[1]), 2 * BATCH * 3 + 1 + 2); /* + dscores, dk, dv */
+    int64_t own = cuda_call_step_launches(&p.calls.data[0]) + cuda_call_step_launches(&p.calls.data[1]);
+    cuda_plan_free(&p);
+    TensorSet feeds, got;
+    tset_init(&feeds), tset_init(&got);
+    feed_random_inputs(g, NULL, (InputFill){"", 0, 4}, BATCH, SEQ, 5, &feeds);
+    CudaApi *api = cuda_emu_open(EMU_BLOCK, EMU_MAX_GRID);
+    if (api) {
+        InterpOptions io = {.batch = BATCH, .seq = SEQ};
+        CudaExec *x = cuda_exec_prepare_opts(api, g, &io, &one_head, &e);
+        ck_assert_msg(x != NULL, "%s", e.msg);
+        ck_assert_msg(cuda_exec_step(x, &feeds, &got, &e) == 0, "%s", e.msg);
+        ck_assert_int_eq(cuda_emu_counts(api).launches, cuda_exec_stats(x).launches + own);
+        cuda_exec_free(x);
+    }
+    tset_free(&feeds), tset_free(&got);
+    graph_free(g);
+}
+END_TEST
+
 /* No queries: sdpa_grad's dk and dv are sums over nothing, zeros (the emulated device's memory
  * starts as NaN, so a skipped write shows). */
 START_TEST(test_no_queries_give_zero_gradients) {
@@ -371,6 +404,7 @@ static Suite *suite(void) {
     tcase_add_test(emu, test_noncausal_attention_matches_interpreter);
     tcase_add_test(emu, test_sharp_softmax_matches_interpreter);
     tcase_add_test(emu, test_bf16_attention_matches_interpreter);
+    tcase_add_test(emu, test_call_launches_per_step);
     tcase_add_test(emu, test_no_queries_give_zero_gradients);
     tcase_add_test(emu, test_tiny_model_with_gemm_attention);
     suite_add_tcase(s, emu);

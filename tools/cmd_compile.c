@@ -28,23 +28,14 @@ static int dump_sources(const CudaPlan *p, const char *dir, Err *err) {
     return 0;
 }
 
-/* How many times a call's own launches run per step: once, or per round of an attention. */
-static int64_t call_rounds(const CudaLibCall *c) {
-    const CudaAttention *a = &c->att;
-    int is_attention = c->kind == LIB_ATTENTION || c->kind == LIB_ATTENTION_GRAD;
-    return is_attention && a->heads_per_round > 0 ? a->batch * (a->heads / a->heads_per_round) : 1;
-}
-
 static void print_summary(const CudaPlan *p, const CudaCompileStats *st, const char *target) {
     printf("target: %s (B=%lld, T=%lld)\n", target, (long long)p->b, (long long)p->t);
     printf("kernels: %lld generated, %zu distinct, %lld compiled, %lld from cache\n", (long long)p->generated,
            p->kernels.len, (long long)st->compiled, (long long)st->cached);
     int64_t counts[LIB_KIND_COUNT] = {0}, own = 0;
     for (size_t i = 0; i < p->calls.len; i++) {
-        const CudaLibCall *c = &p->calls.data[i];
-        const CudaLaunch *l[CUDA_CALL_LAUNCHES];
-        counts[c->kind]++;
-        own += cuda_call_launches(c, l) * call_rounds(c);
+        counts[p->calls.data[i].kind]++;
+        own += cuda_call_step_launches(&p->calls.data[i]);
     }
     printf("library calls:");
     for (int k = 0; k < LIB_KIND_COUNT; k++) printf("%s %lld %s", k ? "," : "", (long long)counts[k], cuda_lib_kind_name(k));

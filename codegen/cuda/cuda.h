@@ -109,6 +109,10 @@ typedef struct CudaLibCall {
  * up to CUDA_CALL_LAUNCHES, into out; returns how many. */
 enum { CUDA_CALL_LAUNCHES = 5 };
 int cuda_call_launches(const CudaLibCall *c, const CudaLaunch **out);
+/* Rounds of an attention call per step (batch rows times chunks of heads); 0 without queries. */
+int64_t cuda_attention_rounds(const CudaAttention *a);
+/* Launches a call makes itself per step: an attention's row kernels once per round, the roundings once. */
+int64_t cuda_call_step_launches(const CudaLibCall *c);
 
 /* LIB_FP8_GEMM_WGRAD (dw[n,k] = sum over m tokens of qa[m,n] qb[m,k]): cuBLASLt's FP8 GEMM
  * contracts only an innermost axis, so the node's launches (which run before its call) copy

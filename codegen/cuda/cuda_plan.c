@@ -18,13 +18,26 @@ static const char *const lib_kind_names[LIB_KIND_COUNT] = {
 
 const char *cuda_lib_kind_name(CudaLibKind k) { return (unsigned)k < LIB_KIND_COUNT ? lib_kind_names[k] : "?"; }
 
+static int is_attention(const CudaLibCall *c) { return c->kind == LIB_ATTENTION || c->kind == LIB_ATTENTION_GRAD; }
+
 int cuda_call_launches(const CudaLibCall *c, const CudaLaunch **out) {
     const CudaLaunch *all[CUDA_CALL_LAUNCHES] = {&c->round, &c->att.softmax, &c->att.dscores, &c->att.round_rest[0],
                                                  &c->att.round_rest[1]};
     int n = 0;
-    int is_attention = c->kind == LIB_ATTENTION || c->kind == LIB_ATTENTION_GRAD;
     for (int i = 0; i < CUDA_CALL_LAUNCHES; i++)
-        if ((i == 0 || is_attention) && all[i]->kernel >= 0) out[n++] = all[i];
+        if ((i == 0 || is_attention(c)) && all[i]->kernel >= 0) out[n++] = all[i];
+    return n;
+}
+
+int64_t cuda_attention_rounds(const CudaAttention *a) {
+    return a->heads_per_round > 0 ? a->batch * (a->heads / a->heads_per_round) : 0;
+}
+
+int64_t cuda_call_step_launches(const CudaLibCall *c) {
+    const CudaLaunch *own[CUDA_CALL_LAUNCHES];
+    int64_t n = 0, rounds = is_attention(c) ? cuda_attention_rounds(&c->att) : 0;
+    for (int i = 0, nl = cuda_call_launches(c, own); i < nl; i++)
+        n += own[i] == &c->att.softmax || own[i] == &c->att.dscores ? rounds : 1;
     return n;
 }
 
