@@ -36,6 +36,16 @@ typedef struct CudaGemm {
     int bf16_operands;
 } CudaGemm;
 
+/* A GEMM cuBLASLt can take: every dimension and the batch at least 1, the batch within its
+ * int32_t, each leading dimension at least the stored row it spans, no negative batch stride.
+ * Anything else is a planner's bug; the real table and the emulation refuse the same shapes. */
+static inline int cuda_gemm_valid(const CudaGemm *g) {
+    int64_t row_a = g->trans_a ? g->m : g->k, row_b = g->trans_b ? g->k : g->n;
+    int negative_stride = g->batch > 1 && (g->stride_a < 0 || g->stride_b < 0 || g->stride_c < 0);
+    return g->m > 0 && g->n > 0 && g->k > 0 && g->batch > 0 && g->batch <= INT32_MAX && g->lda >= row_a &&
+           g->ldb >= row_b && g->ldc >= g->n && !negative_stride;
+}
+
 /* linear: y[m,n] = x[m,k] w[n,k]^T. */
 static inline CudaGemm cuda_gemm_linear(int64_t m, int64_t n, int64_t k, CuPtr x, CuPtr w, CuPtr y, int bf16) {
     return (CudaGemm){.m = m, .n = n, .k = k, .batch = 1, .trans_b = 1, .a = x, .b = w, .c = y,

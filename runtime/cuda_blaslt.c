@@ -274,11 +274,7 @@ static const Prepared *prepared(Blaslt *b, const Shape *key, Prepared *fresh, Er
 /* A shape cuBLASLt would reject or misread (a leading dimension shorter than the
  * row it must hold, a batch count past its int32_t) is the planner's bug. */
 static int gemm_sane(const CudaGemm *g, Err *err) {
-    int64_t row_a = g->trans_a ? g->m : g->k, row_b = g->trans_b ? g->k : g->n;
-    int batched = g->batch > 1;
-    if (g->m > 0 && g->n > 0 && g->k > 0 && g->batch > 0 && g->batch <= INT32_MAX && g->lda >= row_a &&
-        g->ldb >= row_b && g->ldc >= g->n && !(batched && (g->stride_a < 0 || g->stride_b < 0 || g->stride_c < 0)))
-        return 0;
+    if (cuda_gemm_valid(g)) return 0;
     return err_internal(err, "cuBLASLt GEMM of m=%lld n=%lld k=%lld batch=%lld trans_a=%d trans_b=%d lda=%lld ldb=%lld "
                              "ldc=%lld strides %lld %lld %lld",
                         (long long)g->m, (long long)g->n, (long long)g->k, (long long)g->batch, g->trans_a, g->trans_b,

@@ -907,6 +907,7 @@ static void check_refusals(const GemmTarget *to, const char *says) {
         {.m = 3, .n = 5, .k = 6, .batch = 1, .lda = 6, .ldb = 4, .ldc = 5},                /* ldb < n */
         {.m = 3, .n = 5, .k = 6, .batch = 1, .trans_b = 1, .lda = 6, .ldb = 5, .ldc = 5},  /* ldb < k */
         {.m = 3, .n = 5, .k = 6, .batch = 1, .lda = 6, .ldb = 5, .ldc = 4},                /* ldc < n */
+        {.m = 2, .n = 2, .k = 2, .batch = 2, .lda = 2, .ldb = 2, .ldc = 2, .stride_a = -4}, /* a stride backwards */
     };
     float dummy[64] = {0};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {

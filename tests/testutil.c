@@ -501,12 +501,6 @@ static int64_t off_grid_read(const float *x, int64_t batch, int64_t stride, int6
 /* Where element [i,j] of op(X) lies: X stored with rows ld apart, transposed or not. */
 static int64_t op_at(int trans, int64_t ld, int64_t i, int64_t j) { return trans ? j * ld + i : i * ld + j; }
 
-/* The shapes cuBLASLt refuses (runtime/cuda_blaslt.c), refused here too so the executor's tests see them. */
-static int emu_gemm_sane(const CudaGemm *g) {
-    return g->m > 0 && g->n > 0 && g->k > 0 && g->batch > 0 && g->lda >= (g->trans_a ? g->m : g->k) &&
-           g->ldb >= (g->trans_b ? g->k : g->n) && g->ldc >= g->n;
-}
-
 /* The interpreter's GEMM order: fp64 sums over the contracted axis in increasing
  * order, scaled by alpha in fp64, one rounding to fp32 (alpha 1: the sum rounded; a
  * bf16 result is rounded further by the executor's kernel, as the interpreter rounds
@@ -516,7 +510,7 @@ static int emu_gemm(CudaApi *a, const CudaGemm *g, CuStream s, Err *err) {
     const float *pa = host_ptr(g->a), *pb = host_ptr(g->b);
     float *pc = host_ptr(g->c);
     emu(a)->counts.gemms++;
-    if (!emu_gemm_sane(g))
+    if (!cuda_gemm_valid(g)) /* what cuBLASLt refuses, refused here too so the executor's tests see it */
         return err_internal(err, "emulation: GEMM of m=%lld n=%lld k=%lld batch=%lld with lda=%lld ldb=%lld ldc=%lld",
                             (long long)g->m, (long long)g->n, (long long)g->k, (long long)g->batch, (long long)g->lda,
                             (long long)g->ldb, (long long)g->ldc);
