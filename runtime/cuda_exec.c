@@ -122,26 +122,25 @@ static int load_kernels(CudaExec *x, Err *err) {
     return rc;
 }
 
-/* Values something reads or writes: launch arguments, library operands (and
- * their rounding launches' arguments), graph outputs; then, backwards, the
- * source of every used reshape. */
+static void mark_args(uint8_t *used, const CudaLaunch *l) {
+    for (int a = 0; a < l->nargs; a++)
+        if (l->args[a].kind == CARG_VALUE) used[l->args[a].value] = 1;
+}
+
+/* Values something reads or writes: launch arguments, library operands (and the
+ * arguments of the launches a call makes itself), graph outputs; then, backwards,
+ * the source of every used reshape. */
 static uint8_t *values_used(const CudaExec *x) {
     const Graph *g = x->g;
     uint8_t *used = xcalloc(g->values.len + 1, 1);
-    for (size_t i = 0; i < x->plan.launches.len; i++) {
-        const CudaLaunch *l = &x->plan.launches.data[i];
-        for (int a = 0; a < l->nargs; a++)
-            if (l->args[a].kind == CARG_VALUE) used[l->args[a].value] = 1;
-    }
+    for (size_t i = 0; i < x->plan.launches.len; i++) mark_args(used, &x->plan.launches.data[i]);
     for (size_t i = 0; i < x->plan.calls.len; i++) {
         const CudaLibCall *c = &x->plan.calls.data[i];
         const Node *n = &g->nodes.data[c->node];
         for (int k = 0; k < n->nin; k++) used[n->in[k]] = 1;
         for (int k = 0; k < n->nout; k++) used[n->out[k]] = 1;
         const CudaLaunch *own[CUDA_CALL_LAUNCHES];
-        for (int j = 0, nl = cuda_call_launches(c, own); j < nl; j++)
-            for (int a = 0; a < own[j]->nargs; a++)
-                if (own[j]->args[a].kind == CARG_VALUE) used[own[j]->args[a].value] = 1;
+        for (int j = 0, nl = cuda_call_launches(c, own); j < nl; j++) mark_args(used, own[j]);
     }
     for (size_t i = 0; i < g->outputs.len; i++) used[g->outputs.data[i].value] = 1;
     for (size_t i = g->nodes.len; i-- > 0;) {
