@@ -103,10 +103,13 @@ START_TEST(test_rounds_bound_the_scratch) {
 END_TEST
 
 /* ---- numbers against the interpreter ---- */
-static CudaExec *emulated(const Graph *g, const CudaPlanOptions *po, int64_t b, int64_t t) {
+/* The executor on the emulated device at BATCH, SEQ (api_out, unless NULL: its table, for its
+ * counts); NULL, the reason printed, without a host compiler. */
+static CudaExec *emulated(const Graph *g, const CudaPlanOptions *po, CudaApi **api_out) {
     CudaApi *api = cuda_emu_open(EMU_BLOCK, EMU_MAX_GRID);
     if (!api) return NULL;
-    InterpOptions io = {.batch = b, .seq = t};
+    if (api_out) *api_out = api;
+    InterpOptions io = {.batch = BATCH, .seq = SEQ};
     Err e = {0};
     CudaExec *x = cuda_exec_prepare_opts(api, g, &io, po, &e);
     ck_assert_msg(x != NULL, "%s", e.msg);
@@ -152,7 +155,9 @@ static void compare_all(const Graph *g, const TensorSet *want, const TensorSet *
     }
 }
 
-/* The largest |score| the inputs allow: scale * dk * max|q| * max|k| (inputs in [-1, 1]). */
+/* Runs ir on the interpreter and the emulated device and compares every output within
+ * attention_bound(smax), smax the largest |score| the inputs allow: scale * dk * max|q| * max|k|
+ * (inputs in [-1, 1]). */
 static void run_and_compare(const char *ir, double smax, const CudaPlanOptions *po, const CudaStepOptions *so) {
     Graph *g = parse_ir_ok(ir, ir);
     TensorSet feeds, want, got;
@@ -162,7 +167,7 @@ static void run_and_compare(const char *ir, double smax, const CudaPlanOptions *
     InterpOptions io = {.batch = BATCH, .seq = SEQ};
     Err e = {0};
     ck_assert_msg(interp_run(g, &feeds, &io, &want, &e) == 0, "%s", e.msg);
-    CudaExec *x = emulated(g, po, BATCH, SEQ);
+    CudaExec *x = emulated(g, po, NULL);
     if (x) {
         tset_init(&got);
         ck_assert_msg(cuda_exec_step_opts(x, &feeds, so, &got, &e) == 0, "%s", e.msg);
@@ -244,7 +249,7 @@ START_TEST(test_bf16_attention_matches_interpreter) {
     feed_random_inputs(g, NULL, (InputFill){"", 0, 4}, BATCH, SEQ, 11, &feeds);
     InterpOptions io = {.batch = BATCH, .seq = SEQ};
     ck_assert_msg(interp_run(g, &feeds, &io, &want, &e) == 0, "%s", e.msg);
-    CudaExec *x = emulated(g, NULL, BATCH, SEQ);
+    CudaExec *x = emulated(g, NULL, NULL);
     if (x) {
         ck_assert_msg(cuda_exec_step(x, &feeds, &got, &e) == 0, "%s", e.msg);
         compare_all(g, &want, &got, ldexp(1.0, -5));
@@ -280,11 +285,9 @@ START_TEST(test_call_launches_per_step) {
     TensorSet feeds, got;
     tset_init(&feeds), tset_init(&got);
     feed_random_inputs(g, NULL, (InputFill){"", 0, 4}, BATCH, SEQ, 5, &feeds);
-    CudaApi *api = cuda_emu_open(EMU_BLOCK, EMU_MAX_GRID);
-    if (api) {
-        InterpOptions io = {.batch = BATCH, .seq = SEQ};
-        CudaExec *x = cuda_exec_prepare_opts(api, g, &io, &one_head, &e);
-        ck_assert_msg(x != NULL, "%s", e.msg);
+    CudaApi *api = NULL;
+    CudaExec *x = emulated(g, &one_head, &api);
+    if (x) {
         ck_assert_msg(cuda_exec_step(x, &feeds, &got, &e) == 0, "%s", e.msg);
         ck_assert_int_eq(cuda_emu_counts(api).launches, cuda_exec_stats(x).launches + own);
         cuda_exec_free(x);
@@ -305,7 +308,7 @@ START_TEST(test_no_queries_give_zero_gradients) {
     TensorSet feeds, got;
     tset_init(&feeds);
     feed_random_inputs(g, NULL, (InputFill){"", 0, 4}, BATCH, SEQ, 3, &feeds);
-    CudaExec *x = emulated(g, NULL, BATCH, SEQ);
+    CudaExec *x = emulated(g, NULL, NULL);
     if (x) {
         Err e = {0};
         tset_init(&got);
@@ -365,7 +368,7 @@ START_TEST(test_tiny_model_with_gemm_attention) {
     ck_assert_msg(autodiff_graph(g, "loss", &e) == 0, "%s", e.msg);
     PipelineOptions po = {.log = stderr};
     ck_assert_msg(run_pipeline(g, &po, &e) == 0, "%s", e.msg);
-    CudaExec *x = emulated(g, NULL, BATCH, SEQ);
+    CudaExec *x = emulated(g, NULL, NULL);
     if (x) {
         CudaStepOptions poison = {.poison_dead_values = 1};
         for (uint64_t seed = 1; seed <= 2; seed++) {
