@@ -50,7 +50,8 @@ int tpl_stable_rank(const Tpl *c, ValueId keys, int64_t count);
 int tpl_sdpa(const Tpl *c);
 int tpl_sdpa_grad(const Tpl *c);
 /* sdpa / sdpa_grad as a LIB_ATTENTION(_GRAD) call (cuda_lib_attention.c): 0 done, -1 error,
- * 1 when the node takes the kernel templates instead (exact_attention, or dtypes other than f32). */
+ * 1 when the node takes the kernel templates instead (exact_attention, operands not all f32 or all bf16,
+ * or an empty head dim). */
 int cuda_lib_attention(const Tpl *c, CudaLibCall *call);
 /* A kernel rounding y's floats to the bf16 grid in place, as a launch a library call makes itself. */
 int tpl_round_bf16(const Tpl *c, ValueId y, CudaLaunch *out);
