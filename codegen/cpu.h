@@ -6,16 +6,22 @@
 
 typedef struct CpuKernels CpuKernels;
 
-/* Compiles n kernels (equal ones share one function) and sets fns[i]. With
- * dump_dir, writes each distinct kernel's optimized LLVM IR to dump_dir/NAME.ll.
- * Fails with a user error on a build configured with -DV3C_LLVM=OFF. */
 /* Whether this build can generate CPU kernels (configured with LLVM). */
 int cpu_kernels_available(void);
 
-CpuKernels *cpu_kernels_compile(const KernelDesc *descs, int n, const char *dump_dir, KernelFn *fns, Err *err);
+typedef struct CpuCompileOptions {
+    const char *dump_dir;  /* writes each distinct kernel's optimized LLVM IR to DIR/NAME.ll */
+    const char *cache_dir; /* the kernel cache (../kcache.h); NULL compiles everything */
+} CpuCompileOptions;
+
+/* Compiles n kernels (equal ones share one function, named v3c_kernel_HASH)
+ * and sets fns[i]. Fails with a user error on a build configured with
+ * -DV3C_LLVM=OFF. */
+CpuKernels *cpu_kernels_compile(const KernelDesc *descs, int n, const CpuCompileOptions *o, KernelFn *fns, Err *err);
 void cpu_kernels_free(CpuKernels *c);
-/* How many distinct kernels were compiled. */
+/* How many distinct kernels there are, and how many of them came from the cache. */
 int cpu_kernels_count(const CpuKernels *c);
+int cpu_kernels_cached(const CpuKernels *c);
 
 /* y[m,n] = x[m,k] @ w[n,k]^T in fp32 (BLAS), split over at most `threads` threads (0: all cores).
  * The outputs must come zeroed: an empty product (k = 0) leaves them so. */

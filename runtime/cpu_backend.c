@@ -9,6 +9,7 @@
 
 #include "../codegen/cpu.h"
 #include "../codegen/fuse.h"
+#include "../codegen/kcache.h"
 #include "../codegen/kernel.h"
 #include "../base/numeric.h"
 #include "../base/parallel.h"
@@ -82,7 +83,12 @@ static int build_kernels(CpuPlan *p, const char *dump_dir, Err *err) {
         p->last_member[i] = gr->nodes.data[gr->nodes.len - 1];
         if (kernel_from_group(p->g, &p->fusion, i, p->b, p->t, &p->descs[i], err)) return -1;
     }
-    p->kernels = cpu_kernels_compile(p->descs, n, dump_dir, p->fns, err);
+    /* Without a cache directory every run compiles: slower, nothing lost. */
+    Err no_cache = {0};
+    char *cache_dir = kcache_dir(&no_cache);
+    CpuCompileOptions o = {.dump_dir = dump_dir, .cache_dir = cache_dir};
+    p->kernels = cpu_kernels_compile(p->descs, n, &o, p->fns, err);
+    free(cache_dir);
     return p->kernels ? 0 : -1;
 }
 
@@ -353,7 +359,9 @@ int cpu_plan_run(const CpuPlan *p, const TensorSet *feeds, TensorSet *results, E
 }
 
 CpuPlanStats cpu_plan_stats(const CpuPlan *p) {
-    CpuPlanStats s = {.groups = (int)p->fusion.groups.len, .kernels = cpu_kernels_count(p->kernels)};
+    CpuPlanStats s = {.groups = (int)p->fusion.groups.len,
+                      .kernels = cpu_kernels_count(p->kernels),
+                      .cached_kernels = cpu_kernels_cached(p->kernels)};
     for (size_t i = 0; i < p->g->nodes.len; i++) {
         const Node *n = &p->g->nodes.data[i];
         if (p->fusion.group_of[i] >= 0) s.fused_nodes++;

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "../codegen/fuse.h"
 #include "../frontend/frontend.h"
@@ -371,7 +372,7 @@ START_TEST(test_dump_kernels) {
         char *path = path_join(dir, ent->d_name);
         size_t len;
         char *text = read_file(path, &len, &e);
-        ck_assert_msg(text && strstr(text, "define void @v3c_kernel_0"), "%s", path);
+        ck_assert_msg(text && strstr(text, "define void @v3c_kernel_"), "%s", path);
         free(text);
         free(path);
         files++;
@@ -379,6 +380,109 @@ START_TEST(test_dump_kernels) {
     closedir(d);
     ck_assert_int_eq(files, 1);
     free(dir);
+    graph_free(g);
+}
+END_TEST
+
+/* ---- the kernel cache ---- */
+/* Two fused groups (exp, then add after the GEMM): two distinct kernels. */
+static const char *two_kernels = "v3ir 1\n%0 = input {name=\"x\"} : f32[B,T,8]\n%1 = input {name=\"w\"} : f32[8,8]\n"
+                                 "%2 = exp %0 : f32[B,T,8]\n%3 = linear %2, %1 : f32[B,T,8]\n%4 = add %2, %3 : f32[B,T,8]\n"
+                                 "output \"y\" = %4\n";
+
+/* Builds and runs a plan through the cache $V3C_CACHE_DIR names; its stats. */
+static CpuPlanStats run_plan(const Graph *g, const TensorSet *feeds, TensorSet *out) {
+    InterpOptions opt = {.batch = BATCH, .seq = SEQ};
+    Err e = {0};
+    CpuPlan *p = cpu_plan_build(g, &opt, NULL, &e);
+    ck_assert_msg(p != NULL, "%s", e.msg);
+    tset_init(out);
+    ck_assert_msg(cpu_plan_run(p, feeds, out, &e) == 0, "%s", e.msg);
+    CpuPlanStats s = cpu_plan_stats(p);
+    cpu_plan_free(p);
+    return s;
+}
+
+static int compare_strings(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+/* The names of dir's entries, sorted, one per line. */
+static char *entry_names(const char *dir) {
+    char *names[64];
+    int n = 0;
+    DIR *d = opendir(dir);
+    ck_assert_msg(d != NULL, "%s", dir);
+    for (struct dirent *ent; (ent = readdir(d)) != NULL && n < 64;)
+        if (ent->d_name[0] != '.') names[n++] = xstrdup(ent->d_name);
+    closedir(d);
+    qsort(names, (size_t)n, sizeof *names, compare_strings);
+    Buf b = {0};
+    for (int i = 0; i < n; i++) buf_printf(&b, "%s\n", names[i]), free(names[i]);
+    return b.data ? b.data : xstrdup("");
+}
+
+static void expect_same_outputs(const TensorSet *a, const TensorSet *b) {
+    ck_assert(tensors_identical(tset_get(a, "y"), tset_get(b, "y")));
+}
+
+/* A second plan takes every kernel from the cache and computes the same bits; a
+ * damaged entry is compiled again; a cache directory that cannot be made costs
+ * only the compile. */
+START_TEST(test_kernel_cache) {
+    char *dir = make_temp_dir();
+    setenv("V3C_CACHE_DIR", dir, 1);
+    Graph *g = parse(two_kernels);
+    TensorSet feeds, cold, warm, mended, uncached;
+    tset_init(&feeds);
+    feed_all(g, NULL, &feeds);
+    CpuPlanStats s = run_plan(g, &feeds, &cold);
+    ck_assert_int_eq(s.kernels, 2);
+    ck_assert_int_eq(s.cached_kernels, 0);
+    s = run_plan(g, &feeds, &warm);
+    ck_assert_int_eq(s.cached_kernels, 2);
+    expect_same_outputs(&cold, &warm);
+    char *names = entry_names(dir);
+    char *first = xstrndup(names, strcspn(names, "\n"));
+    ck_assert_msg(strlen(first) == 32 && strchr(names + 33, '\n') == names + strlen(names) - 1, "%s", names);
+    char *object = xsprintf("%s/%s/kernel.o", dir, first);
+    ck_assert_int_eq(truncate(object, 16), 0);
+    s = run_plan(g, &feeds, &mended);
+    ck_assert_int_eq(s.cached_kernels, 1);
+    expect_same_outputs(&cold, &mended);
+    char *blocked = xsprintf("%s/%s/kernel.o/below", dir, first); /* a file's subdirectory */
+    setenv("V3C_CACHE_DIR", blocked, 1);
+    s = run_plan(g, &feeds, &uncached);
+    ck_assert_int_eq(s.cached_kernels, 0);
+    expect_same_outputs(&cold, &uncached);
+    unsetenv("V3C_CACHE_DIR");
+    tset_free(&feeds), tset_free(&cold), tset_free(&warm), tset_free(&mended), tset_free(&uncached);
+    free(names), free(first), free(object), free(blocked), free(dir);
+    graph_free(g);
+}
+END_TEST
+
+/* --dump-kernels writes the same optimized IR whether the kernels were compiled or cached. */
+START_TEST(test_dump_kernels_from_cache) {
+    char *cache = make_temp_dir(), *cold = make_temp_dir(), *warm = make_temp_dir();
+    setenv("V3C_CACHE_DIR", cache, 1);
+    Graph *g = parse(two_kernels);
+    InterpOptions opt = {.batch = BATCH, .seq = SEQ};
+    Err e = {0};
+    ck_assert_msg(exec_dump_kernels(g, &opt, cold, &e) == 0, "%s", e.msg);
+    ck_assert_msg(exec_dump_kernels(g, &opt, warm, &e) == 0, "%s", e.msg);
+    char *names = entry_names(cold), *again = entry_names(warm);
+    ck_assert_str_eq(names, again);
+    int files = 0;
+    for (char *name = names, *end; *name; name = end + 1, files++) {
+        end = strchr(name, '\n');
+        *end = 0;
+        char *pa = path_join(cold, name), *pb = path_join(warm, name);
+        char *a = read_file(pa, NULL, &e), *b = read_file(pb, NULL, &e);
+        ck_assert_msg(a && b && strcmp(a, b) == 0, "%s differs", name);
+        free(a), free(b), free(pa), free(pb);
+    }
+    ck_assert_int_eq(files, 2);
+    unsetenv("V3C_CACHE_DIR");
+    free(names), free(again), free(cache), free(cold), free(warm);
     graph_free(g);
 }
 END_TEST
@@ -466,6 +570,8 @@ int main(void) {
     tcase_add_test(tc, test_fusion_keeps_graph_acyclic);
     tcase_add_test(tc, test_errors);
     tcase_add_test(tc, test_dump_kernels);
+    tcase_add_test(tc, test_kernel_cache);
+    tcase_add_test(tc, test_dump_kernels_from_cache);
     tcase_add_test(tc, test_golden_tiny_forward);
     tcase_add_test(tc, test_golden_tiny_grads);
     tcase_add_test(tc, test_golden_tiny_grads_fuse_pass);

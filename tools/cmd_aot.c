@@ -174,8 +174,8 @@ static int compile_kernels(Aot *a, Err *err) {
     CudaCubin *cubins = xcalloc((size_t)n + 1, sizeof *cubins);
     if (rc == 0) rc = cuda_compile_kernels(nv, a->kernels.data, n, a->target, user, cubins, &a->compile, err);
     for (int i = 0; rc == 0 && i < n; i++) {
-        char *key = kcache_key(nvrtc_version_text(nv), a->target, a->kernels.data[i].source);
-        rc = kcache_store(dir, key, a->kernels.data[i].source, cubins[i].data, cubins[i].len, err);
+        char *key = cuda_cache_key(nvrtc_version_text(nv), a->target, a->kernels.data[i].source);
+        rc = kcache_store(dir, key, &cuda_cache_files, a->kernels.data[i].source, cubins[i].data, cubins[i].len, err);
         free(key);
     }
     cuda_cubins_free(cubins, n);

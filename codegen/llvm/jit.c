@@ -1,7 +1,8 @@
 /* The ORC LLJIT wrapper: host target, process symbols (libm's exp and log)
- * visible to generated code, one thread-safe context per JIT. */
+ * visible to generated code, which arrives as object files. */
 #include <stdlib.h>
 
+#include <llvm-c/Core.h>
 #include <llvm-c/Error.h>
 #include <llvm-c/LLJIT.h>
 #include <llvm-c/Orc.h>
@@ -11,7 +12,6 @@
 
 struct Jit {
     LLVMOrcLLJITRef lljit;
-    LLVMOrcThreadSafeContextRef tsc;
 };
 
 /* Moves an LLVM error's message into err (and frees the error). */
@@ -49,29 +49,20 @@ Jit *jit_new(Err *err) {
         return NULL;
     }
     LLVMOrcJITDylibAddGenerator(LLVMOrcLLJITGetMainJITDylib(j->lljit), gen);
-    j->tsc = LLVMOrcCreateNewThreadSafeContext();
     return j;
 }
 
 void jit_free(Jit *j) {
     if (!j) return;
-    /* The JIT's modules hold the context too; it goes when the last holder does. */
     LLVMErrorRef e = LLVMOrcDisposeLLJIT(j->lljit);
     if (e) LLVMConsumeError(e);
-    if (j->tsc) LLVMOrcDisposeThreadSafeContext(j->tsc);
     free(j);
 }
 
-LLVMContextRef jit_context(Jit *j) { return LLVMOrcThreadSafeContextGetContext(j->tsc); }
-
-int jit_add_module(Jit *j, LLVMModuleRef m, Err *err) {
-    LLVMOrcThreadSafeModuleRef tsm = LLVMOrcCreateNewThreadSafeModule(m, j->tsc);
-    LLVMErrorRef e = LLVMOrcLLJITAddLLVMIRModule(j->lljit, LLVMOrcLLJITGetMainJITDylib(j->lljit), tsm);
-    if (e) {
-        LLVMOrcDisposeThreadSafeModule(tsm);
-        return take_error(e, err, "adding a module");
-    }
-    return 0;
+int jit_add_object(Jit *j, const char *data, size_t len, const char *name, Err *err) {
+    LLVMMemoryBufferRef buf = LLVMCreateMemoryBufferWithMemoryRangeCopy(data, len, name);
+    LLVMErrorRef e = LLVMOrcLLJITAddObjectFile(j->lljit, LLVMOrcLLJITGetMainJITDylib(j->lljit), buf);
+    return e ? take_error(e, err, name) : 0;
 }
 
 void *jit_lookup(Jit *j, const char *name, Err *err) {

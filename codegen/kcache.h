@@ -1,0 +1,35 @@
+/* codegen: the on-disk kernel cache, shared by the CUDA (cubins) and CPU (object
+ * files) code generators.
+ *
+ * Layout: DIR/KEY/{SOURCE, BINARY, kernel.meta}, KEY = a 128-bit hash of
+ * everything the binary depends on (compiler version, target, options, the full
+ * input); the file names come from the generator (KcacheFiles). An entry is
+ * written into a temporary directory and renamed into place, so concurrent
+ * processes sharing DIR never see half an entry; kernel.meta records the
+ * binary's size and hash, so a truncated or corrupted entry is detected and
+ * compiled again. */
+#ifndef V3C_CODEGEN_KCACHE_H
+#define V3C_CODEGEN_KCACHE_H
+
+#include <stddef.h>
+
+#include "../base/base.h"
+
+/* The names of an entry's text (what the binary was made from, for reading)
+ * and binary (what is loaded). */
+typedef struct KcacheFiles {
+    const char *source, *binary;
+} KcacheFiles;
+
+/* $V3C_CACHE_DIR, else $XDG_CACHE_HOME/v3c, else $HOME/.cache/v3c (created). */
+char *kcache_dir(Err *err);
+/* 32 hex digits naming n bytes of data. */
+char *kcache_hash(const char *data, size_t n);
+/* 1 and the binary when DIR/KEY is complete and intact; 0 otherwise. */
+int kcache_lookup(const char *dir, const char *key, const KcacheFiles *f, char **binary, size_t *len);
+/* The entry's source text, or NULL where it cannot be read. */
+char *kcache_source(const char *dir, const char *key, const KcacheFiles *f);
+int kcache_store(const char *dir, const char *key, const KcacheFiles *f, const char *source, const char *binary,
+                 size_t len, Err *err);
+
+#endif
