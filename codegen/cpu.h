@@ -28,6 +28,14 @@ int cpu_kernels_cached(const CpuKernels *c);
 void gemm_xwt(const float *x, const float *w, float *y, int64_t m, int64_t n, int64_t k, int threads);
 /* dw[n,k] = dy[m,n]^T @ x[m,k] in fp32 (BLAS), split the same way. */
 void gemm_dyt_x(const float *dy, const float *x, float *dw, int64_t m, int64_t n, int64_t k, int threads);
+/* One single-threaded fp64 BLAS call, row-major with the given leading dimensions, all sizes
+ * at least 1: c[m,n] = a[m,k] b[n,k]^T (nt), or c[m,n] = a[k,m]^T b[k,n] (tn). Not named
+ * dgemm_nt/dgemm_tn: OpenBLAS exports its own drivers by those names, and ours would
+ * interpose them (cblas_dgemm would then call back into us). */
+void gemm_f64_nt(const double *a, int64_t lda, const double *b, int64_t ldb, double *c, int64_t ldc, int64_t m, int64_t n,
+              int64_t k);
+void gemm_f64_tn(const double *a, int64_t lda, const double *b, int64_t ldb, double *c, int64_t ldc, int64_t m, int64_t n,
+              int64_t k);
 /* Makes each BLAS call single-threaded (the gemm_* functions split the work themselves). */
 void gemm_use_own_threads(void);
 

@@ -45,3 +45,15 @@ void gemm_dyt_x(const float *dy, const float *x, float *dw, int64_t m, int64_t n
     Gemm g = {dy, x, dw, m, n, k};
     parallel_for_capped(n, m * k, threads, dyt_x_rows, &g);
 }
+
+void gemm_f64_nt(const double *a, int64_t lda, const double *b, int64_t ldb, double *c, int64_t ldc, int64_t m, int64_t n,
+              int64_t k) {
+    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)n, (int)k, 1.0, a, (int)lda, b, (int)ldb, 0.0, c,
+                (int)ldc);
+}
+
+void gemm_f64_tn(const double *a, int64_t lda, const double *b, int64_t ldb, double *c, int64_t ldc, int64_t m, int64_t n,
+              int64_t k) {
+    cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)m, (int)n, (int)k, 1.0, a, (int)lda, b, (int)ldb, 0.0, c,
+                (int)ldc);
+}

@@ -328,6 +328,7 @@ static const CpuOpFn fast_ops[OP_COUNT] = {
     [OP_SUM_TO] = fast_sum_to,
     [OP_TRANSPOSE] = fast_transpose,
     [OP_CAST] = fast_cast,
+    [OP_FP8_MATMUL] = cpu_fp8_matmul,
 };
 
 /* Ops that also run on bf16 values (held as float on bf16's grid), the caller
@@ -337,11 +338,14 @@ static const CpuOpFn fast_ops[OP_COUNT] = {
  * softmax is computed from their f32 sums (P stays f32); and casts between f32
  * and bf16. */
 static const char takes_bf16[OP_COUNT] = {[OP_GROUPED_LINEAR] = 1, [OP_GROUPED_LINEAR_WGRAD] = 1, [OP_CAST] = 1,
-                                          [OP_SDPA] = 1, [OP_SDPA_GRAD] = 1};
+                                          [OP_SDPA] = 1, [OP_SDPA_GRAD] = 1, [OP_FP8_MATMUL] = 1};
 
-static int is_counts(const Node *n, int k) {
-    return (n->op == OP_GROUPED_LINEAR || n->op == OP_GROUPED_LINEAR_WGRAD) && k == 1;
-}
+/* Inputs that are not float values: the experts' row counts, fp8_matmul's E4M3
+ * operands (bit masks over the inputs; their types are the op's shape rule's). */
+static const unsigned char non_float_inputs[OP_COUNT] = {
+    [OP_GROUPED_LINEAR] = 1u << 1, [OP_GROUPED_LINEAR_WGRAD] = 1u << 1, [OP_FP8_MATMUL] = 1u << 0 | 1u << 2};
+
+static int is_non_float_input(const Node *n, int k) { return (non_float_inputs[n->op] >> k) & 1u; }
 
 static int float_ok(const Node *n, DType t) { return t == DT_F32 || (t == DT_BF16 && takes_bf16[n->op]); }
 
@@ -350,7 +354,7 @@ static int float_ok(const Node *n, DType t) { return t == DT_F32 || (t == DT_BF1
 CpuOpFn cpu_op_for(const Graph *g, const Node *n) {
     if (!fast_ops[n->op]) return NULL;
     for (int k = 0; k < n->nin; k++)
-        if (!float_ok(n, ir_type(g, n->in[k])->dtype) && !is_counts(n, k)) return NULL;
+        if (!float_ok(n, ir_type(g, n->in[k])->dtype) && !is_non_float_input(n, k)) return NULL;
     for (int k = 0; k < n->nout; k++)
         if (!float_ok(n, ir_type(g, n->out[k])->dtype)) return NULL;
     return fast_ops[n->op];

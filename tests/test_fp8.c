@@ -32,6 +32,32 @@ START_TEST(e4m3_round_trips_every_pattern) {
 }
 END_TEST
 
+/* Every pattern of both formats decodes to its value by the formats' definition
+ * (sign, exponent field, mantissa; subnormals at exponent field 0), an oracle
+ * independent of the bit-built decoder. */
+START_TEST(every_pattern_decodes_by_definition) {
+    static const struct {
+        Fp8Format f;
+        int mant_bits, bias, has_inf;
+    } formats[] = {{FP8_E4M3, 3, 7, 0}, {FP8_E5M2, 2, 15, 1}};
+    for (int i = 0; i < 2; i++)
+        for (int b = 0; b < 256; b++) {
+            int m = formats[i].mant_bits, e = (b & 0x7F) >> m, mant = b & ((1 << m) - 1), max_e = (1 << (7 - m)) - 1;
+            double want = e ? ldexp(1.0 + ldexp(mant, -m), e - formats[i].bias)
+                            : ldexp(mant, 1 - formats[i].bias - m);
+            float got = fp8_to_float(formats[i].f, (uint8_t)b);
+            if (formats[i].has_inf ? e == max_e : (b & 0x7F) == 0x7F) {
+                ck_assert_msg(formats[i].has_inf && mant == 0 ? isinf(got) && !signbit(got) == !(b & 0x80) : isnan(got),
+                              "format %d pattern 0x%02x gave %g", i, b, got);
+                continue;
+            }
+            if (b & 0x80) want = -want;
+            ck_assert_msg(got == want && !signbit(got) == !signbit(want), "format %d pattern 0x%02x: %g, want %g", i, b,
+                          got, want);
+        }
+}
+END_TEST
+
 START_TEST(e4m3_rounds_to_nearest_even) {
     /* 1 + 1/16 lies halfway between 1 (mantissa 0) and 1.125 (mantissa 1): even wins. */
     ck_assert_uint_eq(fp8_from_float(FP8_E4M3, 1.0625f), 0x38);
@@ -777,6 +803,7 @@ static Suite *fp8_suite(void) {
     TCase *tc = tcase_create("fp8");
     tcase_set_timeout(tc, 600);
     tcase_add_test(tc, e4m3_round_trips_every_pattern);
+    tcase_add_test(tc, every_pattern_decodes_by_definition);
     tcase_add_test(tc, e4m3_rounds_to_nearest_even);
     tcase_add_test(tc, e4m3_saturates_and_keeps_nan);
     tcase_add_test(tc, e4m3_encoder_matches_nearest_search);

@@ -212,9 +212,12 @@ static float tile_scale(float amax, int pow2) {
 }
 
 static void quantize_tile(const TiledView *v, const TileBox *b, const real *x, uint8_t *q, real *scale, int pow2) {
-    real amax = 0;
+    real amax = 0; /* the values are finite (require_finite), so a comparison is fmax */
     for (int64_t r = b->r0; r < b->r1; r++)
-        for (int64_t c = b->c0; c < b->c1; c++) amax = fmax(amax, fabs(x[b->base + r * v->cols + c]));
+        for (int64_t c = b->c0; c < b->c1; c++) {
+            real a = (real)fabs(x[b->base + r * v->cols + c]);
+            if (a > amax) amax = a;
+        }
     *scale = tile_scale((float)amax, pow2);
     for (int64_t r = b->r0; r < b->r1; r++)
         for (int64_t c = b->c0; c < b->c1; c++) {
