@@ -1,12 +1,14 @@
 #include "testutil.h"
 
 #include <dirent.h>
+#include <errno.h>
 #include <pthread.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -21,15 +23,12 @@ static char *slurp(const char *path) {
     return s ? s : xstrdup("");
 }
 
-CmdResult run_v3c(const char *args_fmt, ...) {
+static CmdResult run_shell(const char *program, const char *args_fmt, va_list ap) {
     char *dir = make_temp_dir();
     char *out = path_join(dir, "stdout"), *err = path_join(dir, "stderr");
     Buf cmd = {0};
-    va_list ap;
-    va_start(ap, args_fmt);
-    buf_printf(&cmd, "%s ", V3C_BINARY);
+    buf_printf(&cmd, "%s ", program);
     buf_vprintf(&cmd, args_fmt, ap);
-    va_end(ap);
     buf_printf(&cmd, " >%s 2>%s </dev/null", out, err);
     int st = system(cmd.data);
     CmdResult r = {0};
@@ -40,6 +39,22 @@ CmdResult run_v3c(const char *args_fmt, ...) {
     free(out);
     free(err);
     free(dir);
+    return r;
+}
+
+CmdResult run_v3c(const char *args_fmt, ...) {
+    va_list ap;
+    va_start(ap, args_fmt);
+    CmdResult r = run_shell(V3C_BINARY, args_fmt, ap);
+    va_end(ap);
+    return r;
+}
+
+CmdResult run_program(const char *program, const char *args_fmt, ...) {
+    va_list ap;
+    va_start(ap, args_fmt);
+    CmdResult r = run_shell(program, args_fmt, ap);
+    va_end(ap);
     return r;
 }
 
@@ -307,7 +322,8 @@ const char *host_cxx(void) {
     return NULL;
 }
 
-static void write_entry_wrapper(const CudaKernel *kernels, size_t n, const char *path, const char *shim) {
+/* C entry points taking the launch's argument array, one per kernel. */
+static char *entry_wrapper(const CudaKernel *kernels, size_t n, const char *shim) {
     Buf b = {0};
     buf_printf(&b, "#define V3C_EMU_MAIN\n#include \"%s\"\n", shim);
     for (size_t i = 0; i < n; i++) {
@@ -318,29 +334,74 @@ static void write_entry_wrapper(const CudaKernel *kernels, size_t n, const char 
         for (int a = 0; a < k->nparams; a++) buf_printf(&b, "%s(%s)a[%d]", a ? ", " : "", k->param_types[a], a);
         buf_puts(&b, "); }\n");
     }
-    write_text(path, b.data);
-    buf_free(&b);
+    return b.data;
 }
 
-char *build_host_kernels(const char *cxx, const CudaKernel *kernels, size_t n) {
-    char *dir = make_temp_dir(), shim[4096];
-    ck_assert_ptr_nonnull(realpath("codegen/cuda/host_emu.h", shim));
+static const char host_cxx_flags[] = "-std=c++17 -O1 -ffp-contract=off -fPIC -shared -w";
+
+/* The name of a library in $V3C_EMU_CACHE: a hash of all it is made from. */
+static char *emu_cache_name(const char *cxx, const char *shim_path, const char *wrapper, const CudaKernel *kernels,
+                            size_t n) {
+    Err e = {0};
+    char *shim = read_file(shim_path, NULL, &e);
+    ck_assert_msg(shim != NULL, "%s", e.msg);
+    Buf b = {0};
+    buf_printf(&b, "%s\n%s\n%s\n%s\n", cxx, host_cxx_flags, shim, wrapper);
+    for (size_t i = 0; i < n; i++) buf_printf(&b, "%s\n", kernels[i].source);
+    char *name = xsprintf("%016llx%016llx.so", (unsigned long long)hash_bytes(b.data, b.len, 0),
+                          (unsigned long long)hash_bytes(b.data, b.len, 0x9e3779b97f4a7c15ull));
+    buf_free(&b);
+    free(shim);
+    return name;
+}
+
+static int copy_file(const char *from, const char *to, Err *e) {
+    size_t len = 0;
+    char *data = read_file(from, &len, e);
+    int rc = data ? write_file_atomic(to, data, len, e) : -1;
+    free(data);
+    return rc;
+}
+
+static void compile_host_kernels(const char *cxx, const char *shim, const char *wrapper, const CudaKernel *kernels,
+                                 size_t n, const char *dir) {
     Buf cmd = {0};
-    buf_printf(&cmd, "%s -std=c++17 -O1 -ffp-contract=off -fPIC -shared -w -include %s -o %s/kernels.so", cxx, shim, dir);
+    buf_printf(&cmd, "%s %s -include %s -o %s/kernels.so", cxx, host_cxx_flags, shim, dir);
     for (size_t i = 0; i < n; i++) {
         char *name = xsprintf("%s/k%zu.cpp", dir, i);
         write_text(name, kernels[i].source);
         buf_printf(&cmd, " %s", name);
         free(name);
     }
-    char *wrapper = path_join(dir, "wrapper.cpp");
-    write_entry_wrapper(kernels, n, wrapper, shim);
-    buf_printf(&cmd, " %s -lpthread 2>%s/cxx.log", wrapper, dir);
+    char *wrapper_path = path_join(dir, "wrapper.cpp");
+    write_text(wrapper_path, wrapper);
+    buf_printf(&cmd, " %s -lpthread 2>%s/cxx.log", wrapper_path, dir);
     int rc = system(cmd.data);
     ck_assert_msg(rc == 0, "host compile failed (see %s/cxx.log): %s", dir, cmd.data);
-    char *so = path_join(dir, "kernels.so");
-    free(wrapper), free(dir);
+    free(wrapper_path);
     buf_free(&cmd);
+}
+
+/* g++ takes seconds per kernel set and the suites build the same sets many
+ * times: with $V3C_EMU_CACHE (tests/CMakeLists.txt sets it), a built library
+ * is kept there by content. Every call still returns a library of its own, a
+ * copy, since the emulator's launch state lives in the library's globals. */
+char *build_host_kernels(const char *cxx, const CudaKernel *kernels, size_t n) {
+    char *dir = make_temp_dir(), shim[4096];
+    ck_assert_ptr_nonnull(realpath("codegen/cuda/host_emu.h", shim));
+    char *wrapper = entry_wrapper(kernels, n, shim), *so = path_join(dir, "kernels.so");
+    const char *cache = getenv("V3C_EMU_CACHE");
+    char *name = cache && *cache ? emu_cache_name(cxx, shim, wrapper, kernels, n) : NULL;
+    char *kept = name ? path_join(cache, name) : NULL;
+    Err e = {0};
+    if (kept && access(kept, R_OK) == 0) {
+        ck_assert_msg(copy_file(kept, so, &e) == 0, "%s", e.msg);
+    } else {
+        compile_host_kernels(cxx, shim, wrapper, kernels, n, dir);
+        /* A cache that cannot be written costs the next build a compile, nothing more. */
+        if (kept && (mkdir(cache, 0755) == 0 || errno == EEXIST)) copy_file(so, kept, &e);
+    }
+    free(wrapper), free(name), free(kept), free(dir);
     return so;
 }
 

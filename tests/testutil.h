@@ -15,6 +15,8 @@ typedef struct CmdResult {
 } CmdResult;
 
 CmdResult run_v3c(const char *args_fmt, ...) __attribute__((format(printf, 1, 2)));
+/* The same for another program (a path). */
+CmdResult run_program(const char *program, const char *args_fmt, ...) __attribute__((format(printf, 2, 3)));
 void cmd_free(CmdResult *r);
 /* Multi-rank runs: `ENV mpirun --oversubscribe MPIRUN_OPTS -np N v3c ARGS`
  * (root allowed), output captured, leak checking off (OpenMPI's plugins leak at
