@@ -1,5 +1,7 @@
 #include "bench_common.h"
 
+#include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -67,28 +69,55 @@ double bench_median(double *v, int n) {
     return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
+/* A bad command line: the message as v3c gives it, and exit status 1. */
+static void usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+static void usage_error(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "v3c: error: ");
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    exit(1);
+}
+
 /* The index of s in the two-word list `a|b`'s words, or a user error naming the flag. */
 static int parse_choice(const char *flag, const char *s, const char *a, const char *b) {
-    if (strcmp(s, a) && strcmp(s, b)) {
-        fprintf(stderr, "v3c: error: %s must be %s or %s, not '%s'\n", flag, a, b, s);
-        exit(1);
-    }
+    if (strcmp(s, a) && strcmp(s, b)) usage_error("%s must be %s or %s, not '%s'", flag, a, b, s);
     return strcmp(s, b) == 0;
 }
 
+/* A whole number in [1, max], or a user error naming the flag. */
+static int64_t parse_count(const char *flag, const char *s, int64_t max) {
+    char *end = NULL;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno || end == s || *end || v < 1 || v > max)
+        usage_error("%s must be a whole number from 1 to %lld, not '%s'", flag, (long long)max, s);
+    return v;
+}
+
+enum { MAX_BATCH = 1 << 16, MAX_SEQ = 1 << 20, MAX_ITERS = 100000 };
+
+static void set_flag(BenchArgs *a, const char *flag, const char *v) {
+    if (!strcmp(flag, "--config")) a->config = v;
+    else if (!strcmp(flag, "--set")) a->sets = v;
+    else if (!strcmp(flag, "--batch")) a->batch = parse_count(flag, v, MAX_BATCH);
+    else if (!strcmp(flag, "--seq")) a->seq = parse_count(flag, v, MAX_SEQ);
+    else if (!strcmp(flag, "--iters")) a->iters = (int)parse_count(flag, v, MAX_ITERS);
+    else if (!strcmp(flag, "--precision")) a->bf16 = parse_choice(flag, v, "f32", "bf16");
+    else if (!strcmp(flag, "--attention")) a->exact_attention = parse_choice(flag, v, "gemm", "exact");
+    else usage_error("unknown flag '%s' (flags: --config --set --batch --seq --iters --precision --attention)", flag);
+}
+
 void bench_parse_args(int argc, char **argv, BenchArgs *a) {
-    if (argc > 1) a->model = argv[1];
-    for (int i = 2; i + 1 < argc; i += 2) {
-        if (!strcmp(argv[i], "--config")) a->config = argv[i + 1];
-        else if (!strcmp(argv[i], "--set")) a->sets = argv[i + 1];
-        else if (!strcmp(argv[i], "--batch")) a->batch = atoll(argv[i + 1]);
-        else if (!strcmp(argv[i], "--seq")) a->seq = atoll(argv[i + 1]);
-        else if (!strcmp(argv[i], "--iters")) a->iters = atoi(argv[i + 1]);
-        else if (!strcmp(argv[i], "--precision")) a->bf16 = parse_choice("--precision", argv[i + 1], "f32", "bf16");
-        else if (!strcmp(argv[i], "--attention"))
-            a->exact_attention = parse_choice("--attention", argv[i + 1], "gemm", "exact");
+    int i = 1;
+    if (argc > 1 && strncmp(argv[1], "--", 2) != 0) a->model = argv[i++];
+    for (; i < argc; i += 2) {
+        if (strncmp(argv[i], "--", 2) != 0) usage_error("unexpected argument '%s': the model comes first", argv[i]);
+        if (i + 1 >= argc) usage_error("%s needs a value", argv[i]);
+        set_flag(a, argv[i], argv[i + 1]);
     }
-    if (a->iters < 1) a->iters = 1;
 }
 
 int bench_setup(const BenchArgs *a, Graph **g, TensorSet *feeds, Err *e) {

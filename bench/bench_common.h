@@ -29,7 +29,9 @@ typedef struct BenchArgs {
     int bf16;
     int exact_attention;
 } BenchArgs;
-/* Defaults in *a are kept for what argv does not give; iters at least 1. */
+/* Defaults in *a are kept for what argv does not give. An unknown flag, a flag
+ * without its value, or a count that is not a whole number in range prints
+ * `v3c: error: ...` and exits with status 1. */
 void bench_parse_args(int argc, char **argv, BenchArgs *a);
 /* The training graph of a's model (in bf16 when asked) and its feeds: seeded weights and the token ids. */
 int bench_setup(const BenchArgs *a, Graph **g, TensorSet *feeds, Err *e);

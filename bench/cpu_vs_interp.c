@@ -1,7 +1,8 @@
 /* A training step (forward + backward: every grad.<weight>) on the interpreter and
  * on the cpu backend, side by side in one run.
  *   cpu_vs_interp MODEL.v3 [--set k=v,...] [--batch B] [--seq T] [--iters N]
- * Prints one table row: the plan's compile time, the median step time on each
+ * Prints one table row: the plan's compile time (kernels from the cache,
+ * $V3C_CACHE_DIR, take none: empty it to time a cold compile), the median step time on each
  * backend, tokens per second, and the ratio. The two backends alternate step by
  * step, so a machine shared with other work slows both alike. */
 #include <stdio.h>
@@ -49,10 +50,10 @@ int main(int argc, char **argv) {
     if (time_steps(g, plan, &feeds, &opt, iters, &tm, &e)) return bench_fail(&e);
     double ti = bench_median(tm.interp, iters), tc = bench_median(tm.cpu, iters), tokens = (double)(b * t);
     CpuPlanStats s = cpu_plan_stats(plan);
-    printf("| %s %s | B=%lld T=%lld | %zu nodes: %d fused in %d groups (%d kernels), %d gemm, %d native, %d interp | %.2f s | "
+    printf("| %s %s | B=%lld T=%lld | %zu nodes: %d fused in %d groups (%d kernels, %d cached), %d gemm, %d native, %d interp | %.2f s | "
            "%.1f ms (%.0f tok/s) | %.1f ms (%.0f tok/s) | %.1fx |\n",
            a.model, a.sets ? a.sets : "", (long long)b, (long long)t, g->nodes.len, s.fused_nodes, s.groups, s.kernels,
-           s.gemm_nodes, s.native_nodes, s.interp_nodes, compile, 1e3 * ti, tokens / ti, 1e3 * tc, tokens / tc, ti / tc);
+           s.cached_kernels, s.gemm_nodes, s.native_nodes, s.interp_nodes, compile, 1e3 * ti, tokens / ti, 1e3 * tc, tokens / tc, ti / tc);
     free(tm.interp), free(tm.cpu);
     cpu_plan_free(plan);
     tset_free(&feeds);
