@@ -71,29 +71,36 @@ int kcache_lookup(const char *dir, const char *key, const KcacheFiles *f, char *
     return 1;
 }
 
-char *kcache_source(const char *dir, const char *key, const KcacheFiles *f) {
+char *kcache_text(const char *dir, const char *key, const char *name) {
     Err ignored = {0};
-    char *path = xsprintf("%s/%s/%s", dir, key, f->source);
+    char *path = xsprintf("%s/%s/%s", dir, key, name);
     char *text = read_file(path, NULL, &ignored);
     free(path);
     return text;
 }
 
+static int write_text_file(const char *dir, const char *name, const char *text, Err *err) {
+    char *path = xsprintf("%s/%s", dir, name);
+    int rc = write_file_atomic(path, text, strlen(text), err);
+    free(path);
+    return rc;
+}
+
+/* The meta file last: an entry is whole once its binary checks against it. */
 static int write_entry(const char *tmp, const KcacheFiles *f, const char *source, const char *binary, size_t len,
-                       Err *err) {
-    char *meta = meta_text(binary, len);
-    char *paths[3] = {xsprintf("%s/%s", tmp, f->source), xsprintf("%s/%s", tmp, f->binary),
-                      xsprintf("%s/kernel.meta", tmp)};
-    int rc = write_file_atomic(paths[0], source, strlen(source), err) || write_file_atomic(paths[1], binary, len, err) ||
-             write_file_atomic(paths[2], meta, strlen(meta), err);
-    for (int i = 0; i < 3; i++) free(paths[i]);
+                       const char *aside, Err *err) {
+    char *meta = meta_text(binary, len), *bin_path = xsprintf("%s/%s", tmp, f->binary);
+    int rc = write_text_file(tmp, f->source, source, err) || write_file_atomic(bin_path, binary, len, err) ||
+             (aside && f->aside && write_text_file(tmp, f->aside, aside, err)) ||
+             write_text_file(tmp, "kernel.meta", meta, err);
+    free(bin_path);
     free(meta);
     return rc ? -1 : 0;
 }
 
 static void remove_entry(const char *path, const KcacheFiles *f) {
-    const char *const files[] = {f->source, f->binary, "kernel.meta"};
-    for (size_t i = 0; i < sizeof files / sizeof *files; i++) {
+    const char *const files[] = {f->source, f->binary, "kernel.meta", f->aside};
+    for (size_t i = 0; i < sizeof files / sizeof *files && files[i]; i++) {
         char *file = xsprintf("%s/%s", path, files[i]);
         remove(file);
         free(file);
@@ -112,13 +119,13 @@ static void publish(const char *tmp, const char *final, const KcacheFiles *f) {
 }
 
 int kcache_store(const char *dir, const char *key, const KcacheFiles *f, const char *source, const char *binary,
-                 size_t len, Err *err) {
+                 size_t len, const char *aside, Err *err) {
     /* Process and thread: two compile threads may store equal kernels at once. */
     char *tmp = xsprintf("%s/.tmp.%s.%ld.%lx", dir, key, (long)getpid(), (unsigned long)pthread_self());
     char *final = xsprintf("%s/%s", dir, key);
     int rc = 0;
     if (mkdir(tmp, 0755) != 0 && errno != EEXIST) rc = err_set(err, "cannot create '%s': %s", tmp, strerror(errno));
-    if (rc == 0) rc = write_entry(tmp, f, source, binary, len, err);
+    if (rc == 0) rc = write_entry(tmp, f, source, binary, len, aside, err);
     if (rc == 0) publish(tmp, final, f);
     else remove_entry(tmp, f);
     free(tmp);

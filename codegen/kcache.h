@@ -1,7 +1,7 @@
 /* codegen: the on-disk kernel cache, shared by the CUDA (cubins) and CPU (object
  * files) code generators.
  *
- * Layout: DIR/KEY/{SOURCE, BINARY, kernel.meta}, KEY = a 128-bit hash of
+ * Layout: DIR/KEY/{SOURCE, BINARY, kernel.meta[, ASIDE]}, KEY = a 128-bit hash of
  * everything the binary depends on (compiler version, target, options, the full
  * input); the file names come from the generator (KcacheFiles). An entry is
  * written into a temporary directory and renamed into place, so concurrent
@@ -15,10 +15,11 @@
 
 #include "../base/base.h"
 
-/* The names of an entry's text (what the binary was made from, for reading)
- * and binary (what is loaded). */
+/* The names of an entry's text (what the binary was made from, for reading),
+ * binary (what is loaded), and optionally a text kept aside for reading (the
+ * cubin's PTX; NULL: none). */
 typedef struct KcacheFiles {
-    const char *source, *binary;
+    const char *source, *binary, *aside;
 } KcacheFiles;
 
 /* $V3C_CACHE_DIR, else $XDG_CACHE_HOME/v3c, else $HOME/.cache/v3c (created). */
@@ -27,9 +28,10 @@ char *kcache_dir(Err *err);
 char *kcache_hash(const char *data, size_t n);
 /* 1 and the binary when DIR/KEY is complete and intact; 0 otherwise. */
 int kcache_lookup(const char *dir, const char *key, const KcacheFiles *f, char **binary, size_t *len);
-/* The entry's source text, or NULL where it cannot be read. */
-char *kcache_source(const char *dir, const char *key, const KcacheFiles *f);
+/* The entry's file `name` (f->source or f->aside), or NULL where it cannot be read. */
+char *kcache_text(const char *dir, const char *key, const char *name);
+/* aside: the text of f->aside, or NULL. */
 int kcache_store(const char *dir, const char *key, const KcacheFiles *f, const char *source, const char *binary,
-                 size_t len, Err *err);
+                 size_t len, const char *aside, Err *err);
 
 #endif

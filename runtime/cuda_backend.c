@@ -158,7 +158,7 @@ static int d_bind(CudaApi *a, Err *err) { return dcheck(a, drv(a)->dev->ctx_set_
 
 static int d_compile(CudaApi *a, const CudaKernel *kernels, int n, CudaCubin *images, CudaCompileStats *stats, Err *err) {
     Driver *d = drv(a);
-    return cuda_compile_kernels(d->nvrtc, kernels, n, d->dev->target, d->cache_dir, images, stats, err);
+    return cuda_compile_kernels(d->nvrtc, kernels, n, d->dev->target, d->cache_dir, images, 0, stats, err);
 }
 
 static int d_module_load(CudaApi *a, const CudaCubin *image, CuModule *m, Err *err) {

@@ -680,15 +680,15 @@ START_TEST(test_nvrtc_cubin_and_cache) {
     CudaCubin *cubins = xcalloc(p.kernels.len, sizeof *cubins);
     CudaCompileStats st;
     Err e = {0};
-    ck_assert_msg(cuda_compile_kernels(nv, p.kernels.data, 2, "sm_90a", dir, cubins, &st, &e) == 0, "%s", e.msg);
+    ck_assert_msg(cuda_compile_kernels(nv, p.kernels.data, 2, "sm_90a", dir, cubins, 0, &st, &e) == 0, "%s", e.msg);
     ck_assert_int_eq(st.compiled, 2);
     ck_assert_int_eq(st.cached, 0);
     for (int i = 0; i < 2; i++) ck_assert(cubins[i].len > 4 && memcmp(cubins[i].data, "\x7f" "ELF", 4) == 0);
-    ck_assert_int_eq(cuda_compile_kernels(nv, p.kernels.data, 2, "sm_90a", dir, NULL, &st, &e), 0);
+    ck_assert_int_eq(cuda_compile_kernels(nv, p.kernels.data, 2, "sm_90a", dir, NULL, 0, &st, &e), 0);
     ck_assert_int_eq(st.compiled, 0);
     ck_assert_int_eq(st.cached, 2);
     /* Another target is another key. */
-    ck_assert_int_eq(cuda_compile_kernels(nv, p.kernels.data, 1, "sm_80", dir, NULL, &st, &e), 0);
+    ck_assert_int_eq(cuda_compile_kernels(nv, p.kernels.data, 1, "sm_80", dir, NULL, 0, &st, &e), 0);
     ck_assert_int_eq(st.compiled, 1);
     /* A truncated cubin is detected and compiled again. */
     char *key = cuda_cache_key(nvrtc_version_text(nv), "sm_90a", p.kernels.data[0].source);
@@ -697,13 +697,54 @@ START_TEST(test_nvrtc_cubin_and_cache) {
     char *data = NULL;
     size_t len = 0;
     ck_assert_int_eq(kcache_lookup(dir, key, &cuda_cache_files, &data, &len), 0);
-    ck_assert_int_eq(cuda_compile_kernels(nv, p.kernels.data, 2, "sm_90a", dir, NULL, &st, &e), 0);
+    ck_assert_int_eq(cuda_compile_kernels(nv, p.kernels.data, 2, "sm_90a", dir, NULL, 0, &st, &e), 0);
     ck_assert_int_eq(st.compiled, 1);
     ck_assert_int_eq(st.cached, 1);
     ck_assert_int_eq(kcache_lookup(dir, key, &cuda_cache_files, &data, &len), 1);
     ck_assert(len == cubins[0].len && memcmp(data, cubins[0].data, len) == 0);
     free(data), free(key), free(cubin_path), free(dir);
     cuda_cubins_free(cubins, 2);
+    cuda_plan_free(&p);
+    nvrtc_close(nv);
+}
+END_TEST
+
+/* Each entry keeps the PTX its cubin was assembled from; asked for it, a hit reads
+ * it back, and an entry without it (written before v3c kept PTX) is compiled again. */
+START_TEST(test_nvrtc_cache_keeps_ptx) {
+    Nvrtc *nv = open_nvrtc_or_skip();
+    if (!nv) return;
+    CudaPlan p = small_plan();
+    char *dir = make_temp_dir();
+    CudaCubin *cold = xcalloc(2, sizeof *cold), *warm = xcalloc(2, sizeof *warm), *plain = xcalloc(2, sizeof *plain);
+    CudaCompileStats st;
+    Err e = {0};
+    ck_assert_msg(cuda_compile_kernels(nv, p.kernels.data, 2, "sm_90a", dir, cold, 1, &st, &e) == 0, "%s", e.msg);
+    ck_assert_int_eq(st.compiled, 2);
+    for (int i = 0; i < 2; i++) {
+        char *entry = xsprintf(".entry %s(", p.kernels.data[i].name);
+        ck_assert_msg(cold[i].ptx && strstr(cold[i].ptx, ".target sm_90a") && strstr(cold[i].ptx, entry), "%s",
+                      cold[i].ptx ? cold[i].ptx : "(no PTX)");
+        free(entry);
+    }
+    ck_assert_int_eq(cuda_compile_kernels(nv, p.kernels.data, 2, "sm_90a", dir, warm, 1, &st, &e), 0);
+    ck_assert_int_eq(st.cached, 2);
+    for (int i = 0; i < 2; i++) ck_assert_str_eq(warm[i].ptx, cold[i].ptx);
+    char *key = cuda_cache_key(nvrtc_version_text(nv), "sm_90a", p.kernels.data[0].source);
+    char *ptx_path = xsprintf("%s/%s/kernel.ptx", dir, key);
+    ck_assert_int_eq(remove(ptx_path), 0);
+    cuda_cubins_free(warm, 2);
+    warm = xcalloc(2, sizeof *warm);
+    ck_assert_int_eq(cuda_compile_kernels(nv, p.kernels.data, 2, "sm_90a", dir, warm, 1, &st, &e), 0);
+    ck_assert_int_eq(st.compiled, 1);
+    ck_assert_int_eq(st.cached, 1);
+    ck_assert_str_eq(warm[0].ptx, cold[0].ptx);
+    ck_assert_int_eq(access(ptx_path, R_OK), 0);
+    /* Not asked for, no PTX is read. */
+    ck_assert_int_eq(cuda_compile_kernels(nv, p.kernels.data, 2, "sm_90a", dir, plain, 0, &st, &e), 0);
+    ck_assert(st.cached == 2 && !plain[0].ptx && !plain[1].ptx);
+    cuda_cubins_free(cold, 2), cuda_cubins_free(warm, 2), cuda_cubins_free(plain, 2);
+    free(key), free(ptx_path), free(dir);
     cuda_plan_free(&p);
     nvrtc_close(nv);
 }
@@ -744,7 +785,7 @@ START_TEST(test_nvrtc_compiles_attention_at_deepseek_shapes) {
     }
     char *dir = make_temp_dir();
     CudaCompileStats st;
-    ck_assert_msg(cuda_compile_kernels(nv, p.kernels.data, (int)p.kernels.len, "sm_90a", dir, NULL, &st, &e) == 0, "%s", e.msg);
+    ck_assert_msg(cuda_compile_kernels(nv, p.kernels.data, (int)p.kernels.len, "sm_90a", dir, NULL, 0, &st, &e) == 0, "%s", e.msg);
     ck_assert_int_eq(st.compiled, 3);
     free(dir);
     cuda_plan_free(&p);
@@ -759,10 +800,10 @@ START_TEST(test_nvrtc_errors) {
     char *cubin = NULL;
     size_t len = 0;
     Err e = {0};
-    ck_assert_int_eq(nvrtc_compile(nv, "extern \"C\" __global__ void k() { undefined_thing(); }", "broken", "sm_90a", &cubin, &len, &e), -1);
+    ck_assert_int_eq(nvrtc_compile(nv, "extern \"C\" __global__ void k() { undefined_thing(); }", "broken", "sm_90a", &cubin, &len, NULL, &e), -1);
     ck_assert_msg(strstr(e.msg, "broken") && strstr(e.msg, "undefined_thing"), "%s", e.msg);
     memset(&e, 0, sizeof e);
-    ck_assert_int_eq(nvrtc_compile(nv, "extern \"C\" __global__ void k() {}", "ok", "sm_9x", &cubin, &len, &e), -1);
+    ck_assert_int_eq(nvrtc_compile(nv, "extern \"C\" __global__ void k() {}", "ok", "sm_9x", &cubin, &len, NULL, &e), -1);
     ck_assert_msg(strstr(e.msg, "sm_9x") != NULL, "%s", e.msg);
     nvrtc_close(nv);
 }
@@ -819,9 +860,22 @@ START_TEST(test_cli_compile_and_cache) {
     ck_assert_int_eq(count_after(r.out, "distinct, "), 0);
     ck_assert_int_eq(count_after(r.out, "compiled, "), distinct);
     cmd_free(&r);
-    char *ls = xsprintf("test $(ls %s | grep -c '\\.cu$') -eq %lld", dump, distinct);
-    ck_assert_int_eq(system(ls), 0);
-    free(ls), free(dump), free(cache), free(dir);
+    /* NAME.cu and NAME.ptx for each distinct kernel, from a compile and then from the cache. */
+    for (int pass = 0; pass < 2; pass++) {
+        for (const char *const *ext = (const char *const[]){"cu", "ptx", NULL}; *ext; ext++) {
+            char *ls = xsprintf("test $(ls %s | grep -c '\\.%s$') -eq %lld", dump, *ext, distinct);
+            ck_assert_msg(system(ls) == 0, "%s", ls);
+            free(ls);
+        }
+        if (pass == 1) break;
+        char *again = xsprintf("rm -r %s", dump);
+        ck_assert_int_eq(system(again), 0);
+        free(again);
+        r = run_v3c("compile models/tiny.v3 --target sm_90a --batch 1 --seq 8 --dump-kernels %s", dump);
+        ck_assert_msg(r.status == 0 && count_after(r.out, "compiled, ") == distinct, "%s%s", r.out, r.err);
+        cmd_free(&r);
+    }
+    free(dump), free(cache), free(dir);
 }
 END_TEST
 
@@ -910,6 +964,7 @@ static Suite *suite(void) {
     tcase_add_test(nvrtc, test_nvrtc_cubin_and_cache);
     tcase_add_test(nvrtc, test_nvrtc_errors);
     tcase_add_test(nvrtc, test_nvrtc_compiles_attention_at_deepseek_shapes);
+    tcase_add_test(nvrtc, test_nvrtc_cache_keeps_ptx);
     tcase_add_test(nvrtc, test_cache_dir_resolution);
     tcase_add_test(nvrtc, test_cli_compile_and_cache);
     tcase_add_test(nvrtc, test_cli_errors);

@@ -433,7 +433,7 @@ static int emu_bind(CudaApi *a, Err *err) { (void)a, (void)err; return 0; }
 static int emu_compile(CudaApi *a, const CudaKernel *kernels, int n, CudaCubin *images, CudaCompileStats *st, Err *err) {
     (void)err;
     char *so = build_host_kernels(emu(a)->cxx, kernels, (size_t)n);
-    for (int i = 0; i < n; i++) images[i] = (CudaCubin){xstrdup(so), strlen(so) + 1, 0};
+    for (int i = 0; i < n; i++) images[i] = (CudaCubin){.data = xstrdup(so), .len = strlen(so) + 1};
     free(so);
     *st = (CudaCompileStats){.compiled = n};
     emu(a)->counts.compiles += n;

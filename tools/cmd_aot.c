@@ -172,10 +172,10 @@ static int compile_kernels(Aot *a, Err *err) {
     char *user = nv ? kcache_dir(err) : NULL, *dir = xsprintf("%s/kernels", a->tmp);
     int n = (int)a->kernels.len, rc = user && make_dir(dir, NULL, err) == 0 ? 0 : -1;
     CudaCubin *cubins = xcalloc((size_t)n + 1, sizeof *cubins);
-    if (rc == 0) rc = cuda_compile_kernels(nv, a->kernels.data, n, a->target, user, cubins, &a->compile, err);
+    if (rc == 0) rc = cuda_compile_kernels(nv, a->kernels.data, n, a->target, user, cubins, 0, &a->compile, err);
     for (int i = 0; rc == 0 && i < n; i++) {
         char *key = cuda_cache_key(nvrtc_version_text(nv), a->target, a->kernels.data[i].source);
-        rc = kcache_store(dir, key, &cuda_cache_files, a->kernels.data[i].source, cubins[i].data, cubins[i].len, err);
+        rc = kcache_store(dir, key, &cuda_cache_files, a->kernels.data[i].source, cubins[i].data, cubins[i].len, NULL, err);
         free(key);
     }
     cuda_cubins_free(cubins, n);

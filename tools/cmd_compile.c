@@ -15,16 +15,25 @@
 enum { DEFAULT_BATCH = 1, DEFAULT_SEQ = 4096 };
 static const char default_target[] = "sm_90a";
 
+static int write_text(const char *dir, const char *name, const char *ext, const char *text, Err *err) {
+    char *path = xsprintf("%s/%s.%s", dir, name, ext);
+    int rc = write_file_atomic(path, text, strlen(text), err);
+    free(path);
+    return rc;
+}
+
 static int dump_sources(const CudaPlan *p, const char *dir, Err *err) {
     if (mkdir(dir, 0755) != 0 && errno != EEXIST)
         return err_set(err, "cannot create --dump-kernels directory '%s': %s", dir, strerror(errno));
-    for (size_t i = 0; i < p->kernels.len; i++) {
-        const CudaKernel *k = &p->kernels.data[i];
-        char *path = xsprintf("%s/%s.cu", dir, k->name);
-        int rc = write_file_atomic(path, k->source, strlen(k->source), err);
-        free(path);
-        if (rc) return -1;
-    }
+    for (size_t i = 0; i < p->kernels.len; i++)
+        if (write_text(dir, p->kernels.data[i].name, "cu", p->kernels.data[i].source, err)) return -1;
+    return 0;
+}
+
+/* Beside each NAME.cu, the PTX NVRTC assembled its cubin from. */
+static int dump_ptx(const CudaPlan *p, const CudaCubin *cubins, const char *dir, Err *err) {
+    for (size_t i = 0; i < p->kernels.len; i++)
+        if (write_text(dir, p->kernels.data[i].name, "ptx", cubins[i].ptx, err)) return -1;
     return 0;
 }
 
@@ -45,11 +54,16 @@ static void print_summary(const CudaPlan *p, const CudaCompileStats *st, const c
            (long long)p->aliases);
 }
 
-static int compile_plan(const CudaPlan *p, const char *target, CudaCompileStats *st, Err *err) {
+/* With dump_dir, also writes each kernel's PTX there. */
+static int compile_plan(const CudaPlan *p, const char *target, const char *dump_dir, CudaCompileStats *st, Err *err) {
     Nvrtc *nv = nvrtc_open(err);
     if (!nv) return -1;
     char *dir = kcache_dir(err);
-    int rc = dir ? cuda_compile_kernels(nv, p->kernels.data, (int)p->kernels.len, target, dir, NULL, st, err) : -1;
+    int n = (int)p->kernels.len;
+    CudaCubin *cubins = dump_dir ? xcalloc((size_t)n + 1, sizeof *cubins) : NULL;
+    int rc = dir ? cuda_compile_kernels(nv, p->kernels.data, n, target, dir, cubins, dump_dir != NULL, st, err) : -1;
+    if (rc == 0 && dump_dir) rc = dump_ptx(p, cubins, dump_dir, err);
+    if (cubins) cuda_cubins_free(cubins, n);
     free(dir);
     nvrtc_close(nv);
     return rc;
@@ -71,7 +85,7 @@ int cmd_compile(const Options *o, Err *err) {
     if (rc) return -1;
     CudaCompileStats st = {0, 0};
     rc = o->dump_kernels ? dump_sources(&p, o->dump_kernels, err) : 0;
-    if (rc == 0) rc = compile_plan(&p, target, &st, err);
+    if (rc == 0) rc = compile_plan(&p, target, o->dump_kernels, &st, err);
     if (rc == 0) print_summary(&p, &st, target);
     cuda_plan_free(&p);
     return rc;

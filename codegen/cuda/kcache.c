@@ -5,7 +5,7 @@
 #include "../../base/parallel.h"
 #include "kcache.h"
 
-const KcacheFiles cuda_cache_files = {"kernel.cu", "kernel.cubin"};
+const KcacheFiles cuda_cache_files = {"kernel.cu", "kernel.cubin", "kernel.ptx"};
 
 char *cuda_cache_key(const char *compiler, const char *target, const char *source) {
     char arch[64];
@@ -26,19 +26,33 @@ typedef struct CompileJob {
     const CudaKernel *kernels;
     const char *target, *dir;
     CudaCubin *cubins;
+    int with_ptx;
     Err *errs;
 } CompileJob;
+
+/* A hit needs the cubin and, when asked for, the PTX kept beside it (entries
+ * written before v3c kept PTX have none: they are compiled again). */
+static int take_cached(const CompileJob *j, const char *key, CudaCubin *out) {
+    if (!kcache_lookup(j->dir, key, &cuda_cache_files, &out->data, &out->len)) return 0;
+    if (j->with_ptx && !(out->ptx = kcache_text(j->dir, key, cuda_cache_files.aside))) {
+        free(out->data);
+        out->data = NULL;
+        return 0;
+    }
+    return out->from_cache = 1;
+}
 
 static int compile_one(const CompileJob *j, int i) {
     const CudaKernel *k = &j->kernels[i];
     CudaCubin *out = &j->cubins[i];
-    char *key = cuda_cache_key(nvrtc_version_text(j->nv), j->target, k->source);
+    char *key = cuda_cache_key(nvrtc_version_text(j->nv), j->target, k->source), *ptx = NULL;
     int rc = 0;
-    if (kcache_lookup(j->dir, key, &cuda_cache_files, &out->data, &out->len)) {
-        out->from_cache = 1;
-    } else if ((rc = nvrtc_compile(j->nv, k->source, k->name, j->target, &out->data, &out->len, &j->errs[i])) == 0) {
-        rc = kcache_store(j->dir, key, &cuda_cache_files, k->source, out->data, out->len, &j->errs[i]);
+    if (!take_cached(j, key, out) &&
+        (rc = nvrtc_compile(j->nv, k->source, k->name, j->target, &out->data, &out->len, &ptx, &j->errs[i])) == 0) {
+        rc = kcache_store(j->dir, key, &cuda_cache_files, k->source, out->data, out->len, ptx, &j->errs[i]);
+        if (j->with_ptx) out->ptx = ptx, ptx = NULL;
     }
+    free(ptx);
     free(key);
     return rc;
 }
@@ -49,11 +63,11 @@ static void compile_range(void *ctx, int64_t lo, int64_t hi) {
 }
 
 int cuda_compile_kernels(const Nvrtc *nv, const CudaKernel *kernels, int n, const char *target, const char *cache_dir,
-                         CudaCubin *cubins, CudaCompileStats *stats, Err *err) {
+                         CudaCubin *cubins, int with_ptx, CudaCompileStats *stats, Err *err) {
     if (cuda_target_check(target, err)) return -1;
     CudaCubin *mine = cubins ? cubins : xcalloc((size_t)n + 1, sizeof *mine);
     memset(mine, 0, sizeof *mine * (size_t)n);
-    CompileJob j = {nv, kernels, target, cache_dir, mine, xcalloc((size_t)n + 1, sizeof(Err))};
+    CompileJob j = {nv, kernels, target, cache_dir, mine, with_ptx && cubins, xcalloc((size_t)n + 1, sizeof(Err))};
     /* Each item is a whole NVRTC compile: always worth a thread. */
     parallel_for(n, 1 << 20, compile_range, &j);
     int rc = 0;
@@ -72,6 +86,6 @@ int cuda_compile_kernels(const Nvrtc *nv, const CudaKernel *kernels, int n, cons
 }
 
 void cuda_cubins_free(CudaCubin *cubins, int n) {
-    for (int i = 0; i < n; i++) free(cubins[i].data);
+    for (int i = 0; i < n; i++) free(cubins[i].data), free(cubins[i].ptx);
     free(cubins);
 }

@@ -22,6 +22,8 @@ struct Nvrtc {
     NvrtcResult (*log)(NvrtcProgram p, char *log);
     NvrtcResult (*cubin_size)(NvrtcProgram p, size_t *n);
     NvrtcResult (*cubin)(NvrtcProgram p, char *cubin);
+    NvrtcResult (*ptx_size)(NvrtcProgram p, size_t *n);
+    NvrtcResult (*ptx)(NvrtcProgram p, char *ptx);
     NvrtcResult (*destroy)(NvrtcProgram *p);
     const char *(*error_string)(NvrtcResult r);
 };
@@ -39,7 +41,8 @@ typedef struct Symbol {
 static const Symbol symbols[] = {
     SYM("nvrtcVersion", version_fn), SYM("nvrtcCreateProgram", create), SYM("nvrtcCompileProgram", compile),
     SYM("nvrtcGetProgramLogSize", log_size), SYM("nvrtcGetProgramLog", log), SYM("nvrtcGetCUBINSize", cubin_size),
-    SYM("nvrtcGetCUBIN", cubin), SYM("nvrtcDestroyProgram", destroy), SYM("nvrtcGetErrorString", error_string),
+    SYM("nvrtcGetCUBIN", cubin), SYM("nvrtcGetPTXSize", ptx_size), SYM("nvrtcGetPTX", ptx),
+    SYM("nvrtcDestroyProgram", destroy), SYM("nvrtcGetErrorString", error_string),
 };
 
 static void *open_library(void) {
@@ -132,8 +135,19 @@ static int fetch_cubin(const Nvrtc *n, NvrtcProgram p, char **cubin, size_t *cub
     return 0;
 }
 
+/* The PTX the cubin was assembled from (NVRTC keeps it for a real architecture too). */
+static int fetch_ptx(const Nvrtc *n, NvrtcProgram p, char **ptx, Err *err) {
+    size_t len = 0;
+    if (n->ptx_size(p, &len) != 0 || len == 0) return err_set(err, "NVRTC produced no PTX");
+    *ptx = xcalloc(len + 1, 1);
+    if (n->ptx(p, *ptx) == 0) return 0;
+    free(*ptx);
+    *ptx = NULL;
+    return err_set(err, "nvrtcGetPTX failed");
+}
+
 int nvrtc_compile(const Nvrtc *n, const char *source, const char *name, const char *target, char **cubin,
-                  size_t *cubin_len, Err *err) {
+                  size_t *cubin_len, char **ptx, Err *err) {
     if (cuda_target_check(target, err)) return -1;
     NvrtcProgram p = NULL;
     NvrtcResult r = n->create(&p, source, name, 0, NULL, NULL);
@@ -148,6 +162,11 @@ int nvrtc_compile(const Nvrtc *n, const char *source, const char *name, const ch
         free(log);
     } else {
         rc = fetch_cubin(n, p, cubin, cubin_len, err);
+        if (rc == 0 && ptx && fetch_ptx(n, p, ptx, err)) {
+            free(*cubin);
+            *cubin = NULL;
+            rc = -1;
+        }
     }
     n->destroy(&p);
     return rc;

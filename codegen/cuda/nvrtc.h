@@ -22,8 +22,9 @@ int cuda_target_check(const char *target, Err *err);
  * storage except the architecture option, which is written into arch_buf). */
 int nvrtc_options(const char *target, char *arch_buf, size_t n, const char **opts, int max_opts);
 
-/* Compiles source to a cubin for target. On failure the program log is in err. */
+/* Compiles source to a cubin for target, and with ptx (may be NULL) hands back
+ * the PTX it was assembled from. On failure the program log is in err. */
 int nvrtc_compile(const Nvrtc *n, const char *source, const char *name, const char *target, char **cubin,
-                  size_t *cubin_len, Err *err);
+                  size_t *cubin_len, char **ptx, Err *err);
 
 #endif

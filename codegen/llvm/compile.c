@@ -20,7 +20,7 @@
 #include "emit.h"
 #include "jit.h"
 
-static const KcacheFiles cpu_cache_files = {"kernel.ll", "kernel.o"};
+static const KcacheFiles cpu_cache_files = {"kernel.ll", "kernel.o", NULL};
 
 struct CpuKernels {
     Jit *jit;
@@ -132,7 +132,7 @@ static int emit_object(LLVMModuleRef m, LLVMTargetMachineRef tm, Compiled *c) {
 /* A hit needs the object and, when dumping, the optimized IR stored beside it. */
 static int take_cached(const CompileJob *j, const char *key, Compiled *c) {
     if (!j->cache_dir || !kcache_lookup(j->cache_dir, key, &cpu_cache_files, &c->object, &c->len)) return 0;
-    if (j->want_ir && !(c->ir = kcache_source(j->cache_dir, key, &cpu_cache_files))) {
+    if (j->want_ir && !(c->ir = kcache_text(j->cache_dir, key, cpu_cache_files.source))) {
         free(c->object);
         c->object = NULL;
         return 0;
@@ -146,7 +146,7 @@ static int compile_module(const CompileJob *j, LLVMModuleRef m, LLVMTargetMachin
     char *ir = LLVMPrintModuleToString(m);
     /* A cache that cannot be written costs the next run a compile, nothing more. */
     Err ignored = {0};
-    if (j->cache_dir) kcache_store(j->cache_dir, key, &cpu_cache_files, ir, c->object, c->len, &ignored);
+    if (j->cache_dir) kcache_store(j->cache_dir, key, &cpu_cache_files, ir, c->object, c->len, NULL, &ignored);
     if (j->want_ir) c->ir = xstrdup(ir);
     LLVMDisposeMessage(ir);
     return 0;
