@@ -39,13 +39,18 @@ static int has_nan(const Tensor *q) {
 
 static int64_t block_len(int64_t total, int64_t b) { return total - b * BLOCK < BLOCK ? total - b * BLOCK : BLOCK; }
 
+/* Zeroes rows x cols of the output at y and returns scratch for a block's partial sums over them. */
+static double *begin_rows(float *y, int64_t rows, int64_t cols) {
+    memset(y, 0, sizeof(float) * (size_t)(rows * cols));
+    return xmalloc(sizeof(double) * (size_t)(rows * cols));
+}
+
 /* Rows [lo, hi) of y[M,N] = qa qb^T: per K block, the partials p = a_blk b_blk^T, then y += p * sa * sb. */
 static void nt_rows(void *ctx, int64_t lo, int64_t hi) {
     const Fp8Gemm *g = ctx;
     int64_t rows = hi - lo, n = g->n;
-    double *p = xmalloc(sizeof(double) * (size_t)(rows * n));
     float *y = g->y + lo * n;
-    memset(y, 0, sizeof(float) * (size_t)(rows * n));
+    double *p = begin_rows(y, rows, n);
     for (int64_t kb = 0; kb < g->blocks; kb++) {
         gemm_f64_nt(g->a + lo * g->k + kb * BLOCK, g->k, g->b + kb * BLOCK, g->k, p, n, rows, n, block_len(g->k, kb));
         for (int64_t r = 0; r < rows; r++) {
@@ -61,9 +66,8 @@ static void nt_rows(void *ctx, int64_t lo, int64_t hi) {
 static void wgrad_rows(void *ctx, int64_t lo, int64_t hi) {
     const Fp8Gemm *g = ctx;
     int64_t rows = hi - lo, k = g->k;
-    double *p = xmalloc(sizeof(double) * (size_t)(rows * k));
     float *y = g->y + lo * k;
-    memset(y, 0, sizeof(float) * (size_t)(rows * k));
+    double *p = begin_rows(y, rows, k);
     for (int64_t mb = 0; mb < g->blocks; mb++) {
         gemm_f64_tn(g->a + mb * BLOCK * g->n + lo, g->n, g->b + mb * BLOCK * k, k, p, k, rows, k, block_len(g->m, mb));
         for (int64_t r = 0; r < rows; r++)
