@@ -2,7 +2,8 @@
 # v3c's CUDA backend against HF transformers' DeepseekV3 on the same GPU, the
 # same config (../shared/bench/bench_config.json) and the same tokens (B=4, T=1024):
 # training throughput, forward + backward, in tokens/s, and their ratio.
-#   bench/gpu_vs_hf.sh [BUILD_DIR] [ITERS]   (default build/release, 5; run from the repository root)
+#   bench/gpu_vs_hf.sh [BUILD_DIR] [ITERS]   (default build/release, 5; run from the repository root;
+#   BUILD_DIR may instead hold prebuilt v3c and gpu_step, as on a GPU machine: tools/device/check.sh)
 # It builds v3c and gpu_step (bench/gpu_step.c) in BUILD_DIR (Release), runs
 #   gpu_step models/deepseek_v3.v3 --config CONFIG --batch 4 --seq 1024 --precision f32|bf16 [--attention exact]
 #     (v3c, no optimizer: weights resident and only the loss downloaded, HF's work; then every weight
@@ -31,8 +32,12 @@ fi
 [ -f "$config" ] || die "missing $config"
 [ -f "$peer" ] || die "missing $peer"
 
-cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
-ninja -C "$build" v3c gpu_step >/dev/null
+# A folder of prebuilt binaries (tools/device/pack.sh's .device/bin: the GPU machines have no flex,
+# bison, OpenBLAS or MPI to build with) is used as it is; a build folder is built.
+if [ -f "$build/CMakeCache.txt" ] || [ ! -x "$build/gpu_step" ]; then
+  cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
+  ninja -C "$build" v3c gpu_step >/dev/null
+fi
 
 tmp=$(mktemp -d)
 for run in f32:gemm bf16:gemm bf16:exact; do

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Every GPU check issue 5 asks for, in one call on a lent GPU machine, from the repository root,
+# with .device carried (tools/device/pack.sh made it here):
+#   run(command="tools/device/check.sh", carry=[".device"], timeout_s=580)
+# Each step runs under its own time limit, so one that hangs leaves time to the others, and
+# writes its log to $OUT; $OUT/summary.txt says what passed, with each log's last lines:
+#   1. tests: test_cuda_exec's device cases (tiny.v3 forward against the interpreter, bf16,
+#      FP8 scale layouts, the general strided GEMM on cuBLASLt);
+#   2. golden: `v3c run --backend cuda --grads` on ../shared/golden/tiny in fp32 (forward, MTP,
+#      every gradient) at the golden README's tolerances;
+#   3. curve: `v3c train models/tiny.v3 --backend cuda --bf16` against the CPU's bf16 curve;
+#   4. bench: bench/gpu_vs_hf.sh (v3c and HF transformers side by side, and their ratio).
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+kit=.device out=${OUT:-/tmp/v3c-device-out}
+mkdir -p "$out"
+summary="$out/summary.txt"
+: >"$summary"
+say() { echo "$*" | tee -a "$summary"; }
+
+# step NAME SECONDS COMMAND...: runs it into $out/NAME.log and says how it ended.
+step() {
+  local name=$1 limit=$2 start rc
+  shift 2
+  start=$(date +%s)
+  timeout "$limit" "$@" >"$out/$name.log" 2>&1
+  rc=$?
+  case $rc in 0) verdict=passed ;; 124) verdict="TIMED OUT after $limit s" ;; *) verdict="FAILED (exit $rc)" ;; esac
+  say "== $name: $verdict in $(($(date +%s) - start)) s"
+  tail -n 12 "$out/$name.log" | sed 's/^/   /' >>"$summary"
+}
+
+[ -f "$kit/lib.tar.gz" ] || { say "no $kit/lib.tar.gz: run tools/device/pack.sh here and carry .device"; exit 1; }
+mkdir -p /tmp/v3c-kit && tar -C /tmp/v3c-kit -xzf "$kit/lib.tar.gz"
+export LD_LIBRARY_PATH=/tmp/v3c-kit/lib:/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+export V3C_CACHE_DIR=/tmp/v3c-kit/cache
+# The tests and the golden read ../shared, which does not travel.
+[ -e ../shared/golden/tiny/expected.safetensors ] || ln -sfn "$PWD/$kit/shared" ../shared ||
+  { say "cannot link ../shared to $kit/shared"; exit 1; }
+say "GPU: $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1 | head -1)"
+say "kit: $(ls "$kit/bin" | tr '\n' ' ')"
+
+golden() {
+  "$kit/bin/v3c" run models/deepseek_v3.v3 --checkpoint ../shared/golden/tiny \
+    --input ../shared/golden/tiny/expected.safetensors --output /tmp/v3c-kit/golden.safetensors --backend cuda --grads &&
+    python3 tools/device/compare.py golden ../shared/golden/tiny/expected.safetensors /tmp/v3c-kit/golden.safetensors
+}
+curve() {
+  "$kit/bin/v3c" train models/tiny.v3 --backend cuda --bf16 --steps "$(cat "$kit/ref/steps")" \
+    --log "$out/cuda_bf16.jsonl" | tail -n 3 &&
+    python3 tools/device/compare.py curve "$kit/ref/cpu_bf16.jsonl" "$out/cuda_bf16.jsonl"
+}
+
+export kit out
+export -f golden curve
+step tests 150 env CK_RUN_CASE=device "$kit/bin/test_cuda_exec"
+step golden 90 bash -c golden
+step curve 120 bash -c curve
+step bench 200 bench/gpu_vs_hf.sh "$kit/bin" 5
+say "== done; logs: $(ls "$out" | tr '\n' ' ')"
