@@ -21,20 +21,17 @@ typedef struct Fp8Gemm {
     int64_t m, n, k, blocks; /* blocks of the contracted axis (K, or M for wgrad) */
 } Fp8Gemm;
 
-static double *decode(const Tensor *q) {
+/* q's values in fp64; *nan set when any is an E4M3 NaN. */
+static double *decode(const Tensor *q, int *nan) {
     double table[256];
     for (int i = 0; i < 256; i++) table[i] = fp8_to_float(FP8_E4M3, (uint8_t)i);
     const uint8_t *bits = q->data;
     double *d = xmalloc(sizeof(double) * (size_t)(q->numel ? q->numel : 1));
-    for (int64_t i = 0; i < q->numel; i++) d[i] = table[bits[i]];
+    for (int64_t i = 0; i < q->numel; i++) {
+        d[i] = table[bits[i]];
+        if (d[i] != d[i]) *nan = 1;
+    }
     return d;
-}
-
-static int has_nan(const Tensor *q) {
-    const uint8_t *bits = q->data;
-    for (int64_t i = 0; i < q->numel; i++)
-        if (fp8_is_nan(FP8_E4M3, bits[i])) return 1;
-    return 0;
 }
 
 static int64_t block_len(int64_t total, int64_t b) { return total - b * BLOCK < BLOCK ? total - b * BLOCK : BLOCK; }
@@ -79,10 +76,15 @@ static void wgrad_rows(void *ctx, int64_t lo, int64_t hi) {
 
 int cpu_fp8_matmul(const CpuOpCall *c, Err *err) {
     const Tensor *qa = c->in[0], *qb = c->in[2];
-    /* NaN operands are the interpreter's run-time error, word for word. */
-    if (has_nan(qa) || has_nan(qb)) return op_info(OP_FP8_MATMUL)->interp(c->in, 4, c->node, c->out, err);
+    int nan = 0;
+    double *a = decode(qa, &nan), *b = decode(qb, &nan);
+    if (nan) {
+        /* NaN operands are the interpreter's run-time error, word for word. */
+        free(a), free(b);
+        return op_info(OP_FP8_MATMUL)->interp(c->in, 4, c->node, c->out, err);
+    }
     int wgrad = node_int(c->node, "wgrad", 0) != 0;
-    Fp8Gemm g = {decode(qa), decode(qb), tensor_f32(c->in[1]), tensor_f32(c->in[3]), tensor_f32(c->out[0]), 0, 0, 0, 0};
+    Fp8Gemm g = {a, b, tensor_f32(c->in[1]), tensor_f32(c->in[3]), tensor_f32(c->out[0]), 0, 0, 0, 0};
     g.m = 1;
     for (int d = 0; d + 1 < qa->rank; d++) g.m *= qa->shape[d];
     if (wgrad) g.n = qa->shape[qa->rank - 1], g.k = qb->shape[qb->rank - 1], g.blocks = (g.m + BLOCK - 1) / BLOCK;
@@ -92,7 +94,6 @@ int cpu_fp8_matmul(const CpuOpCall *c, Err *err) {
         /* Zero blocks (an empty contracted axis) leave y zeroed, as the interpreter does. */
         parallel_for_capped(out_rows, out_cols * (wgrad ? g.m : g.k) + 1, c->threads, wgrad ? wgrad_rows : nt_rows, &g);
     }
-    free((void *)g.a);
-    free((void *)g.b);
+    free(a), free(b);
     return 0;
 }

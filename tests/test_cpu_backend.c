@@ -577,6 +577,33 @@ START_TEST(test_fp8_matmul_exact) {
 }
 END_TEST
 
+/* An E4M3 NaN operand is the interpreter's run-time error on the backend too, word for word. */
+START_TEST(test_fp8_matmul_nan_operand) {
+    Graph *g = parse("v3ir 1\n%0 = input {name=\"qa\"} : e4m3[B,T,8]\n%1 = input {name=\"sa\"} : f32[B,T,1]\n"
+                     "%2 = input {name=\"qb\"} : e4m3[4,8]\n%3 = input {name=\"sb\"} : f32[1,1]\n"
+                     "%4 = fp8_matmul %0, %1, %2, %3 : f32[B,T,4]\noutput \"y\" = %4\n");
+    TensorSet feeds;
+    tset_init(&feeds);
+    feed_all(g, NULL, &feeds);
+    ((uint8_t *)tset_get(&feeds, "qb")->data)[5] = 0xFF;
+    InterpOptions opt = {.batch = BATCH, .seq = SEQ};
+    const char *backends[] = {"interp", "cpu"};
+    char msgs[2][sizeof(((Err *)0)->msg)];
+    for (int i = 0; i < 2; i++) {
+        TensorSet out;
+        tset_init(&out);
+        Err e = {0};
+        ck_assert_int_eq(exec_run(backends[i], g, &feeds, &opt, &out, &e), -1);
+        snprintf(msgs[i], sizeof msgs[i], "%s", e.msg);
+        tset_free(&out);
+    }
+    ck_assert_msg(strstr(msgs[1], "qb element 5 is an E4M3 NaN"), "%s", msgs[1]);
+    ck_assert_str_eq(msgs[0], msgs[1]);
+    tset_free(&feeds);
+    graph_free(g);
+}
+END_TEST
+
 /* V3C_PROFILE=1: a table of time per op kind on stderr, one line per kind that ran. */
 START_TEST(test_profile_table) {
     ck_assert_int_eq(setenv("V3C_PROFILE", "1", 1), 0);
@@ -615,6 +642,7 @@ int main(void) {
     tcase_add_test(tc, test_golden_tiny_fp8);
     tcase_add_test(tc, test_golden_tiny_fp8_grads);
     tcase_add_test(tc, test_fp8_matmul_exact);
+    tcase_add_test(tc, test_fp8_matmul_nan_operand);
     tcase_add_test(tc, test_backend_kernels);
     tcase_add_test(tc, test_backend_kernels_are_used);
     tcase_add_test(tc, test_exact_backend_kernels);
