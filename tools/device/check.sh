@@ -9,7 +9,9 @@
 #   2. golden: `v3c run --backend cuda --grads` on ../shared/golden/tiny in fp32 (forward, MTP,
 #      every gradient) at the golden README's tolerances;
 #   3. curve: `v3c train models/tiny.v3 --backend cuda --bf16` against the CPU's bf16 curve;
-#   4. bench: bench/gpu_vs_hf.sh (v3c and HF transformers side by side, and their ratio).
+#   4. bench: bench/gpu_vs_hf.sh (v3c and HF transformers side by side, and their ratio);
+#   5. kernels: every kernel compiled above (.cu, .ptx, .cubin) with its SASS from nvdisasm, in
+#      $OUT/kernels.tar.gz, for reading what the GPU ran.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 kit=.device out=${OUT:-/tmp/v3c-device-out}
@@ -56,5 +58,14 @@ export -f golden curve
 step tests 150 env CK_RUN_CASE=device "$kit/bin/test_cuda_exec"
 step golden 90 bash -c golden
 step curve 120 bash -c curve
+kernels() {
+  command -v nvdisasm >/dev/null || PATH=$PATH:/usr/local/cuda/bin
+  for entry in "$V3C_CACHE_DIR"/*/; do
+    nvdisasm "$entry/kernel.cubin" >"$entry/kernel.sass" || return 1
+  done
+  tar -C "$V3C_CACHE_DIR" -czf "$out/kernels.tar.gz" --exclude='.tmp.*' . && ls "$V3C_CACHE_DIR" | wc -l
+}
+export -f kernels
 step bench 200 bench/gpu_vs_hf.sh "$kit/bin" 5
+step kernels 40 bash -c kernels
 say "== done; logs: $(ls "$out" | tr '\n' ' ')"
