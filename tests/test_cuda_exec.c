@@ -59,13 +59,16 @@ static Graph *tiny_graph_in(int grads, int precision, Program **prog) {
 
 static Graph *tiny_graph(int grads, Program **prog) { return tiny_graph_in(grads, F32_GEMMS, prog); }
 
-static void tiny_feeds(const Graph *g, uint64_t seed, TensorSet *feeds) {
+/* Weights drawn with weight_seed, token ids with seed. */
+static void tiny_feeds_with(const Graph *g, uint64_t weight_seed, uint64_t seed, TensorSet *feeds) {
     Err e = {0};
-    InitOptions init = {.seed = 7, .std = 0.02};
+    InitOptions init = {.seed = weight_seed, .std = 0.02};
     ck_assert_msg(init_params(g, &init, feeds, &e) == 0, "%s", e.msg);
     static const InputFill ids[] = {{"input_ids", 0, TINY_VOCAB}, {0}};
     feed_random_inputs(g, ids, (InputFill){"", 0, 4}, BATCH, SEQ, seed, feeds);
 }
+
+static void tiny_feeds(const Graph *g, uint64_t seed, TensorSet *feeds) { tiny_feeds_with(g, 7, seed, feeds); }
 
 /* ---- comparing ---- */
 static int64_t float_ulps(float a, float b) {
@@ -137,8 +140,9 @@ static int64_t rounded_calls(const Graph *g) {
     return n;
 }
 
-/* Two steps with different inputs on one prepared executor: the second proves
- * that feeds are uploaded per step and nothing of the first step leaks into it. */
+/* Two steps with different inputs and weights on one prepared executor, as a
+ * training loop steps it: the second proves that feeds and weights are uploaded
+ * per step and nothing of the first step leaks into it. */
 static void check_tiny_in(int grads, int precision) {
     Program *prog;
     Graph *g = tiny_graph_in(grads, precision, &prog);
@@ -150,7 +154,7 @@ static void check_tiny_in(int grads, int precision) {
         for (uint64_t seed = 1; seed <= 2; seed++) {
             TensorSet feeds, want, got;
             tset_init(&feeds);
-            tiny_feeds(g, 100 + seed, &feeds);
+            tiny_feeds_with(g, 7 + seed, 100 + seed, &feeds);
             interpret(g, &feeds, &want);
             step_ok(x, &feeds, &got);
             assert_bit_for_bit(g, &want, &got);
