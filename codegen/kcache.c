@@ -1,4 +1,6 @@
 /* The kernel cache: one directory per kernel, published by rename. */
+#include <ctype.h>
+#include <dirent.h>
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -131,4 +133,87 @@ int kcache_store(const char *dir, const char *key, const KcacheFiles *f, const c
     free(tmp);
     free(final);
     return rc;
+}
+
+/* ---- scanning and clearing ---- */
+static int is_key(const char *name, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (!isxdigit((unsigned char)name[i]) || isupper((unsigned char)name[i])) return 0;
+    return 1;
+}
+
+/* KEY, .tmp.KEY.PID.THREAD (an interrupted writer) or KEY.stale.PID (an interrupted replace). */
+static int is_entry_name(const char *name, int *complete) {
+    size_t len = strlen(name);
+    *complete = len == 32 && is_key(name, 32);
+    if (*complete) return 1;
+    if (strncmp(name, ".tmp.", 5) == 0) return len > 37 && is_key(name + 5, 32) && name[37] == '.';
+    return len > 39 && is_key(name, 32) && strncmp(name + 32, ".stale.", 7) == 0;
+}
+
+/* Calls fn on each regular file in path (an entry); the sum of their sizes. */
+static int64_t entry_files(const char *path, int (*fn)(const char *file)) {
+    DIR *d = opendir(path);
+    int64_t bytes = 0;
+    for (struct dirent *e; d && (e = readdir(d)) != NULL;) {
+        char *file = xsprintf("%s/%s", path, e->d_name);
+        struct stat st;
+        if (lstat(file, &st) == 0 && S_ISREG(st.st_mode)) {
+            bytes += (int64_t)st.st_size;
+            if (fn) fn(file);
+        }
+        free(file);
+    }
+    if (d) closedir(d);
+    return bytes;
+}
+
+static int has_file(const char *path, const char *name) {
+    char *file = xsprintf("%s/%s", path, name);
+    int yes = access(file, F_OK) == 0;
+    free(file);
+    return yes;
+}
+
+/* Calls visit on each entry directory of dir (complete: a published one). */
+static int for_each_entry(const char *dir, void (*visit)(const char *path, int complete, void *ctx), void *ctx,
+                          Err *err) {
+    DIR *d = opendir(dir);
+    if (!d) return err_set(err, "cannot read cache directory '%s': %s", dir, strerror(errno));
+    for (struct dirent *e; (e = readdir(d)) != NULL;) {
+        int complete;
+        if (!is_entry_name(e->d_name, &complete)) continue;
+        char *path = xsprintf("%s/%s", dir, e->d_name);
+        struct stat st;
+        if (lstat(path, &st) == 0 && S_ISDIR(st.st_mode)) visit(path, complete, ctx);
+        free(path);
+    }
+    closedir(d);
+    return 0;
+}
+
+static void count_entry(const char *path, int complete, void *ctx) {
+    KcacheCounts *c = ctx;
+    c->bytes += entry_files(path, NULL);
+    if (!complete) return;
+    c->entries++;
+    c->cuda += has_file(path, "kernel.cubin");
+    c->cpu += has_file(path, "kernel.o");
+}
+
+int kcache_scan(const char *dir, KcacheCounts *c, Err *err) {
+    *c = (KcacheCounts){0};
+    return for_each_entry(dir, count_entry, c, err);
+}
+
+static int remove_file(const char *file) { return remove(file); }
+
+static void remove_entry_dir(const char *path, int complete, void *ctx) {
+    entry_files(path, remove_file);
+    if (rmdir(path) == 0 && complete) (*(int64_t *)ctx)++;
+}
+
+int kcache_clear(const char *dir, int64_t *removed, Err *err) {
+    *removed = 0;
+    return for_each_entry(dir, remove_entry_dir, removed, err);
 }

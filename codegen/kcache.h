@@ -12,6 +12,7 @@
 #define V3C_CODEGEN_KCACHE_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "../base/base.h"
 
@@ -33,5 +34,15 @@ char *kcache_text(const char *dir, const char *key, const char *name);
 /* aside: the text of f->aside, or NULL. */
 int kcache_store(const char *dir, const char *key, const KcacheFiles *f, const char *source, const char *binary,
                  size_t len, const char *aside, Err *err);
+
+/* What a cache directory holds: entries (directories named by a key, 32 hex
+ * digits) with a cubin (CUDA) or an object file (CPU), and their bytes. */
+typedef struct KcacheCounts {
+    int64_t entries, cuda, cpu, bytes;
+} KcacheCounts;
+int kcache_scan(const char *dir, KcacheCounts *c, Err *err);
+/* Removes every entry, and the temporary and stale ones left by interrupted
+ * writers, from dir; nothing else. *removed: the entries removed. */
+int kcache_clear(const char *dir, int64_t *removed, Err *err);
 
 #endif

@@ -3,6 +3,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "../runtime/safetensors.h"
 #include "testutil.h"
@@ -298,6 +300,44 @@ START_TEST(test_schedule_command) {
 }
 END_TEST
 
+/* v3c cache counts the entries the backends wrote (CPU objects here: the build
+ * may lack NVRTC), --clear removes them and the temporary entries of an
+ * interrupted writer, and nothing else in the directory. */
+START_TEST(test_cache_command) {
+    char *dir = make_temp_dir(), *cache = path_join(dir, "cache");
+    setenv("V3C_CACHE_DIR", cache, 1);
+    CmdResult r = run_v3c("train models/tiny.v3 --steps 1 --batch 1 --seq 8 --backend cpu");
+    int cpu = r.status == 0;
+    ck_assert_msg(cpu || strstr(r.err, "no LLVM"), "%s", r.err);
+    cmd_free(&r);
+    r = run_v3c("cache");
+    ck_assert_msg(r.status == 0 && strstr(r.out, cache), "%s%s", r.out, r.err);
+    long long entries = -1, cuda = -1, cpus = -1;
+    const char *at = strstr(r.out, "entries: ");
+    ck_assert_msg(at && sscanf(at, "entries: %lld (%lld cuda, %lld cpu)", &entries, &cuda, &cpus) == 3, "%s", r.out);
+    ck_assert_msg(cpu ? cpus > 10 && entries == cpus + cuda : entries == 0, "%s", r.out);
+    cmd_free(&r);
+    char *keep = path_join(cache, "keep"), *notes = path_join(cache, "notes.txt");
+    char *tmp = path_join(cache, ".tmp.0123456789abcdef0123456789abcdef.99.1");
+    ck_assert_int_eq(mkdir(keep, 0755), 0);
+    ck_assert_int_eq(mkdir(tmp, 0755), 0);
+    write_text(notes, "not the cache's\n");
+    r = run_v3c("cache --clear");
+    char *want = xsprintf("removed %lld entries from %s\n", entries, cache);
+    ck_assert_msg(r.status == 0 && strcmp(r.out, want) == 0, "%s%s", r.out, r.err);
+    cmd_free(&r);
+    r = run_v3c("cache");
+    ck_assert_msg(r.status == 0 && strstr(r.out, "entries: 0 (0 cuda, 0 cpu)\nbytes: 0"), "%s", r.out);
+    cmd_free(&r);
+    ck_assert(access(keep, F_OK) == 0 && access(notes, F_OK) == 0 && access(tmp, F_OK) != 0);
+    r = run_v3c("cache models/tiny.v3");
+    assert_user_error(&r, "'v3c cache' takes no model file");
+    cmd_free(&r);
+    unsetenv("V3C_CACHE_DIR");
+    free(want), free(keep), free(notes), free(tmp), free(cache), free(dir);
+}
+END_TEST
+
 int main(void) {
     Suite *s = suite_create("cli");
     TCase *tc = tcase_create("cli");
@@ -311,6 +351,7 @@ int main(void) {
     tcase_add_test(tc, test_check_models);
     tcase_add_test(tc, test_dsl_error_location);
     tcase_add_test(tc, test_bad_options);
+    tcase_add_test(tc, test_cache_command);
     tcase_add_test(tc, test_truncated_and_corrupt_checkpoint);
     tcase_add_test(tc, test_malformed_config);
     tcase_add_test(tc, test_missing_and_misshapen_weight);

@@ -31,6 +31,7 @@ typedef struct Options {
     const char *to;
     /* compile */
     const char *target, *dump_kernels;
+    int clear; /* cache --clear */
     /* schedule */
     int64_t pp, microbatches;
     const char *schedule, *sched_f, *sched_b, *sched_w, *sched_fb, *svg;
@@ -69,5 +70,6 @@ int cmd_schedule(const Options *o, Err *err); /* tools/cmd_schedule.c */
 int cmd_compile(const Options *o, Err *err);  /* tools/cmd_compile.c */
 int cmd_aot(const Options *o, Err *err);      /* tools/cmd_aot.c */
 int cmd_launch(const Options *o, Err *err);   /* tools/cmd_launch.c */
+int cmd_cache(const Options *o, Err *err);    /* tools/cmd_cache.c */
 
 #endif

@@ -66,6 +66,7 @@ static const OptSpec options[] = {
     {"--w", OPT_STR, FIELD(sched_w), "schedule"},
     {"--fb", OPT_STR, FIELD(sched_fb), "schedule"},
     {"--svg", OPT_STR, FIELD(svg), "schedule"},
+    {"--clear", OPT_FLAG, FIELD(clear), "cache"},
 };
 
 static int takes(const OptSpec *s, const char *command) {
@@ -124,7 +125,7 @@ int parse_options(int argc, char **argv, const char *command, Options *o, Err *e
         }
         if (set_option(s, value, o, err)) return -1;
     }
-    int needs_model = strcmp(command, "convert") != 0 && strcmp(command, "schedule") != 0;
+    int needs_model = strcmp(command, "convert") != 0 && strcmp(command, "schedule") != 0 && strcmp(command, "cache") != 0;
     if (needs_model && !o->model) return err_set(err, "'v3c %s' needs a model file (see 'v3c help')", command);
     if (!needs_model && o->model) return err_set(err, "'v3c %s' takes no model file, got '%s'", command, o->model);
     return 0;

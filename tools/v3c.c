@@ -39,6 +39,8 @@ static const Command commands[] = {
     {"launch", cmd_launch,
      "launch DIR [--checkpoint DIR|--resume DIR] [--data FILE] [--steps N] [--log F] [--save DIR] [--lr X] ...\n"
      "      run a bundle from v3c aot (ranks: mpirun -np P*E*D)"},
+    {"cache", cmd_cache,
+     "cache [--clear]   what the kernel cache ($V3C_CACHE_DIR, else ~/.cache/v3c) holds, or empty it"},
     {"eval", cmd_eval,
      "eval  MODEL.v3 [--checkpoint DIR|--seed S] [--data FILE] [--batch B] [--seq T]   loss on text"},
 };

@@ -1,0 +1,27 @@
+/* v3c cache [--clear]: what the kernel cache holds (CUDA cubins and CPU object
+ * files, codegen/kcache.h), or emptying it. Entries are keyed by content, so
+ * clearing is always safe: the next run compiles again. */
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "../codegen/kcache.h"
+#include "cli.h"
+
+int cmd_cache(const Options *o, Err *err) {
+    char *dir = kcache_dir(err);
+    if (!dir) return -1;
+    int rc;
+    if (o->clear) {
+        int64_t removed = 0;
+        rc = kcache_clear(dir, &removed, err);
+        if (rc == 0) printf("removed %lld entries from %s\n", (long long)removed, dir);
+    } else {
+        KcacheCounts c;
+        rc = kcache_scan(dir, &c, err);
+        if (rc == 0)
+            printf("cache: %s\nentries: %lld (%lld cuda, %lld cpu)\nbytes: %lld (%.1f MiB)\n", dir, (long long)c.entries,
+                   (long long)c.cuda, (long long)c.cpu, (long long)c.bytes, (double)c.bytes / (1 << 20));
+    }
+    free(dir);
+    return rc;
+}
