@@ -339,14 +339,27 @@ static char *entry_wrapper(const CudaKernel *kernels, size_t n, const char *shim
 
 static const char host_cxx_flags[] = "-std=c++17 -O1 -ffp-contract=off -fPIC -shared -w";
 
+/* `cxx --version`'s first line: another compiler release is another library. */
+static char *cxx_version(const char *cxx) {
+    char *cmd = xsprintf("%s --version 2>/dev/null", cxx), line[256] = "";
+    FILE *p = popen(cmd, "r");
+    ck_assert_msg(p != NULL, "%s", cmd);
+    if (!fgets(line, sizeof line, p)) line[0] = 0;
+    pclose(p);
+    free(cmd);
+    return xstrdup(line);
+}
+
 /* The name of a library in $V3C_EMU_CACHE: a hash of all it is made from. */
 static char *emu_cache_name(const char *cxx, const char *shim_path, const char *wrapper, const CudaKernel *kernels,
                             size_t n) {
     Err e = {0};
     char *shim = read_file(shim_path, NULL, &e);
     ck_assert_msg(shim != NULL, "%s", e.msg);
+    char *version = cxx_version(cxx);
     Buf b = {0};
-    buf_printf(&b, "%s\n%s\n%s\n%s\n", cxx, host_cxx_flags, shim, wrapper);
+    buf_printf(&b, "%s\n%s%s\n%s\n%s\n", cxx, version, host_cxx_flags, shim, wrapper);
+    free(version);
     for (size_t i = 0; i < n; i++) buf_printf(&b, "%s\n", kernels[i].source);
     char *name = xsprintf("%016llx%016llx.so", (unsigned long long)hash_bytes(b.data, b.len, 0),
                           (unsigned long long)hash_bytes(b.data, b.len, 0x9e3779b97f4a7c15ull));
