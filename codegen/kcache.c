@@ -55,16 +55,23 @@ static char *meta_text(const char *binary, size_t len) {
     return m;
 }
 
-int kcache_lookup(const char *dir, const char *key, const KcacheFiles *f, char **binary, size_t *len) {
+static char *entry_text(const char *dir, const char *key, const char *name) {
     Err ignored = {0};
-    char *bin_path = xsprintf("%s/%s/%s", dir, key, f->binary), *meta_path = xsprintf("%s/%s/kernel.meta", dir, key);
-    char *meta = read_file(meta_path, NULL, &ignored), *data = meta ? read_file(bin_path, len, &ignored) : NULL;
+    char *path = xsprintf("%s/%s/%s", dir, key, name);
+    char *text = read_file(path, NULL, &ignored);
+    free(path);
+    return text;
+}
+
+static int binary_intact(const char *dir, const char *key, const KcacheFiles *f, char **binary, size_t *len) {
+    Err ignored = {0};
+    char *bin_path = xsprintf("%s/%s/%s", dir, key, f->binary), *meta = entry_text(dir, key, "kernel.meta");
+    char *data = meta ? read_file(bin_path, len, &ignored) : NULL;
     char *want = data ? meta_text(data, *len) : NULL;
     int hit = want && strcmp(want, meta) == 0;
     free(want);
     free(meta);
     free(bin_path);
-    free(meta_path);
     if (!hit) {
         free(data);
         return 0;
@@ -73,12 +80,15 @@ int kcache_lookup(const char *dir, const char *key, const KcacheFiles *f, char *
     return 1;
 }
 
-char *kcache_text(const char *dir, const char *key, const char *name) {
-    Err ignored = {0};
-    char *path = xsprintf("%s/%s/%s", dir, key, name);
-    char *text = read_file(path, NULL, &ignored);
-    free(path);
-    return text;
+int kcache_lookup(const char *dir, const char *key, const KcacheFiles *f, const char *text_name, char **binary,
+                  size_t *len, char **text) {
+    if (!binary_intact(dir, key, f, binary, len)) return 0;
+    if (text_name && !(*text = entry_text(dir, key, text_name))) {
+        free(*binary);
+        *binary = NULL;
+        return 0;
+    }
+    return 1;
 }
 
 static int write_text_file(const char *dir, const char *name, const char *text, Err *err) {
@@ -100,24 +110,39 @@ static int write_entry(const char *tmp, const KcacheFiles *f, const char *source
     return rc ? -1 : 0;
 }
 
-static void remove_entry(const char *path, const KcacheFiles *f) {
-    const char *const files[] = {f->source, f->binary, "kernel.meta", f->aside};
-    for (size_t i = 0; i < sizeof files / sizeof *files && files[i]; i++) {
-        char *file = xsprintf("%s/%s", path, files[i]);
-        remove(file);
+/* Calls fn on each regular file in path (an entry); the sum of their sizes. */
+static int64_t entry_files(const char *path, int (*fn)(const char *file)) {
+    DIR *d = opendir(path);
+    int64_t bytes = 0;
+    for (struct dirent *e; d && (e = readdir(d)) != NULL;) {
+        char *file = xsprintf("%s/%s", path, e->d_name);
+        struct stat st;
+        if (lstat(file, &st) == 0 && S_ISREG(st.st_mode)) {
+            bytes += (int64_t)st.st_size;
+            if (fn) fn(file);
+        }
         free(file);
     }
-    rmdir(path);
+    if (d) closedir(d);
+    return bytes;
+}
+
+static int remove_file(const char *file) { return remove(file); }
+
+/* Every file of an entry, then the entry: 0 when it is gone. */
+static int remove_entry(const char *path) {
+    entry_files(path, remove_file);
+    return rmdir(path);
 }
 
 /* A stale (corrupt) entry is moved aside first; losing a race to another
  * process publishing the same key is fine: its entry is as good as ours. */
-static void publish(const char *tmp, const char *final, const KcacheFiles *f) {
+static void publish(const char *tmp, const char *final) {
     if (rename(tmp, final) == 0) return;
     char *aside = xsprintf("%s.stale.%ld", final, (long)getpid());
-    if (rename(final, aside) == 0) remove_entry(aside, f);
+    if (rename(final, aside) == 0) remove_entry(aside);
     free(aside);
-    if (rename(tmp, final) != 0) remove_entry(tmp, f);
+    if (rename(tmp, final) != 0) remove_entry(tmp);
 }
 
 int kcache_store(const char *dir, const char *key, const KcacheFiles *f, const char *source, const char *binary,
@@ -128,8 +153,8 @@ int kcache_store(const char *dir, const char *key, const KcacheFiles *f, const c
     int rc = 0;
     if (mkdir(tmp, 0755) != 0 && errno != EEXIST) rc = err_set(err, "cannot create '%s': %s", tmp, strerror(errno));
     if (rc == 0) rc = write_entry(tmp, f, source, binary, len, aside, err);
-    if (rc == 0) publish(tmp, final, f);
-    else remove_entry(tmp, f);
+    if (rc == 0) publish(tmp, final);
+    else remove_entry(tmp);
     free(tmp);
     free(final);
     return rc;
@@ -149,23 +174,6 @@ static int is_entry_name(const char *name, int *complete) {
     if (*complete) return 1;
     if (strncmp(name, ".tmp.", 5) == 0) return len > 37 && is_key(name + 5, 32) && name[37] == '.';
     return len > 39 && is_key(name, 32) && strncmp(name + 32, ".stale.", 7) == 0;
-}
-
-/* Calls fn on each regular file in path (an entry); the sum of their sizes. */
-static int64_t entry_files(const char *path, int (*fn)(const char *file)) {
-    DIR *d = opendir(path);
-    int64_t bytes = 0;
-    for (struct dirent *e; d && (e = readdir(d)) != NULL;) {
-        char *file = xsprintf("%s/%s", path, e->d_name);
-        struct stat st;
-        if (lstat(file, &st) == 0 && S_ISREG(st.st_mode)) {
-            bytes += (int64_t)st.st_size;
-            if (fn) fn(file);
-        }
-        free(file);
-    }
-    if (d) closedir(d);
-    return bytes;
 }
 
 static int has_file(const char *path, const char *name) {
@@ -206,11 +214,8 @@ int kcache_scan(const char *dir, KcacheCounts *c, Err *err) {
     return for_each_entry(dir, count_entry, c, err);
 }
 
-static int remove_file(const char *file) { return remove(file); }
-
 static void remove_entry_dir(const char *path, int complete, void *ctx) {
-    entry_files(path, remove_file);
-    if (rmdir(path) == 0 && complete) (*(int64_t *)ctx)++;
+    if (remove_entry(path) == 0 && complete) (*(int64_t *)ctx)++;
 }
 
 int kcache_clear(const char *dir, int64_t *removed, Err *err) {

@@ -27,10 +27,10 @@ typedef struct KcacheFiles {
 char *kcache_dir(Err *err);
 /* 32 hex digits naming n bytes of data. */
 char *kcache_hash(const char *data, size_t n);
-/* 1 and the binary when DIR/KEY is complete and intact; 0 otherwise. */
-int kcache_lookup(const char *dir, const char *key, const KcacheFiles *f, char **binary, size_t *len);
-/* The entry's file `name` (f->source or f->aside), or NULL where it cannot be read. */
-char *kcache_text(const char *dir, const char *key, const char *name);
+/* 1 and the binary when DIR/KEY is complete and intact, and with text_name (f->source or
+ * f->aside; NULL: none) that file's text in *text too; 0 (nothing handed back) otherwise. */
+int kcache_lookup(const char *dir, const char *key, const KcacheFiles *f, const char *text_name, char **binary,
+                  size_t *len, char **text);
 /* aside: the text of f->aside, or NULL. */
 int kcache_store(const char *dir, const char *key, const KcacheFiles *f, const char *source, const char *binary,
                  size_t len, const char *aside, Err *err);

@@ -696,11 +696,11 @@ START_TEST(test_nvrtc_cubin_and_cache) {
     ck_assert_int_eq(truncate(cubin_path, 100), 0);
     char *data = NULL;
     size_t len = 0;
-    ck_assert_int_eq(kcache_lookup(dir, key, &cuda_cache_files, &data, &len), 0);
+    ck_assert_int_eq(kcache_lookup(dir, key, &cuda_cache_files, NULL, &data, &len, NULL), 0);
     ck_assert_int_eq(cuda_compile_kernels(nv, p.kernels.data, 2, "sm_90a", dir, NULL, 0, &st, &e), 0);
     ck_assert_int_eq(st.compiled, 1);
     ck_assert_int_eq(st.cached, 1);
-    ck_assert_int_eq(kcache_lookup(dir, key, &cuda_cache_files, &data, &len), 1);
+    ck_assert_int_eq(kcache_lookup(dir, key, &cuda_cache_files, NULL, &data, &len, NULL), 1);
     ck_assert(len == cubins[0].len && memcmp(data, cubins[0].data, len) == 0);
     free(data), free(key), free(cubin_path), free(dir);
     cuda_cubins_free(cubins, 2);

@@ -30,24 +30,15 @@ typedef struct CompileJob {
     Err *errs;
 } CompileJob;
 
-/* A hit needs the cubin and, when asked for, the PTX kept beside it (entries
- * written before v3c kept PTX have none: they are compiled again). */
-static int take_cached(const CompileJob *j, const char *key, CudaCubin *out) {
-    if (!kcache_lookup(j->dir, key, &cuda_cache_files, &out->data, &out->len)) return 0;
-    if (j->with_ptx && !(out->ptx = kcache_text(j->dir, key, cuda_cache_files.aside))) {
-        free(out->data);
-        out->data = NULL;
-        return 0;
-    }
-    return out->from_cache = 1;
-}
-
 static int compile_one(const CompileJob *j, int i) {
     const CudaKernel *k = &j->kernels[i];
     CudaCubin *out = &j->cubins[i];
     char *key = cuda_cache_key(nvrtc_version_text(j->nv), j->target, k->source), *ptx = NULL;
     int rc = 0;
-    if (!take_cached(j, key, out) &&
+    /* A hit asked for PTX needs it beside the cubin (an entry from before v3c kept PTX is compiled again). */
+    const char *text = j->with_ptx ? cuda_cache_files.aside : NULL;
+    out->from_cache = kcache_lookup(j->dir, key, &cuda_cache_files, text, &out->data, &out->len, &out->ptx);
+    if (!out->from_cache &&
         (rc = nvrtc_compile(j->nv, k->source, k->name, j->target, &out->data, &out->len, &ptx, &j->errs[i])) == 0) {
         rc = kcache_store(j->dir, key, &cuda_cache_files, k->source, out->data, out->len, ptx, &j->errs[i]);
         if (j->with_ptx) out->ptx = ptx, ptx = NULL;

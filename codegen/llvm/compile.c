@@ -131,13 +131,9 @@ static int emit_object(LLVMModuleRef m, LLVMTargetMachineRef tm, Compiled *c) {
 
 /* A hit needs the object and, when dumping, the optimized IR stored beside it. */
 static int take_cached(const CompileJob *j, const char *key, Compiled *c) {
-    if (!j->cache_dir || !kcache_lookup(j->cache_dir, key, &cpu_cache_files, &c->object, &c->len)) return 0;
-    if (j->want_ir && !(c->ir = kcache_text(j->cache_dir, key, cpu_cache_files.source))) {
-        free(c->object);
-        c->object = NULL;
-        return 0;
-    }
-    return c->from_cache = 1;
+    const char *text = j->want_ir ? cpu_cache_files.source : NULL;
+    return c->from_cache =
+               j->cache_dir && kcache_lookup(j->cache_dir, key, &cpu_cache_files, text, &c->object, &c->len, &c->ir);
 }
 
 static int compile_module(const CompileJob *j, LLVMModuleRef m, LLVMTargetMachineRef tm, const char *key,
@@ -152,25 +148,24 @@ static int compile_module(const CompileJob *j, LLVMModuleRef m, LLVMTargetMachin
     return 0;
 }
 
-static void compile_one(const CompileJob *j, Compiled *c) {
+static void compile_one(const CompileJob *j, LLVMTargetMachineRef tm, Compiled *c) {
     LLVMContextRef ctx = LLVMContextCreate();
     LLVMModuleRef m = LLVMModuleCreateWithNameInContext(c->name, ctx);
     emit_kernel(ctx, m, &j->descs[c->desc], c->name);
-    LLVMTargetMachineRef tm = host_machine(j->host, &c->err);
-    if (tm) {
-        set_target(m, tm);
-        char *key = cache_key(m, j->host);
-        if (!take_cached(j, key, c)) compile_module(j, m, tm, key, c);
-        free(key);
-        LLVMDisposeTargetMachine(tm);
-    }
+    set_target(m, tm);
+    char *key = cache_key(m, j->host);
+    if (!take_cached(j, key, c)) compile_module(j, m, tm, key, c);
+    free(key);
     LLVMDisposeModule(m);
     LLVMContextDispose(ctx);
 }
 
+/* One target machine per thread: a machine is not shared between threads. */
 static void compile_range(void *ctx, int64_t lo, int64_t hi) {
     const CompileJob *j = ctx;
-    for (int64_t i = lo; i < hi; i++) compile_one(j, &j->out[i]);
+    LLVMTargetMachineRef tm = host_machine(j->host, &j->out[lo].err);
+    for (int64_t i = lo; tm && i < hi; i++) compile_one(j, tm, &j->out[i]);
+    if (tm) LLVMDisposeTargetMachine(tm);
 }
 
 static int dump_ir(const char *dir, const Compiled *c, Err *err) {
