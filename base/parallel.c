@@ -1,6 +1,14 @@
 /* A tiny parallel-for over contiguous ranges: enough to use every core on the
- * interpreter's few heavy loops and the cpu backend's fused kernels. */
+ * interpreter's few heavy loops and the cpu backend's fused kernels.
+ *
+ * A training step makes thousands of calls, many of them short, so the threads are
+ * kept: a process-wide pool (the one registry here) whose workers sleep between calls.
+ * One call at a time owns the pool; a call made while it is owned (from a worker's range,
+ * or from a second thread) starts and joins threads of its own, as calls did before the
+ * pool, so nesting and concurrent callers stay correct. After fork() the child starts
+ * with an empty pool, since the parent's workers do not exist there. */
 #include <pthread.h>
+#include <stdbool.h>
 #include <unistd.h>
 
 #include "parallel.h"
@@ -13,10 +21,94 @@ typedef struct Range {
     int64_t lo, hi;
 } Range;
 
-static void *run_range(void *p) {
-    Range *r = p;
-    r->fn(r->ctx, r->lo, r->hi);
+/* Worker i (1 <= i < MAX_THREADS) runs ranges[i] of each generation it takes part in. */
+typedef struct Pool {
+    pthread_mutex_t owner;     /* held by the call using the pool */
+    pthread_mutex_t lock;      /* guards the fields below */
+    pthread_cond_t wake, done; /* a new generation; the last range of one ended */
+    int workers;               /* started so far; ids 1..workers */
+    int taking_part;           /* this generation's workers: ids 1..taking_part */
+    int running;               /* of those, still running their range */
+    unsigned long generation;
+    Range ranges[MAX_THREADS];
+} Pool;
+
+#define EMPTY_POOL {PTHREAD_MUTEX_INITIALIZER, PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, \
+                    PTHREAD_COND_INITIALIZER, 0, 0, 0, 0, {{0}}}
+static Pool pool = EMPTY_POOL;
+static pthread_once_t fork_handler_once = PTHREAD_ONCE_INIT;
+
+static void run_range(const Range *r) { r->fn(r->ctx, r->lo, r->hi); }
+
+static void *worker_main(void *arg) {
+    int id = (int)(intptr_t)arg;
+    unsigned long seen = 0;
+    pthread_mutex_lock(&pool.lock);
+    for (;;) {
+        while (pool.generation == seen) pthread_cond_wait(&pool.wake, &pool.lock);
+        seen = pool.generation;
+        if (id > pool.taking_part) continue;
+        Range r = pool.ranges[id];
+        pthread_mutex_unlock(&pool.lock);
+        run_range(&r);
+        pthread_mutex_lock(&pool.lock);
+        if (--pool.running == 0) pthread_cond_signal(&pool.done);
+    }
     return NULL;
+}
+
+/* The child of a fork() has only the forking thread: the workers, and any lock one of them
+ * held, stay behind in the parent. */
+static void forget_pool_in_child(void) {
+    static const Pool empty = EMPTY_POOL;
+    pool = empty;
+}
+static void install_fork_handler(void) { pthread_atfork(NULL, NULL, forget_pool_in_child); }
+
+/* Starts workers until there are `want`; returns how many there are (fewer if the system refuses). */
+static int grow_pool(int want) {
+    while (pool.workers < want) {
+        pthread_t t;
+        if (pthread_create(&t, NULL, worker_main, (void *)(intptr_t)(pool.workers + 1)) != 0) break;
+        pthread_detach(t);
+        pool.workers++;
+    }
+    return pool.workers;
+}
+
+/* Runs ranges[0..k) on the pool's workers and the caller; the caller owns the pool. */
+static void run_on_pool(const Range *ranges, int k) {
+    pthread_mutex_lock(&pool.lock);
+    int helpers = grow_pool(k - 1);
+    if (helpers > k - 1) helpers = k - 1;
+    for (int i = 1; i <= helpers; i++) pool.ranges[i] = ranges[i];
+    pool.taking_part = pool.running = helpers;
+    pool.generation++;
+    pthread_cond_broadcast(&pool.wake);
+    pthread_mutex_unlock(&pool.lock);
+    run_range(&ranges[0]);
+    /* Ranges no worker could be started for run here. */
+    for (int i = helpers + 1; i < k; i++) run_range(&ranges[i]);
+    pthread_mutex_lock(&pool.lock);
+    while (pool.running > 0) pthread_cond_wait(&pool.done, &pool.lock);
+    pthread_mutex_unlock(&pool.lock);
+}
+
+static void *run_range_thread(void *p) {
+    run_range(p);
+    return NULL;
+}
+
+/* The pool is owned by another call: threads of this call's own. */
+static void run_on_new_threads(const Range *ranges, int k) {
+    pthread_t threads[MAX_THREADS];
+    bool started[MAX_THREADS] = {0};
+    for (int i = 1; i < k; i++) started[i] = pthread_create(&threads[i], NULL, run_range_thread, (void *)&ranges[i]) == 0;
+    run_range(&ranges[0]);
+    for (int i = 1; i < k; i++) {
+        if (started[i]) pthread_join(threads[i], NULL);
+        else run_range(&ranges[i]);
+    }
 }
 
 static int thread_count(int64_t n, int64_t cost, int max_threads) {
@@ -34,14 +126,16 @@ void parallel_for(int64_t n, int64_t cost, RangeFn fn, void *ctx) { parallel_for
 void parallel_for_capped(int64_t n, int64_t cost, int max_threads, RangeFn fn, void *ctx) {
     int k = thread_count(n, cost, max_threads);
     Range ranges[MAX_THREADS];
-    pthread_t threads[MAX_THREADS];
-    int started[MAX_THREADS] = {0};
     for (int i = 0; i < k; i++) ranges[i] = (Range){fn, ctx, n * i / k, n * (i + 1) / k};
-    for (int i = 1; i < k; i++) started[i] = pthread_create(&threads[i], NULL, run_range, &ranges[i]) == 0;
-    run_range(&ranges[0]);
-    /* A thread that could not start has its range run here instead. */
-    for (int i = 1; i < k; i++) {
-        if (started[i]) pthread_join(threads[i], NULL);
-        else run_range(&ranges[i]);
+    if (k == 1) {
+        run_range(&ranges[0]);
+        return;
     }
+    pthread_once(&fork_handler_once, install_fork_handler);
+    if (pthread_mutex_trylock(&pool.owner) != 0) {
+        run_on_new_threads(ranges, k);
+        return;
+    }
+    run_on_pool(ranges, k);
+    pthread_mutex_unlock(&pool.owner);
 }
