@@ -14,13 +14,13 @@ quiet() { local log; log=$(mktemp); "$@" >"$log" 2>&1 || { tail -n 40 "$log"; rm
 
 echo "== building $build (release, no LLVM) and build/release"
 quiet cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DV3C_LLVM=OFF -DV3C_TESTS=ON
-quiet ninja -C "$build" v3c gpu_step test_cuda_exec
+quiet ninja -C "$build" v3c gpu_step test_cuda_exec test_comm
 quiet cmake -S . -B build/release -G Ninja -DCMAKE_BUILD_TYPE=Release -DV3C_TESTS=ON
 quiet ninja -C build/release v3c
 
 rm -rf "$kit"
 mkdir -p "$kit/bin" "$kit/lib" "$kit/shared/golden" "$kit/shared/bench" "$kit/ref"
-bins=("$build/v3c" "$build/gpu_step" "$build/tests/test_cuda_exec")
+bins=("$build/v3c" "$build/gpu_step" "$build/tests/test_cuda_exec" "$build/tests/test_comm")
 cp "${bins[@]}" "$kit/bin/"
 # Every library the binaries load except the C and C++ runtimes, which the image has (newer).
 ldd "${bins[@]}" | awk '$2 == "=>" && $3 ~ /^\// {print $3}' | sort -u |
