@@ -2,6 +2,7 @@
 #include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,11 +36,31 @@ char *kcache_dir(Err *err) {
         err_set(err, "no kernel cache directory: set V3C_CACHE_DIR, XDG_CACHE_HOME or HOME");
         return NULL;
     }
-    if (mkdir_p(dir, err)) {
+    if (kcache_max_size(err) < 0 || mkdir_p(dir, err)) {
         free(dir);
         return NULL;
     }
     return dir;
+}
+
+/* "512M", "2G", "1048576": binary units, as du and ccache read them. */
+int64_t kcache_max_size(Err *err) {
+    static const char units[] = "KMGT";
+    const char *v = getenv("V3C_CACHE_MAX_SIZE");
+    if (!v || !*v) return KCACHE_DEFAULT_MAX;
+    char *end;
+    errno = 0;
+    long long n = strtoll(v, &end, 10);
+    const char *unit = *end ? strchr(units, toupper((unsigned char)*end)) : NULL;
+    int shift = unit ? 10 * (int)(unit - units + 1) : 0;
+    if (unit && end[1] == 'i' && end[2] == 'B') end += 2; /* 512MiB */
+    else if (unit && end[1] == 'B') end += 1;             /* 512MB */
+    int well_formed = end != v && isdigit((unsigned char)*v) && errno == 0 && (unit ? end[1] == 0 : *end == 0);
+    if (!well_formed || n > (INT64_MAX >> shift)) {
+        err_set(err, "V3C_CACHE_MAX_SIZE='%s' is not a size: bytes, or a number with K, M, G or T (0: no limit)", v);
+        return -1;
+    }
+    return (int64_t)n << shift;
 }
 
 /* ---- keys and entries ---- */
@@ -80,6 +101,13 @@ static int binary_intact(const char *dir, const char *key, const KcacheFiles *f,
     return 1;
 }
 
+/* A read-only cache (an aot bundle on a shared file system) is fine: its times just stay. */
+static void mark_used(const char *dir, const char *key) {
+    char *path = xsprintf("%s/%s", dir, key);
+    utimensat(AT_FDCWD, path, NULL, 0);
+    free(path);
+}
+
 int kcache_lookup(const char *dir, const char *key, const KcacheFiles *f, const char *text_name, char **binary,
                   size_t *len, char **text) {
     if (!binary_intact(dir, key, f, binary, len)) return 0;
@@ -88,6 +116,7 @@ int kcache_lookup(const char *dir, const char *key, const KcacheFiles *f, const 
         *binary = NULL;
         return 0;
     }
+    mark_used(dir, key);
     return 1;
 }
 
@@ -221,4 +250,55 @@ static void remove_entry_dir(const char *path, int complete, void *ctx) {
 int kcache_clear(const char *dir, int64_t *removed, Err *err) {
     *removed = 0;
     return for_each_entry(dir, remove_entry_dir, removed, err);
+}
+
+/* ---- the size limit ---- */
+typedef struct Used {
+    char *path;
+    int64_t bytes;
+    struct timespec when;
+} Used;
+
+typedef struct Usage {
+    VEC(Used) entries;
+    int64_t bytes;
+} Usage;
+
+static void note_entry(const char *path, int complete, void *ctx) {
+    Usage *u = ctx;
+    struct stat st;
+    int64_t bytes = entry_files(path, NULL);
+    u->bytes += bytes;
+    /* Half-written entries belong to writers that may still be running: never trimmed. */
+    if (complete && stat(path, &st) == 0) VEC_PUSH(u->entries, ((Used){xstrdup(path), bytes, st.st_mtim}));
+}
+
+/* Oldest first; equal times by path, so the order does not depend on readdir's. */
+static int older_first(const void *pa, const void *pb) {
+    const Used *a = pa, *b = pb;
+    if (a->when.tv_sec != b->when.tv_sec) return a->when.tv_sec < b->when.tv_sec ? -1 : 1;
+    if (a->when.tv_nsec != b->when.tv_nsec) return a->when.tv_nsec < b->when.tv_nsec ? -1 : 1;
+    return strcmp(a->path, b->path);
+}
+
+int kcache_trim(const char *dir, int64_t max, int64_t *removed, Err *err) {
+    *removed = 0;
+    if (max <= 0) return 0;
+    Usage u = {{0}, 0};
+    int rc = for_each_entry(dir, note_entry, &u, err);
+    if (rc == 0 && u.bytes > max) {
+        qsort(u.entries.data, u.entries.len, sizeof *u.entries.data, older_first);
+        int64_t target = max - max / 10;
+        for (size_t i = 0; i < u.entries.len && u.bytes > target; i++)
+            if (remove_entry(u.entries.data[i].path) == 0) u.bytes -= u.entries.data[i].bytes, (*removed)++;
+    }
+    for (size_t i = 0; i < u.entries.len; i++) free(u.entries.data[i].path);
+    VEC_FREE(u.entries);
+    return rc;
+}
+
+void kcache_trim_to_limit(const char *dir) {
+    Err ignored = {0};
+    int64_t max = kcache_max_size(&ignored), removed;
+    if (max > 0) kcache_trim(dir, max, &removed, &ignored);
 }

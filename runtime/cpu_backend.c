@@ -83,7 +83,9 @@ static int build_kernels(CpuPlan *p, const char *dump_dir, Err *err) {
         p->last_member[i] = gr->nodes.data[gr->nodes.len - 1];
         if (kernel_from_group(p->g, &p->fusion, i, p->b, p->t, &p->descs[i], err)) return -1;
     }
-    /* Without a cache directory every run compiles: slower, nothing lost. */
+    /* Without a cache directory every run compiles: slower, nothing lost. A malformed
+     * V3C_CACHE_MAX_SIZE is the user's mistake, though, and said so. */
+    if (kcache_max_size(err) < 0) return -1;
     Err no_cache = {0};
     char *cache_dir = kcache_dir(&no_cache);
     CpuCompileOptions o = {.dump_dir = dump_dir, .cache_dir = cache_dir};

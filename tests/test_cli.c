@@ -338,6 +338,42 @@ START_TEST(test_cache_command) {
 }
 END_TEST
 
+/* With V3C_CACHE_MAX_SIZE below what a run compiles, the cache ends the run within the limit;
+ * a malformed limit is the user's error wherever the cache is used. */
+START_TEST(test_cache_limit) {
+    char *dir = make_temp_dir(), *cache = path_join(dir, "cache");
+    setenv("V3C_CACHE_DIR", cache, 1);
+    setenv("V3C_CACHE_MAX_SIZE", "64K", 1);
+    CmdResult r = run_v3c("train models/tiny.v3 --steps 1 --batch 1 --seq 8 --backend cpu");
+    int cpu = r.status == 0;
+    ck_assert_msg(cpu || strstr(r.err, "no LLVM"), "%s", r.err);
+    cmd_free(&r);
+    r = run_v3c("cache");
+    long long bytes = -1;
+    const char *at = strstr(r.out, "bytes: ");
+    ck_assert_msg(r.status == 0 && at && sscanf(at, "bytes: %lld", &bytes) == 1, "%s%s", r.out, r.err);
+    ck_assert_msg(bytes <= 64 << 10 && (!cpu || bytes > 0), "%s", r.out);
+    ck_assert_msg(strstr(r.out, "limit: 65536 (0.1 MiB;"), "%s", r.out);
+    cmd_free(&r);
+    setenv("V3C_CACHE_MAX_SIZE", "0", 1);
+    r = run_v3c("cache");
+    ck_assert_msg(r.status == 0 && strstr(r.out, "limit: none (V3C_CACHE_MAX_SIZE=0)"), "%s%s", r.out, r.err);
+    cmd_free(&r);
+    setenv("V3C_CACHE_MAX_SIZE", "64 K", 1);
+    r = run_v3c("cache");
+    assert_user_error(&r, "V3C_CACHE_MAX_SIZE='64 K' is not a size");
+    cmd_free(&r);
+    if (cpu) {
+        r = run_v3c("train models/tiny.v3 --steps 1 --batch 1 --seq 8 --backend cpu");
+        assert_user_error(&r, "V3C_CACHE_MAX_SIZE='64 K' is not a size");
+        cmd_free(&r);
+    }
+    unsetenv("V3C_CACHE_MAX_SIZE");
+    unsetenv("V3C_CACHE_DIR");
+    free(cache), free(dir);
+}
+END_TEST
+
 int main(void) {
     Suite *s = suite_create("cli");
     TCase *tc = tcase_create("cli");
@@ -352,6 +388,7 @@ int main(void) {
     tcase_add_test(tc, test_dsl_error_location);
     tcase_add_test(tc, test_bad_options);
     tcase_add_test(tc, test_cache_command);
+    tcase_add_test(tc, test_cache_limit);
     tcase_add_test(tc, test_truncated_and_corrupt_checkpoint);
     tcase_add_test(tc, test_malformed_config);
     tcase_add_test(tc, test_missing_and_misshapen_weight);

@@ -55,7 +55,8 @@ static int use_bundle_kernels(const Options *o, const Bundle *b, Err *err) {
                            b->target, cuda_device_name(d), cuda_device_target(d), cuda_device_target(d));
     cuda_device_close(d);
     char *kernels = xsprintf("%s/kernels", b->dir);
-    if (rc == 0) setenv("V3C_CACHE_DIR", kernels, 1);
+    /* The bundle must keep every kernel, whatever the user's cache limit. */
+    if (rc == 0) setenv("V3C_CACHE_DIR", kernels, 1), setenv("V3C_CACHE_MAX_SIZE", "0", 1);
     free(kernels);
     return rc;
 }

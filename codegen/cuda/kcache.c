@@ -72,6 +72,7 @@ int cuda_compile_kernels(const Nvrtc *nv, const CudaKernel *kernels, int n, cons
         else if (mine[i].data) stats->compiled++;
     }
     free(j.errs);
+    if (stats->compiled > 0) kcache_trim_to_limit(cache_dir);
     if (!cubins) cuda_cubins_free(mine, n);
     return rc;
 }

@@ -222,6 +222,7 @@ static int compile_all(CpuKernels *k, const KernelDesc *descs, int n, const CpuC
     /* Each item is a whole LLVM compile: always worth a thread. */
     parallel_for(k->distinct, 1 << 20, compile_range, &job);
     int rc = load_all(k, out, k->distinct, o->dump_dir, err);
+    if (o->cache_dir && k->cached < k->distinct) kcache_trim_to_limit(o->cache_dir);
     for (int i = 0; rc == 0 && i < n; i++)
         if (!(fns[i] = (KernelFn)jit_lookup(k->jit, out[slot_of[i]].name, err))) rc = -1;
     for (int i = 0; i < k->distinct; i++) free(out[i].name), free(out[i].object), free(out[i].ir);
