@@ -10,6 +10,7 @@
 #ifndef V3C_FP8_H
 #define V3C_FP8_H
 
+#include <float.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -64,6 +65,36 @@ static inline uint8_t fp8_from_float(Fp8Format f, float x) {
     if (a >= (float)l->min_normal) return sign | fp8_encode_normal(l, a);
     volatile float shifted = a / l->quantum + 0x1p23f; /* volatile: the rounding must happen in float */
     return sign | (uint8_t)(shifted - 0x1p23f);
+}
+
+/* fp8_from_float(FP8_E4M3, x) for finite x, without branches, so that a loop of it
+ * vectorizes (quantization's hot loop): saturation, the normal encoding and the
+ * subnormal one are all computed and one is selected by masks from comparisons of
+ * |x|'s bits as integers (the numeric order for non-negative floats). The subnormal candidate reads min(|x|, 2^-6),
+ * so its float-to-int conversion stays in range whatever x is. Float arithmetic must
+ * round to float at each step (FLT_EVAL_METHOD 0: SSE, NEON); elsewhere this is
+ * fp8_from_float. tests/test_fp8.c holds the two equal. */
+static inline uint8_t fp8_e4m3_from_finite(float x) {
+#if defined(FLT_EVAL_METHOD) && FLT_EVAL_METHOD == 0
+    enum { MIN_NORMAL = 0x3C800000, MAX_FINITE = 0x43E00000 }; /* 2^-6 and 448 as float bits */
+    uint32_t u;
+    memcpy(&u, &x, sizeof u);
+    uint32_t sign = (u >> 24) & 0x80u, a = u & 0x7FFFFFFFu;
+    /* Round to 3 mantissa bits on the float's bits; rebias the exponent from 127 to 7. */
+    uint32_t normal = ((a + 0x7FFFFu + ((a >> 20) & 1u)) >> 20) - (120u << 3);
+    uint32_t small_bits = a < MIN_NORMAL ? a : MIN_NORMAL;
+    float small;
+    memcpy(&small, &small_bits, sizeof small);
+    uint32_t subnormal = (uint32_t)(int32_t)((small * 0x1p9f + 0x1p23f) - 0x1p23f);
+    /* Masks, not ?: between the candidates: a conditional lets the compiler move the
+     * subnormal's float arithmetic into a branch, which it then cannot vectorize. */
+    uint32_t is_normal = 0u - (uint32_t)(a >= MIN_NORMAL), is_saturated = 0u - (uint32_t)(a >= MAX_FINITE);
+    uint32_t bits = (normal & is_normal) | (subnormal & ~is_normal);
+    bits = (0x7Eu & is_saturated) | (bits & ~is_saturated);
+    return (uint8_t)(sign | bits);
+#else
+    return fp8_from_float(FP8_E4M3, x);
+#endif
 }
 
 #endif

@@ -109,6 +109,25 @@ END_TEST
 START_TEST(e5m2_encoder_matches_nearest_search) { check_encoder_against_search(FP8_E5M2); }
 END_TEST
 
+/* The branchless encoder quantization uses equals fp8_from_float on every finite float
+ * whose low 12 bits are one of a few patterns, with all high 20 bits: every exponent, both
+ * signs, the rounding bit and what lies below it each way (checked for every finite float,
+ * 2^32 patterns, once by hand: no difference). */
+START_TEST(e4m3_finite_encoder_matches_fp8_from_float) {
+    static const uint32_t low[] = {0x000, 0x001, 0x7FF, 0x800, 0x801, 0xFFF};
+    int64_t checked = 0;
+    for (uint32_t high = 0; high < (1u << 20); high++)
+        for (size_t k = 0; k < sizeof low / sizeof *low; k++) {
+            float x = f32_from_bits(high << 12 | low[k]);
+            if (!isfinite(x)) continue;
+            ck_assert_msg(fp8_e4m3_from_finite(x) == fp8_from_float(FP8_E4M3, x), "%a: 0x%02x, want 0x%02x", x,
+                          fp8_e4m3_from_finite(x), fp8_from_float(FP8_E4M3, x));
+            checked++;
+        }
+    ck_assert_int_gt(checked, 6000000);
+}
+END_TEST
+
 START_TEST(e4m3_saturates_and_keeps_nan) {
     ck_assert_uint_eq(fp8_from_float(FP8_E4M3, 448.0f), 0x7E);
     ck_assert_uint_eq(fp8_from_float(FP8_E4M3, 464.0f), 0x7E);
@@ -418,6 +437,79 @@ START_TEST(tiles_128x1_and_128x128_are_ragged) {
         ck_assert(fabsf(tensor_f32(y)[i] - v[i]) <= fabsf(v[i]) * 0.0625f + tensor_f32(s)[0] * ldexpf(1, -10));
     }
     tensor_free(x), tensor_free(q), tensor_free(s), tensor_free(y);
+}
+END_TEST
+
+/* quantize goes by bands of whole rows (ir/ops/fp8.c); here each tile on its own, as the
+ * recipe states it, over ragged shapes of every tile kind, both scale kinds, and values
+ * from subnormal to large. */
+static void quantize_by_tiles(const float *x, int64_t batch, int64_t rows, int64_t cols, int th, int tw, int pow2,
+                              uint8_t *q, float *scales) {
+    int64_t rt_n = (rows + th - 1) / th, ct_n = (cols + tw - 1) / tw;
+    for (int64_t b = 0; b < batch; b++)
+        for (int64_t rt = 0; rt < rt_n; rt++)
+            for (int64_t ct = 0; ct < ct_n; ct++) {
+                int64_t r1 = rt * th + th < rows ? rt * th + th : rows, c1 = ct * tw + tw < cols ? ct * tw + tw : cols;
+                const float *xb = x + b * rows * cols;
+                float amax = 0;
+                for (int64_t r = rt * th; r < r1; r++)
+                    for (int64_t c = ct * tw; c < c1; c++) amax = fmaxf(amax, fabsf(xb[r * cols + c]));
+                float s = fmaxf(amax, 1e-12f) / 448.0f;
+                if (pow2) s = exp2f(ceilf(log2f(s)));
+                scales[(b * rt_n + rt) * ct_n + ct] = s;
+                for (int64_t r = rt * th; r < r1; r++)
+                    for (int64_t c = ct * tw; c < c1; c++)
+                        q[b * rows * cols + r * cols + c] = fp8_from_float(FP8_E4M3, xb[r * cols + c] / s);
+            }
+}
+
+START_TEST(quantize_matches_tile_by_tile) {
+    static const struct {
+        const char *tile;
+        int th, tw, batched;
+    } kinds[] = {{"1x128", 1, 128, 0}, {"128x1", 128, 1, 0}, {"128x128", 128, 128, 1}};
+    static const int64_t shapes[][3] = {{1, 1, 5}, {1, 130, 3}, {1, 300, 200}, {2, 129, 257}, {3, 7, 128}};
+    srand(7);
+    for (size_t k = 0; k < 3; k++)
+        for (size_t sh = 0; sh < 5; sh++)
+            for (int pow2 = 0; pow2 <= 1; pow2++) {
+                int64_t batch = shapes[sh][0], rows = shapes[sh][1], cols = shapes[sh][2], n = batch * rows * cols;
+                int64_t shape[3] = {batch, rows, cols};
+                /* 1x128 and 128x1 tiles flatten the leading axes into rows; 128x128 ones are per batch. */
+                int64_t ref_batch = kinds[k].batched ? batch : 1, ref_rows = kinds[k].batched ? rows : batch * rows;
+                Tensor *x = tensor_new(DT_F32, 3, shape), *q, *s;
+                float *v = tensor_f32(x);
+                for (int64_t i = 0; i < n; i++) v[i] = ldexpf((float)rand() / RAND_MAX - 0.5f, rand() % 30 - 20);
+                quantize(x, kinds[k].tile, pow2, &q, &s);
+                uint8_t *want_q = xmalloc((size_t)n);
+                float *want_s = xmalloc(sizeof(float) * (size_t)s->numel);
+                quantize_by_tiles(v, ref_batch, ref_rows, cols, kinds[k].th, kinds[k].tw, pow2, want_q, want_s);
+                for (int64_t i = 0; i < s->numel; i++)
+                    ck_assert_msg(tensor_f32(s)[i] == want_s[i], "%s %lldx%lldx%lld pow2 %d: scale %lld", kinds[k].tile,
+                                  (long long)batch, (long long)rows, (long long)cols, pow2, (long long)i);
+                ck_assert_msg(memcmp(q->data, want_q, (size_t)n) == 0, "%s %lldx%lldx%lld pow2 %d: q differs",
+                              kinds[k].tile, (long long)batch, (long long)rows, (long long)cols, pow2);
+                free(want_q), free(want_s);
+                tensor_free(x), tensor_free(q), tensor_free(s);
+            }
+}
+END_TEST
+
+/* A value that is not finite deep in a later band is still found and named. */
+START_TEST(non_finite_in_a_later_band_is_named) {
+    enum { R = 300, C = 5 };
+    static const char *tiles[] = {"1x128", "128x1", "128x128"};
+    float v[R * C];
+    for (int i = 0; i < R * C; i++) v[i] = (float)(i % 17) - 8.0f;
+    v[290 * C + 3] = -INFINITY;
+    for (int t = 0; t < 3; t++) {
+        Tensor *x = f32_tensor(R, C, v), *out[2];
+        Attr a = attr_str("tile", tiles[t]);
+        Err e = {0};
+        ck_assert_int_eq(run_node(OP_QUANTIZE, &x, 1, &a, 1, out, &e), -1);
+        ck_assert_msg(strstr(e.msg, "element 1453 is infinite"), "%s: %s", tiles[t], e.msg);
+        tensor_free(x);
+    }
 }
 END_TEST
 
@@ -806,6 +898,7 @@ static Suite *fp8_suite(void) {
     tcase_add_test(tc, every_pattern_decodes_by_definition);
     tcase_add_test(tc, e4m3_rounds_to_nearest_even);
     tcase_add_test(tc, e4m3_saturates_and_keeps_nan);
+    tcase_add_test(tc, e4m3_finite_encoder_matches_fp8_from_float);
     tcase_add_test(tc, e4m3_encoder_matches_nearest_search);
     tcase_add_test(tc, e5m2_encoder_matches_nearest_search);
     tcase_add_test(tc, e5m2_basics);
@@ -819,6 +912,8 @@ static Suite *fp8_suite(void) {
     tcase_add_test(tc, pow2_scales);
     tcase_add_test(tc, non_finite_input_is_an_error);
     tcase_add_test(tc, tiles_128x1_and_128x128_are_ragged);
+    tcase_add_test(tc, quantize_matches_tile_by_tile);
+    tcase_add_test(tc, non_finite_in_a_later_band_is_named);
     tcase_add_test(tc, shape_rules);
     tcase_add_test(tc, fp8_matmul_refuses_nan_operands);
     tcase_add_test(tc, fp8_wgrad_matches_dequantized_reference);

@@ -211,29 +211,81 @@ static float tile_scale(float amax, int pow2) {
     return ldexpf(1.0f, frac == 0.5f ? e - 1 : e);
 }
 
-static void quantize_tile(const TiledView *v, const TileBox *b, const real *x, uint8_t *q, real *scale, int pow2) {
-    real amax = 0; /* the values are finite (require_finite), so a comparison is fmax */
-    for (int64_t r = b->r0; r < b->r1; r++)
-        for (int64_t c = b->c0; c < b->c1; c++) {
-            real a = (real)fabs(x[b->base + r * v->cols + c]);
-            if (a > amax) amax = a;
+/* Quantization goes by bands: a band is one row of tiles (batch, row tile), all its
+ * columns at once, so that every loop runs along a contiguous row and vectorizes,
+ * whatever the tile's shape (a 128x1 tile's own elements are a column). A tile's amax
+ * is a max, so gathering it column by column gives the same value. */
+
+/* col_amax[c] = max(col_amax[c], |x[c]|). For non-negative IEEE values the integer order
+ * of the bits is the numeric order, so the max is taken on the bits (which vectorizes,
+ * where a float max under NaN's rules does not); infinities and NaNs come out above
+ * every finite value, which is how the band finds them. */
+static void max_abs_into(real *col_amax, const real *x, int64_t n) {
+    if (sizeof(real) != sizeof(uint32_t)) { /* V3C_REAL=double */
+        for (int64_t c = 0; c < n; c++) {
+            real a = (real)fabs(x[c]);
+            if (isnan(a) || a > col_amax[c]) col_amax[c] = a; /* a NaN, once there, stays */
         }
-    *scale = tile_scale((float)amax, pow2);
-    for (int64_t r = b->r0; r < b->r1; r++)
-        for (int64_t c = b->c0; c < b->c1; c++) {
-            int64_t i = b->base + r * v->cols + c;
-            q[i] = fp8_from_float(FP8_E4M3, (float)(x[i] / *scale)); /* true division, as the recipe says */
-        }
+        return;
+    }
+    for (int64_t c = 0; c < n; c++) {
+        uint32_t bits, top;
+        memcpy(&bits, &x[c], sizeof bits);
+        memcpy(&top, &col_amax[c], sizeof top);
+        bits &= 0x7FFFFFFFu;
+        top = bits > top ? bits : top;
+        memcpy(&col_amax[c], &top, sizeof top);
+    }
 }
 
-/* Checked up front, so the tiles can then be quantized in parallel. */
-static int require_finite(const Tensor *x, Err *err) {
+static void encode_row(const real *x, const real *col_scale, int64_t n, uint8_t *q) {
+    for (int64_t c = 0; c < n; c++)
+        q[c] = fp8_e4m3_from_finite((float)(x[c] / col_scale[c])); /* true division, as the recipe says */
+}
+
+typedef struct Band {
+    const TiledView *v;
+    const real *x; /* the band's first row */
+    uint8_t *q;
+    real *scales; /* its col_tiles scales */
+    int64_t rows;
+    real *col_amax, *col_scale; /* scratch, v->cols each */
+} Band;
+
+/* Each tile's scale from its columns' amax, spread back over the columns; 0 when a value is not finite. */
+static int band_scales(const Band *b, int pow2) {
+    const TiledView *v = b->v;
+    for (int64_t t = 0; t < v->col_tiles; t++) {
+        int64_t c0 = t * v->tile_cols, c1 = c0 + v->tile_cols < v->cols ? c0 + v->tile_cols : v->cols;
+        real amax = 0;
+        for (int64_t c = c0; c < c1; c++) {
+            if (!isfinite(b->col_amax[c])) return 0;
+            if (b->col_amax[c] > amax) amax = b->col_amax[c];
+        }
+        b->scales[t] = tile_scale((float)amax, pow2);
+        for (int64_t c = c0; c < c1; c++) b->col_scale[c] = b->scales[t];
+    }
+    return 1;
+}
+
+/* 0 when the band holds a value that is not finite (its q is then not written). */
+static int quantize_band(const Band *b, int pow2) {
+    int64_t cols = b->v->cols;
+    memset(b->col_amax, 0, sizeof(real) * (size_t)cols);
+    for (int64_t r = 0; r < b->rows; r++) max_abs_into(b->col_amax, b->x + r * cols, cols);
+    if (!band_scales(b, pow2)) return 0;
+    for (int64_t r = 0; r < b->rows; r++) encode_row(b->x + r * cols, b->col_scale, cols, b->q + r * cols);
+    return 1;
+}
+
+/* Says where the first value that is not finite is. */
+static int nonfinite_error(const Tensor *x, Err *err) {
     const real *v = tensor_real(x);
     for (int64_t i = 0; i < x->numel; i++)
         if (!isfinite(v[i]))
             return err_set(err, "quantize: element %lld is %s; FP8 quantization needs finite values", (long long)i,
                            isnan(v[i]) ? "NaN" : "infinite");
-    return 0;
+    return err_internal(err, "quantize: a band saw a value that is not finite, but none is");
 }
 
 typedef struct QuantizeJob {
@@ -242,26 +294,35 @@ typedef struct QuantizeJob {
     uint8_t *q;
     real *scales;
     int pow2;
+    int nonfinite; /* set by any band that found one */
 } QuantizeJob;
 
-static void quantize_tiles(void *ctx, int64_t lo, int64_t hi) {
-    const QuantizeJob *j = ctx;
-    for (int64_t t = lo; t < hi; t++) {
-        TileBox b = tile_box(&j->view, t);
-        quantize_tile(&j->view, &b, j->x, j->q, &j->scales[t], j->pow2);
+static void quantize_bands(void *ctx, int64_t lo, int64_t hi) {
+    QuantizeJob *j = ctx;
+    const TiledView *v = &j->view;
+    Band b = {.v = v, .col_amax = xmalloc(sizeof(real) * (size_t)(v->cols + 1))};
+    b.col_scale = xmalloc(sizeof(real) * (size_t)(v->cols + 1));
+    for (int64_t band = lo; band < hi; band++) {
+        TileBox box = tile_box(v, band * v->col_tiles); /* the band's first tile: its rows */
+        int64_t at = box.base + box.r0 * v->cols;
+        b.x = j->x + at, b.q = j->q + at, b.scales = j->scales + band * v->col_tiles, b.rows = box.r1 - box.r0;
+        if (!quantize_band(&b, j->pow2)) __atomic_store_n(&j->nonfinite, 1, __ATOMIC_RELAXED);
     }
+    free(b.col_amax);
+    free(b.col_scale);
 }
 
 int quantize_interp(const Tensor *const *in, int nin, const Node *n, Tensor *const *out, Err *err) {
     TileShape tile = tile_shapes[0];
     int64_t *bound = NULL;
-    QuantizeJob j = {{0}, tensor_real(in[0]), out[0]->data, tensor_real(out[1]), (int)node_int(n, "pow2", 0)};
-    if (tile_of(n, &tile, err) || require_finite(in[0], err) ||
+    QuantizeJob j = {{0}, tensor_real(in[0]), out[0]->data, tensor_real(out[1]), (int)node_int(n, "pow2", 0), 0};
+    if (tile_of(n, &tile, err) ||
         segmented_view(in[0], &tile, nin > 1 ? in[1] : NULL, out[1]->shape[0], &j.view, &bound, err))
         return -1;
-    parallel_for(out[1]->numel, j.view.tile_rows * j.view.tile_cols, quantize_tiles, &j);
+    int64_t bands = j.view.col_tiles ? out[1]->numel / j.view.col_tiles : 0;
+    parallel_for(bands, j.view.tile_rows * j.view.cols, quantize_bands, &j);
     free(bound);
-    return 0;
+    return j.nonfinite ? nonfinite_error(in[0], err) : 0;
 }
 
 /* ---- dequantize ---- */
