@@ -1,3 +1,4 @@
+#include "../base/parallel.h"
 #include "optim.h"
 
 #include <math.h>
@@ -64,15 +65,30 @@ static float *moment(TensorSet *s, const ParamGrad *p) {
 
 double adamw_correction(double beta, int64_t updates) { return 1.0 - pow(beta, (double)updates); }
 
-void adamw_update_span(const OptimConfig *c, const AdamwSpan *s, double lr, double grad_scale, double decay,
-                       double correct1, double correct2) {
-    for (int64_t k = 0; k < s->n; k++) {
-        double gk = (double)s->g[k] * grad_scale;
+typedef struct AdamwJob {
+    const OptimConfig *c;
+    const AdamwSpan *s;
+    double lr, grad_scale, decay, correct1, correct2;
+} AdamwJob;
+
+/* Each element on its own, so the split over threads cannot change a bit. */
+static void adamw_range(void *ctx, int64_t lo, int64_t hi) {
+    const AdamwJob *j = ctx;
+    const OptimConfig *c = j->c;
+    const AdamwSpan *s = j->s;
+    for (int64_t k = lo; k < hi; k++) {
+        double gk = (double)s->g[k] * j->grad_scale;
         s->m[k] = (float)(c->beta1 * s->m[k] + (1.0 - c->beta1) * gk);
         s->v[k] = (float)(c->beta2 * s->v[k] + (1.0 - c->beta2) * gk * gk);
-        double step = (s->m[k] / correct1) / (sqrt(s->v[k] / correct2) + c->eps);
-        s->w[k] = (float)(s->w[k] - lr * (step + decay * s->w[k]));
+        double step = (s->m[k] / j->correct1) / (sqrt(s->v[k] / j->correct2) + c->eps);
+        s->w[k] = (float)(s->w[k] - j->lr * (step + j->decay * s->w[k]));
     }
+}
+
+void adamw_update_span(const OptimConfig *c, const AdamwSpan *s, double lr, double grad_scale, double decay,
+                       double correct1, double correct2) {
+    AdamwJob j = {c, s, lr, grad_scale, decay, correct1, correct2};
+    parallel_for(s->n, 32, adamw_range, &j);
 }
 
 double adamw_decay(const OptimConfig *c, const Tensor *weight) { return weight->rank >= 2 ? c->weight_decay : 0.0; }

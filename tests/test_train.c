@@ -83,6 +83,38 @@ START_TEST(test_adamw_first_step) {
 }
 END_TEST
 
+/* adamw_update_span splits a span over threads and vectorizes (runtime/optim.c): each
+ * element must still be the one double expression, rounded once, so equal bits to the
+ * formula evaluated here element by element, over three steps. */
+START_TEST(test_adamw_span_is_the_formula_per_element) {
+    enum { N = 100003 };
+    OptimConfig c = optim_defaults(0.01, 10);
+    float *w = xmalloc(sizeof(float) * N), *m = xcalloc(N, sizeof(float)), *v = xcalloc(N, sizeof(float));
+    float *g = xmalloc(sizeof(float) * N), *ww = xmalloc(sizeof(float) * N), *wm = xcalloc(N, sizeof(float));
+    float *wv = xcalloc(N, sizeof(float));
+    srand(3);
+    for (int k = 0; k < N; k++) ww[k] = w[k] = (float)rand() / RAND_MAX - 0.5f;
+    for (int step = 1; step <= 3; step++) {
+        for (int k = 0; k < N; k++) g[k] = ldexpf((float)rand() / RAND_MAX - 0.5f, rand() % 20 - 10);
+        double lr = 0.01 / step, scale = 0.75, decay = 0.1;
+        double c1 = adamw_correction(c.beta1, step), c2 = adamw_correction(c.beta2, step);
+        AdamwSpan s = {w, m, v, g, N};
+        adamw_update_span(&c, &s, lr, scale, decay, c1, c2);
+        for (int k = 0; k < N; k++) {
+            double gk = (double)g[k] * scale;
+            wm[k] = (float)(c.beta1 * wm[k] + (1.0 - c.beta1) * gk);
+            wv[k] = (float)(c.beta2 * wv[k] + (1.0 - c.beta2) * gk * gk);
+            double upd = (wm[k] / c1) / (sqrt(wv[k] / c2) + c.eps);
+            ww[k] = (float)(ww[k] - lr * (upd + decay * ww[k]));
+        }
+        ck_assert_msg(memcmp(w, ww, sizeof(float) * N) == 0 && memcmp(m, wm, sizeof(float) * N) == 0 &&
+                          memcmp(v, wv, sizeof(float) * N) == 0,
+                      "step %d differs from the formula", step);
+    }
+    free(w), free(m), free(v), free(g), free(ww), free(wm), free(wv);
+}
+END_TEST
+
 /* ---- the balance update ---- */
 
 START_TEST(test_balance_bias_and_cv) {
@@ -728,6 +760,7 @@ static Suite *train_suite(void) {
     tcase_add_test(units, test_lr_schedule);
     tcase_add_test(units, test_clipping);
     tcase_add_test(units, test_adamw_first_step);
+    tcase_add_test(units, test_adamw_span_is_the_formula_per_element);
     tcase_add_test(units, test_balance_bias_and_cv);
     tcase_add_test(units, test_batches_deterministic);
     tcase_add_test(units, test_corpus_errors);
