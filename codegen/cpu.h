@@ -23,7 +23,8 @@ void cpu_kernels_free(CpuKernels *c);
 int cpu_kernels_count(const CpuKernels *c);
 int cpu_kernels_cached(const CpuKernels *c);
 
-/* y[m,n] = x[m,k] @ w[n,k]^T in fp32 (BLAS), split over at most `threads` threads (0: all cores).
+/* y[m,n] = x[m,k] @ w[n,k]^T in fp32 (BLAS), split over at most `threads` threads (0: all cores)
+ * in blocks of a fixed size, so the bits do not depend on the thread count.
  * The outputs must come zeroed: an empty product (k = 0) leaves them so. */
 void gemm_xwt(const float *x, const float *w, float *y, int64_t m, int64_t n, int64_t k, int threads);
 /* dw[n,k] = dy[m,n]^T @ x[m,k] in fp32 (BLAS), split the same way. */

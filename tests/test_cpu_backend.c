@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "../codegen/cpu.h"
 #include "../codegen/fuse.h"
 #include "../frontend/frontend.h"
 #include "../ir/text.h"
@@ -605,6 +606,38 @@ START_TEST(test_fp8_matmul_nan_operand) {
 END_TEST
 
 /* V3C_PROFILE=1: a table of time per op kind on stderr, one line per kind that ran. */
+/* OpenBLAS picks its kernel (and a row's order of sums over K) by the call's shape, so
+ * the GEMMs' blocks must not follow the thread count: 1, 2, 3 and 8 threads give the same
+ * bits, on shapes (M = 8 with N = 192, say) where halving M changes them. */
+START_TEST(test_gemm_bits_do_not_depend_on_threads) {
+    static const int64_t shapes[][3] = {{8, 192, 96}, {8, 256, 64}, {40, 100, 7}, {96, 64, 128}, {130, 33, 65}};
+    srand(11);
+    for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++) {
+        int64_t m = shapes[s][0], n = shapes[s][1], k = shapes[s][2];
+        float *x = xmalloc(sizeof(float) * (size_t)(m * k)), *w = xmalloc(sizeof(float) * (size_t)(n * k));
+        float *dy = xmalloc(sizeof(float) * (size_t)(m * n));
+        for (int64_t i = 0; i < m * k; i++) x[i] = (float)rand() / RAND_MAX - 0.5f;
+        for (int64_t i = 0; i < n * k; i++) w[i] = (float)rand() / RAND_MAX - 0.5f;
+        for (int64_t i = 0; i < m * n; i++) dy[i] = (float)rand() / RAND_MAX - 0.5f;
+        float *y1 = xcalloc((size_t)(m * n), sizeof(float)), *d1 = xcalloc((size_t)(n * k), sizeof(float));
+        gemm_xwt(x, w, y1, m, n, k, 1);
+        gemm_dyt_x(dy, x, d1, m, n, k, 1);
+        static const int threads[] = {2, 3, 8};
+        for (size_t t = 0; t < 3; t++) {
+            float *y = xcalloc((size_t)(m * n), sizeof(float)), *d = xcalloc((size_t)(n * k), sizeof(float));
+            gemm_xwt(x, w, y, m, n, k, threads[t]);
+            gemm_dyt_x(dy, x, d, m, n, k, threads[t]);
+            ck_assert_msg(memcmp(y, y1, sizeof(float) * (size_t)(m * n)) == 0, "xwt %lldx%lldx%lld on %d threads",
+                          (long long)m, (long long)n, (long long)k, threads[t]);
+            ck_assert_msg(memcmp(d, d1, sizeof(float) * (size_t)(n * k)) == 0, "dyt_x %lldx%lldx%lld on %d threads",
+                          (long long)m, (long long)n, (long long)k, threads[t]);
+            free(y), free(d);
+        }
+        free(x), free(w), free(dy), free(y1), free(d1);
+    }
+}
+END_TEST
+
 START_TEST(test_profile_table) {
     ck_assert_int_eq(setenv("V3C_PROFILE", "1", 1), 0);
     CmdResult r = run_v3c("train models/tiny.v3 --steps 1 --batch 1 --seq 8 --backend cpu");
@@ -643,6 +676,7 @@ int main(void) {
     tcase_add_test(tc, test_golden_tiny_fp8_grads);
     tcase_add_test(tc, test_fp8_matmul_exact);
     tcase_add_test(tc, test_fp8_matmul_nan_operand);
+    tcase_add_test(tc, test_gemm_bits_do_not_depend_on_threads);
     tcase_add_test(tc, test_backend_kernels);
     tcase_add_test(tc, test_backend_kernels_are_used);
     tcase_add_test(tc, test_exact_backend_kernels);
