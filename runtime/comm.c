@@ -177,6 +177,12 @@ int comm_under_mpirun(void) {
     return size && *size;
 }
 
+int comm_local_ranks(void) {
+    const char *local = getenv("OMPI_COMM_WORLD_LOCAL_SIZE");
+    long n = local ? strtol(local, NULL, 10) : 1;
+    return n > 0 && n < INT32_MAX ? (int)n : 1;
+}
+
 Comm *comm_init(int *argc, char ***argv, double timeout_s, Err *err) {
     double timeout = timeout_from_env(timeout_s, err);
     if (timeout < 0) return NULL;

@@ -58,6 +58,8 @@ int comm_barrier(Comm *c, Err *err);
 
 /* 1 when this process was started by mpirun (comm_init will use MPI). */
 int comm_under_mpirun(void);
+/* How many ranks of this job run on this machine (mpirun's local size; 1 without mpirun). */
+int comm_local_ranks(void);
 /* "self" (world size 1), "mpi" or "nccl". */
 const char *comm_engine_name(const Comm *c);
 /* Seconds any one wait may take before it fails. */

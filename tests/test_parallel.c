@@ -1,5 +1,6 @@
 /* base/parallel.c: every item handled exactly once, whoever calls (nested, from two threads
- * at once, in a forked child), and the workers kept from one call to the next. */
+ * at once, in a forked child), the workers kept from one call to the next, and the core
+ * share bounding every call. */
 #include <dirent.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -77,6 +78,44 @@ START_TEST(test_workers_kept) {
 }
 END_TEST
 
+typedef struct Callers {
+    pthread_t seen[16];
+    int n;
+    pthread_mutex_t lock;
+} Callers;
+
+/* Notes which thread ran a range, and makes the range long enough that all take part. */
+static void note_thread(void *ctx, int64_t lo, int64_t hi) {
+    Callers *c = ctx;
+    (void)lo, (void)hi;
+    usleep(2000);
+    pthread_mutex_lock(&c->lock);
+    int known = 0;
+    for (int i = 0; i < c->n; i++) known |= pthread_equal(c->seen[i], pthread_self());
+    if (!known && c->n < 16) c->seen[c->n++] = pthread_self();
+    pthread_mutex_unlock(&c->lock);
+}
+
+static int threads_used(int64_t n, int want) {
+    Callers c = {.lock = PTHREAD_MUTEX_INITIALIZER};
+    parallel_for_capped(n, BIG_COST, want, note_thread, &c);
+    return c.n;
+}
+
+/* A core share bounds every call, whatever it asks; 0 lifts it. */
+START_TEST(test_core_share) {
+    ck_assert_int_eq(threads_used(64, 8), 8);
+    parallel_set_core_share(3);
+    ck_assert_int_eq(threads_used(64, 8), 3);
+    ck_assert_int_eq(threads_used(64, 2), 2);
+    ck_assert_int_eq(items_missed(MANY, 8), 0);
+    parallel_set_core_share(1);
+    ck_assert_int_eq(threads_used(64, 8), 1);
+    parallel_set_core_share(0);
+    ck_assert_int_eq(threads_used(64, 8), 8);
+}
+END_TEST
+
 typedef struct Nest {
     int64_t outer_bad;
 } Nest;
@@ -134,6 +173,7 @@ int main(void) {
     tcase_add_test(tc, test_small_job_runs_here);
     tcase_add_test(tc, test_workers_kept);
     tcase_add_test(tc, test_nested_calls);
+    tcase_add_test(tc, test_core_share);
     tcase_add_test(tc, test_two_callers_at_once);
     tcase_add_test(tc, test_after_fork);
     suite_add_tcase(s, tc);
