@@ -240,10 +240,31 @@ static int run_native(Run *r, const Node *n, const Tensor **in, Tensor **out, Er
     return rc;
 }
 
-static int run_node(Run *r, const Node *n, Err *err) {
+/* A reshape that is its input's last reader takes the input's buffer instead of copying it
+ * (the same elements in the same order); 1 when it did. */
+static int reshape_in_place(Run *r, const Node *n, int64_t i) {
+    ValueId x = n->in[0];
+    if (n->op != OP_RESHAPE || r->borrowed[x] || r->last_use[x] != i || !r->vals[x]) return 0;
+    const Type *ty = ir_type(r->p->g, n->out[0]);
+    Tensor *t = r->vals[x];
+    int64_t shape[IR_MAX_RANK];
+    Err not_here = {0}; /* the interpreter's kernel then reports it */
+    if (type_concrete(ty, r->p->b, r->p->t, shape, &not_here) || ty->dtype != t->dtype) return 0;
+    int64_t numel = 1;
+    for (int d = 0; d < ty->rank; d++) numel *= shape[d];
+    if (numel != t->numel) return 0;
+    t->rank = ty->rank;
+    memcpy(t->shape, shape, sizeof(int64_t) * (size_t)ty->rank);
+    r->vals[x] = NULL;
+    r->vals[n->out[0]] = t;
+    return 1;
+}
+
+static int run_node(Run *r, const Node *n, int64_t i, Err *err) {
     const Tensor *in[64];
     Tensor *out[4];
     if (gather_inputs(r, n, in, err)) return -1;
+    if (reshape_in_place(r, n, i)) return 0;
     if (is_gemm(r->p->g, n) || cpu_op_for(r->p->g, n)) {
         if (run_native(r, n, in, out, err)) return -1;
     } else if (interp_node(r->p->g, n, in, r->p->b, r->p->t, out, err)) {
@@ -306,7 +327,7 @@ static int step(Run *r, int32_t i, const TensorSet *feeds, Err *err) {
     if (gid >= 0 && r->p->last_member[gid] != i) return 0;
     if (gid < 0 && (n->op == OP_INPUT || n->op == OP_PARAM)) return feed(r, n, feeds, err);
     double t0 = r->p->profile ? now_seconds() : 0;
-    int rc = gid >= 0 ? run_group(r, gid, err) : run_node(r, n, err);
+    int rc = gid >= 0 ? run_group(r, gid, err) : run_node(r, n, i, err);
     if (r->p->profile) {
         int kind = gid >= 0 ? PROFILE_FUSED : (int)n->op;
         r->p->profile->seconds[kind] += now_seconds() - t0;

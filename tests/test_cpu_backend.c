@@ -267,6 +267,47 @@ START_TEST(test_other_forward_ops) {
 }
 END_TEST
 
+/* A reshape that is its input's last reader takes the buffer (runtime/cpu_backend.c); one
+ * whose input is read later, is fed, or is itself an output copies. Either way: the
+ * interpreter's shapes and bits, and the fed tensor untouched. */
+START_TEST(test_reshape_moves_only_a_last_use) {
+    static const char *graphs[] = {
+        /* moved */
+        "%1 = exp %0 : f32[B,T,8]\n%2 = reshape %1 {shape=[B,T,2,4]} : f32[B,T,2,4]\noutput \"y\" = %2\n",
+        /* read again after the reshape */
+        "%1 = exp %0 : f32[B,T,8]\n%2 = reshape %1 {shape=[B,T,2,4]} : f32[B,T,2,4]\n%3 = mul %1, %1 : f32[B,T,8]\n"
+        "output \"y\" = %2\noutput \"z\" = %3\n",
+        /* a fed input */
+        "%1 = reshape %0 {shape=[B,T,2,4]} : f32[B,T,2,4]\n%2 = exp %1 : f32[B,T,2,4]\noutput \"y\" = %2\n",
+        /* the input is an output too */
+        "%1 = exp %0 : f32[B,T,8]\n%2 = reshape %1 {shape=[B,T,2,4]} : f32[B,T,2,4]\noutput \"y\" = %2\n"
+        "output \"e\" = %1\n",
+    };
+    for (size_t i = 0; i < sizeof graphs / sizeof *graphs; i++) {
+        char *text = xsprintf("v3ir 1\n%%0 = input {name=\"x\"} : f32[B,T,8]\n%s", graphs[i]);
+        Graph *g = parse(text);
+        TensorSet feeds, cpu, interp;
+        tset_init(&feeds), tset_init(&cpu), tset_init(&interp);
+        feed_all(g, NULL, &feeds);
+        Tensor *x = tset_get(&feeds, "x"), *before = tensor_new(x->dtype, x->rank, x->shape);
+        memcpy(before->data, x->data, sizeof(float) * (size_t)x->numel);
+        run_both(g, &feeds, 0, &cpu, &interp);
+        for (size_t o = 0; o < g->outputs.len; o++) {
+            const char *name = g->outputs.data[o].name;
+            Tensor *a = tset_get(&cpu, name), *b = tset_get(&interp, name);
+            ck_assert_msg(a && b && a->rank == b->rank && memcmp(a->shape, b->shape, sizeof(int64_t) * (size_t)a->rank) == 0,
+                          "graph %zu: %s's shape", i, name);
+            ck_assert_msg(tensors_identical(a, b), "graph %zu: %s differs", i, name);
+        }
+        ck_assert(x->rank == 3 && x->shape[2] == 8 && tensors_identical(x, before));
+        tensor_free(before);
+        tset_free(&feeds), tset_free(&cpu), tset_free(&interp);
+        graph_free(g);
+        free(text);
+    }
+}
+END_TEST
+
 /* ---- fusion ---- */
 static const char *rmsnorm_silu =
     "v3ir 1\n%0 = input {name=\"x\"} : f32[B,T,64]\n%1 = input {name=\"w\"} : f32[64]\n"
@@ -662,6 +703,7 @@ int main(void) {
     tcase_add_test(tc, test_unary_ops);
     tcase_add_test(tc, test_binary_ops);
     tcase_add_test(tc, test_other_forward_ops);
+    tcase_add_test(tc, test_reshape_moves_only_a_last_use);
     tcase_add_test(tc, test_rmsnorm_fuses_into_one_group);
     tcase_add_test(tc, test_fused_bits_match_interpreter);
     tcase_add_test(tc, test_fusion_keeps_graph_acyclic);
