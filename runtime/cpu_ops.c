@@ -251,21 +251,32 @@ static int fast_sum_to(const CpuOpCall *c, Err *err) {
 /* ---- transpose of the last two axes, in cache-sized tiles ---- */
 enum { TILE = 32 };
 
-static void transpose_matrix(const float *x, float *y, int64_t r, int64_t cols) {
-    for (int64_t i0 = 0; i0 < r; i0 += TILE)
-        for (int64_t j0 = 0; j0 < cols; j0 += TILE)
-            for (int64_t i = i0; i < i0 + TILE && i < r; i++)
-                for (int64_t j = j0; j < j0 + TILE && j < cols; j++) y[j * r + i] = x[i * cols + j];
+typedef struct Transpose {
+    const float *x;
+    float *y;
+    int64_t rows, cols, bands; /* bands: row tiles per matrix */
+} Transpose;
+
+/* Bands [lo, hi): each TILE rows of one matrix, written as TILE-wide column strips of y. */
+static void transpose_bands(void *ctx, int64_t lo, int64_t hi) {
+    const Transpose *t = ctx;
+    for (int64_t b = lo; b < hi; b++) {
+        int64_t size = t->rows * t->cols, i0 = b % t->bands * TILE;
+        const float *x = t->x + b / t->bands * size;
+        float *y = t->y + b / t->bands * size;
+        for (int64_t j0 = 0; j0 < t->cols; j0 += TILE)
+            for (int64_t i = i0; i < i0 + TILE && i < t->rows; i++)
+                for (int64_t j = j0; j < j0 + TILE && j < t->cols; j++) y[j * t->rows + i] = x[i * t->cols + j];
+    }
 }
 
 static int fast_transpose(const CpuOpCall *c, Err *err) {
     (void)err;
     const Tensor *x = c->in[0];
-    int64_t r = x->shape[x->rank - 2], cols = x->shape[x->rank - 1], size = r * cols;
+    int64_t rows = x->shape[x->rank - 2], cols = x->shape[x->rank - 1], size = rows * cols;
     int64_t mats = size > 0 ? x->numel / size : 0;
-    const float *xs = tensor_f32(x);
-    float *ys = tensor_f32(c->out[0]);
-    for (int64_t m = 0; m < mats; m++) transpose_matrix(xs + m * size, ys + m * size, r, cols);
+    Transpose t = {tensor_f32(x), tensor_f32(c->out[0]), rows, cols, (rows + TILE - 1) / TILE};
+    parallel_for_capped(mats * t.bands, TILE * cols, c->threads, transpose_bands, &t);
     return 0;
 }
 
