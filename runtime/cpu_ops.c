@@ -223,14 +223,33 @@ static void odometer_next(Odometer *o) {
     }
 }
 
+/* Moves the odometer to the wide tensor's element i. */
+static void odometer_seek(Odometer *o, int64_t i) {
+    o->offset = 0;
+    for (int d = o->rank - 1; d >= 0; d--) {
+        o->index[d] = o->shape[d] ? i % o->shape[d] : 0;
+        i = o->shape[d] ? i / o->shape[d] : 0;
+        o->offset += o->index[d] * o->stride[d];
+    }
+}
+
+typedef struct Expand {
+    Odometer start;
+    const float *x;
+    float *y;
+} Expand;
+
+static void expand_range(void *ctx, int64_t lo, int64_t hi) {
+    const Expand *e = ctx;
+    Odometer o = e->start;
+    odometer_seek(&o, lo);
+    for (int64_t i = lo; i < hi; i++, odometer_next(&o)) e->y[i] = e->x[o.offset];
+}
+
 static int fast_expand(const CpuOpCall *c, Err *err) {
     (void)err;
-    const Tensor *x = c->in[0];
-    Tensor *y = c->out[0];
-    Odometer o = odometer_of(y, x);
-    const float *xs = tensor_f32(x);
-    float *ys = tensor_f32(y);
-    for (int64_t i = 0; i < y->numel; i++, odometer_next(&o)) ys[i] = xs[o.offset];
+    Expand e = {odometer_of(c->out[0], c->in[0]), tensor_f32(c->in[0]), tensor_f32(c->out[0])};
+    parallel_for_capped(c->out[0]->numel, 4, c->threads, expand_range, &e);
     return 0;
 }
 

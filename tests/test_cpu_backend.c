@@ -212,6 +212,8 @@ static const char *backward_ops[] = {
     "%0 = input {name=\"x\"} : f32[T,1]\n%1 = expand %0 {shape=[B,T,5]} : f32[B,T,5]\n%2 = input {name=\"w\"} : f32[37,45]\n"
     "%3 = transpose %2 : f32[45,37]\n%4 = input {name=\"s\"} : f32[3,B,T,5]\n%5 = transpose %4 : f32[3,B,5,T]\n"
     "output \"e\" = %1\noutput \"t\" = %3\noutput \"u\" = %5\n",
+    /* large enough to be split over threads: each range starts its odometer mid-tensor */
+    "%0 = input {name=\"x\"} : f32[7,1,33]\n%1 = expand %0 {shape=[7,300,33]} : f32[7,300,33]\noutput \"e\" = %1\n",
     /* large enough to be split over threads, in bands of 32 rows, ragged at both edges */
     "%0 = input {name=\"w\"} : f32[3,200,401]\n%1 = transpose %0 : f32[3,401,200]\noutput \"t\" = %1\n",
 };
