@@ -36,14 +36,15 @@ static const Fp8Layout fp8_layouts[] = {
 
 /* Round-to-nearest-even of a normal value's mantissa to mant_bits, on the
  * float's bits; a carry moves into the exponent as it should (up to max, which
- * the caller has already saturated). */
+ * the caller has already saturated). Unsigned throughout: fp8_e4m3_from_finite
+ * computes this for every value and discards it for the others. */
 static inline uint8_t fp8_encode_normal(const Fp8Layout *l, float a) {
     uint32_t u;
     memcpy(&u, &a, sizeof u);
     int shift = 23 - l->mant_bits;
     u += ((uint32_t)1 << (shift - 1)) - 1 + ((u >> shift) & 1);
-    int e = (int)(u >> 23) - 127;
-    return (uint8_t)(((e + l->bias) << l->mant_bits) | ((u >> shift) & ((1u << l->mant_bits) - 1)));
+    uint32_t e = (u >> 23) - 127u + (uint32_t)l->bias;
+    return (uint8_t)((e << l->mant_bits) | ((u >> shift) & ((1u << l->mant_bits) - 1)));
 }
 
 /* On the float's bits (quantization encodes every element): saturation at max,
@@ -80,8 +81,9 @@ static inline uint8_t fp8_e4m3_from_finite(float x) {
     uint32_t u;
     memcpy(&u, &x, sizeof u);
     uint32_t sign = (u >> 24) & 0x80u, a = u & 0x7FFFFFFFu;
-    /* Round to 3 mantissa bits on the float's bits; rebias the exponent from 127 to 7. */
-    uint32_t normal = ((a + 0x7FFFFu + ((a >> 20) & 1u)) >> 20) - (120u << 3);
+    float abs_x;
+    memcpy(&abs_x, &a, sizeof abs_x);
+    uint32_t normal = fp8_encode_normal(&fp8_layouts[FP8_E4M3], abs_x);
     uint32_t small_bits = a < MIN_NORMAL ? a : MIN_NORMAL;
     float small;
     memcpy(&small, &small_bits, sizeof small);
