@@ -364,9 +364,20 @@ START_TEST(test_cache_limit) {
     assert_user_error(&r, "V3C_CACHE_MAX_SIZE='64 K' is not a size");
     cmd_free(&r);
     if (cpu) {
-        r = run_v3c("train models/tiny.v3 --steps 1 --batch 1 --seq 8 --backend cpu");
+        /* The run fails before its first step: an existing log stays as it was, no new one is made. */
+        char *log = path_join(dir, "old.jsonl"), *fresh = path_join(dir, "new.jsonl");
+        write_text(log, "{\"step\":1}\n");
+        r = run_v3c("train models/tiny.v3 --steps 1 --batch 1 --seq 8 --backend cpu --log %s", log);
         assert_user_error(&r, "V3C_CACHE_MAX_SIZE='64 K' is not a size");
         cmd_free(&r);
+        Err e = {0};
+        char *kept = read_file(log, NULL, &e);
+        ck_assert_msg(kept && strcmp(kept, "{\"step\":1}\n") == 0, "the log became '%s'", kept ? kept : "(gone)");
+        r = run_v3c("train models/tiny.v3 --steps 1 --batch 1 --seq 8 --backend cpu --log %s", fresh);
+        assert_user_error(&r, "V3C_CACHE_MAX_SIZE='64 K' is not a size");
+        cmd_free(&r);
+        ck_assert_msg(access(fresh, F_OK) != 0, "a failed run made %s", fresh);
+        free(kept), free(log), free(fresh);
     }
     unsetenv("V3C_CACHE_MAX_SIZE");
     unsetenv("V3C_CACHE_DIR");

@@ -261,6 +261,15 @@ static int make_pipeline(const Layout *l, TrainJob *job, Run *r, Err *err) {
     return r->pipe ? 0 : -1;
 }
 
+/* Opened once everything before the first step has succeeded, so that a run ending in an
+ * error (a bad environment variable, a plan that does not build) leaves an existing log
+ * as it was rather than truncated, and makes no empty one. */
+static int open_log(const Options *o, int rank0, Run *r, Err *err) {
+    if (rank0 && o->log && !(r->log = fopen(o->log, o->resume ? "a" : "w")))
+        return err_set(err, "cannot write --log %s: %s", o->log, strerror(errno));
+    return 0;
+}
+
 static int train_prepared(const Options *o, Run *r, TrainConfig *c, TrainJob *job, int64_t steps, const Layout *l,
                           int rank0, Err *err) {
     c->graph = job->graph;
@@ -270,7 +279,6 @@ static int train_prepared(const Options *o, Run *r, TrainConfig *c, TrainJob *jo
     c->save_every = o->save_every;
     c->save_dir = o->save;
     c->config_json = job->config_json;
-    c->log = r->log;
     c->progress = rank0 ? stderr : NULL;
     c->progress_bar = isatty(STDERR_FILENO);
     c->report_every = steps >= 20 ? steps / 20 : 1;
@@ -289,16 +297,12 @@ static int train_prepared(const Options *o, Run *r, TrainConfig *c, TrainJob *jo
     }
     c->peak_activation_bytes = job->peak_activation_bytes;
     TrainSummary sum;
-    int rc = train_run(c, &r->weights, &r->opt, &r->pr, &sum, err);
+    int rc = open_log(o, rank0, r, err);
+    c->log = r->log;
+    if (rc == 0) rc = train_run(c, &r->weights, &r->opt, &r->pr, &sum, err);
     if (rc == 0 && rank0) print_summary(&sum, &r->pr, job->backend);
     exec_free(c->exec);
     return rc;
-}
-
-static int open_log(const Options *o, int rank0, Run *r, Err *err) {
-    if (rank0 && o->log && !(r->log = fopen(o->log, o->resume ? "a" : "w")))
-        return err_set(err, "cannot write --log %s: %s", o->log, strerror(errno));
-    return 0;
 }
 
 int train_job_run(const Options *o, Layout *l, Comm *world, TrainJob *job, Err *err) {
@@ -312,7 +316,6 @@ int train_job_run(const Options *o, Layout *l, Comm *world, TrainJob *job, Err *
     int rc = load_state(o, l, job, &r, &steps, err);
     if (rc == 0) rc = check_batch_split(&r.pr, l, err);
     if (rc == 0) rc = corpus_open(&r.data, o->data ? o->data : default_corpus, r.pr.seq, err);
-    if (rc == 0) rc = open_log(o, rank0, &r, err);
     if (rc == 0) rc = train_prepared(o, &r, &c, job, steps, l, rank0, err);
     run_free(&r, job);
     return rc;
