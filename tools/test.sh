@@ -20,12 +20,15 @@ fuzz/run.sh build/fuzz "${V3C_FUZZ_SECONDS:-20}"
 # A crash of LeakSanitizer's own tracer is not a test failure: see the file.
 source tools/lsan_tracer_crash.sh
 sanitized_suites() {
-  local log; log=$(mktemp)
-  if (cd build/asan && ctest --output-on-failure -j "$jobs") 2>&1 | tee "$log"; then rm -f "$log"; return 0; fi
-  if ! lsan_tracer_crash_only "$log"; then rm -f "$log"; return 1; fi
+  local log status=0; log=$(mktemp)
+  (cd build/asan && ctest --output-on-failure -j "$jobs") 2>&1 | tee "$log" || status=$?
+  if [ "$status" -ne 0 ] && lsan_tracer_crash_only "$log"; then
+    echo "== LeakSanitizer's tracer crashed (no test failed): running the failed suites once more"
+    status=0
+    (cd build/asan && ctest --output-on-failure --rerun-failed) || status=$?
+  fi
   rm -f "$log"
-  echo "== LeakSanitizer's tracer crashed (no test failed): running the failed suites once more"
-  (cd build/asan && ctest --output-on-failure --rerun-failed)
+  return "$status"
 }
 echo "== tests under ASan+UBSan"
 sanitized_suites
