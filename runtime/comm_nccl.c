@@ -10,6 +10,7 @@
  * order; isend/irecv are queued and issued together in one NCCL group at the
  * next wait, so two ranks that both send first do not deadlock. */
 #include "comm_engine.h"
+#include "nccl_abi.h"
 
 #include <dlfcn.h>
 #include <stddef.h>
@@ -18,38 +19,10 @@
 #include <string.h>
 #include <time.h>
 
-enum { NCCL_SUCCESS = 0, NCCL_IN_PROGRESS = 7, NCCL_SUM = 0, CUDA_SUCCESS = 0, CUDA_NOT_READY = 600 };
-enum { CUDA_MEMCPY_DEFAULT = 4, CUDA_STREAM_NON_BLOCKING = 1 };
-
-typedef struct NcclId {
-    char internal[128];
-} NcclId;
-
-/* The entry points used, with NCCL's and CUDA's enums passed as int (their ABI). */
+/* The entry points used (nccl_abi.h), with NCCL's and CUDA's enums passed as int (their ABI). */
 typedef struct NcclApi {
-    int (*get_unique_id)(NcclId *id);
-    int (*comm_init_rank)(void **comm, int nranks, NcclId id, int rank);
-    int (*comm_split)(void *comm, int color, int key, void **out, void *config);
-    int (*get_async_error)(void *comm, int *result);
-    int (*comm_abort)(void *comm);
-    int (*comm_destroy)(void *comm);
-    const char *(*error_string)(int result);
-    int (*all_reduce)(const void *send, void *recv, size_t count, int type, int op, void *comm, void *stream);
-    int (*reduce_scatter)(const void *send, void *recv, size_t count, int type, int op, void *comm, void *stream);
-    int (*all_gather)(const void *send, void *recv, size_t count, int type, void *comm, void *stream);
-    int (*send)(const void *buf, size_t count, int type, int peer, void *comm, void *stream);
-    int (*recv)(void *buf, size_t count, int type, int peer, void *comm, void *stream);
-    int (*group_start)(void);
-    int (*group_end)(void);
-    int (*set_device)(int device);
-    int (*get_device_count)(int *count);
-    int (*stream_create)(void **stream, unsigned flags);
-    int (*stream_query)(void *stream);
-    int (*stream_destroy)(void *stream);
-    int (*cuda_malloc)(void **p, size_t bytes);
-    int (*cuda_free)(void *p);
-    int (*cuda_memcpy)(void *dst, const void *src, size_t bytes, int kind);
-    const char *(*cuda_error_string)(int err);
+    NCCL_ENTRY_POINTS(DLABI_FIELD)
+    CUDART_ENTRY_POINTS(DLABI_FIELD)
 } NcclApi;
 
 typedef struct Symbol {
@@ -58,33 +31,9 @@ typedef struct Symbol {
     int from_cudart;
 } Symbol;
 
-#define NCCL_SYM(name, field) {name, offsetof(NcclApi, field), 0}
-#define CUDA_SYM(name, field) {name, offsetof(NcclApi, field), 1}
-static const Symbol symbols[] = {
-    NCCL_SYM("ncclGetUniqueId", get_unique_id),
-    NCCL_SYM("ncclCommInitRank", comm_init_rank),
-    NCCL_SYM("ncclCommSplit", comm_split),
-    NCCL_SYM("ncclCommGetAsyncError", get_async_error),
-    NCCL_SYM("ncclCommAbort", comm_abort),
-    NCCL_SYM("ncclCommDestroy", comm_destroy),
-    NCCL_SYM("ncclGetErrorString", error_string),
-    NCCL_SYM("ncclAllReduce", all_reduce),
-    NCCL_SYM("ncclReduceScatter", reduce_scatter),
-    NCCL_SYM("ncclAllGather", all_gather),
-    NCCL_SYM("ncclSend", send),
-    NCCL_SYM("ncclRecv", recv),
-    NCCL_SYM("ncclGroupStart", group_start),
-    NCCL_SYM("ncclGroupEnd", group_end),
-    CUDA_SYM("cudaSetDevice", set_device),
-    CUDA_SYM("cudaGetDeviceCount", get_device_count),
-    CUDA_SYM("cudaStreamCreateWithFlags", stream_create),
-    CUDA_SYM("cudaStreamQuery", stream_query),
-    CUDA_SYM("cudaStreamDestroy", stream_destroy),
-    CUDA_SYM("cudaMalloc", cuda_malloc),
-    CUDA_SYM("cudaFree", cuda_free),
-    CUDA_SYM("cudaMemcpy", cuda_memcpy),
-    CUDA_SYM("cudaGetErrorString", cuda_error_string),
-};
+#define NCCL_SYMBOL(symbol, field, ret, params) {#symbol, offsetof(NcclApi, field), 0},
+#define CUDART_SYMBOL(symbol, field, ret, params) {#symbol, offsetof(NcclApi, field), 1},
+static const Symbol symbols[] = {NCCL_ENTRY_POINTS(NCCL_SYMBOL) CUDART_ENTRY_POINTS(CUDART_SYMBOL)};
 
 /* Where the libraries are looked for: the loader's path, then CUDA's usual home. */
 static const char *const nccl_names[] = {"libnccl.so.2", "/usr/local/cuda/lib64/libnccl.so.2"};
@@ -138,7 +87,7 @@ int comm_nccl_available(char *why, size_t n) {
     if (load_api() < 0) return snprintf(why, n, "%s", api_failure), 0;
     int devices = 0;
     int rc = loaded_api.get_device_count(&devices);
-    if (rc != CUDA_SUCCESS) return snprintf(why, n, "no CUDA device: %s", loaded_api.cuda_error_string(rc)), 0;
+    if (rc != CUDART_OK) return snprintf(why, n, "no CUDA device: %s", loaded_api.cuda_error_string(rc)), 0;
     if (devices < 1) return snprintf(why, n, "no CUDA device"), 0;
     return 1;
 }
@@ -146,7 +95,7 @@ int comm_nccl_available(char *why, size_t n) {
 /* ---- device memory, for callers that hold no CUDA context of their own ---- */
 
 static int cuda_check(const NcclApi *a, int rc, const char *what, Err *err) {
-    if (rc == CUDA_SUCCESS) return 0;
+    if (rc == CUDART_OK) return 0;
     return err_set(err, "%s: %s", what, a->cuda_error_string(rc));
 }
 
@@ -163,7 +112,7 @@ void comm_device_free(void *p) {
 
 int comm_device_copy(void *dst, const void *src, size_t bytes, Err *err) {
     const NcclApi *a = api(err);
-    return !a || cuda_check(a, a->cuda_memcpy(dst, src, bytes, CUDA_MEMCPY_DEFAULT), "cudaMemcpy", err) ? -1 : 0;
+    return !a || cuda_check(a, a->cuda_memcpy(dst, src, bytes, CUDART_MEMCPY_DEFAULT), "cudaMemcpy", err) ? -1 : 0;
 }
 
 /* ---- the engine ---- */
@@ -188,7 +137,8 @@ typedef struct NcclComm {
 static NcclComm *nccl_of(const Comm *c) { return c->impl; }
 
 static int nccl_type(CommType t) {
-    static const int types[] = {[COMM_F32] = 7, [COMM_I32] = 2, [COMM_I64] = 4, [COMM_U8] = 1, [COMM_F64] = 8};
+    static const int types[] = {[COMM_F32] = NCCL_T_FLOAT32, [COMM_I32] = NCCL_T_INT32, [COMM_I64] = NCCL_T_INT64,
+                                 [COMM_U8] = NCCL_T_UINT8, [COMM_F64] = NCCL_T_FLOAT64};
     return types[t];
 }
 
@@ -215,11 +165,11 @@ static int wait_stream(Comm *c, const char *what, Err *err) {
     double deadline = comm_now() + c->timeout_s;
     for (unsigned spins = 0;; spins++) {
         int q = loaded_api.stream_query(n->stream);
-        if (q == CUDA_SUCCESS) return 0;
-        if (q != CUDA_NOT_READY) return name_failed_rank(c, what, loaded_api.cuda_error_string(q), err);
-        int async = NCCL_SUCCESS;
+        if (q == CUDART_OK) return 0;
+        if (q != CUDART_NOT_READY) return name_failed_rank(c, what, loaded_api.cuda_error_string(q), err);
+        int async = NCCL_OK;
         loaded_api.get_async_error(n->comm, &async);
-        if (async != NCCL_SUCCESS && async != NCCL_IN_PROGRESS)
+        if (async != NCCL_OK && async != NCCL_PENDING)
             return name_failed_rank(c, what, loaded_api.error_string(async), err);
         if (comm_now() > deadline) {
             char why[64];
@@ -233,7 +183,7 @@ static int wait_stream(Comm *c, const char *what, Err *err) {
 /* Checks an NCCL launch, then waits for it. */
 static int launched(Comm *c, int rc, const char *what, Err *err) {
     if (nccl_of(c)->aborted) return err_set(err, "NCCL %s on a communicator aborted after an earlier failure", what);
-    if (rc != NCCL_SUCCESS) return name_failed_rank(c, what, loaded_api.error_string(rc), err);
+    if (rc != NCCL_OK) return name_failed_rank(c, what, loaded_api.error_string(rc), err);
     return wait_stream(c, what, err);
 }
 
@@ -265,10 +215,10 @@ static int flush_pending(Comm *c, Err *err) {
     NcclComm *n = nccl_of(c);
     if (!n->pending.len) return 0;
     int rc = loaded_api.group_start();
-    for (size_t i = 0; i < n->pending.len && rc == NCCL_SUCCESS; i++) rc = issue_p2p(n, &n->pending.data[i]);
+    for (size_t i = 0; i < n->pending.len && rc == NCCL_OK; i++) rc = issue_p2p(n, &n->pending.data[i]);
     int end = loaded_api.group_end();
     n->pending.len = 0;
-    return launched(c, rc != NCCL_SUCCESS ? rc : end, "send/recv", err);
+    return launched(c, rc != NCCL_OK ? rc : end, "send/recv", err);
 }
 
 static int nccl_wait(Comm *c, CommRequest *r, Err *err) {
@@ -278,13 +228,13 @@ static int nccl_wait(Comm *c, CommRequest *r, Err *err) {
 
 static int nccl_allreduce(Comm *c, void *buf, size_t count, CommType t, Err *err) {
     NcclComm *n = nccl_of(c);
-    return launched(c, loaded_api.all_reduce(buf, buf, count, nccl_type(t), NCCL_SUM, n->comm, n->stream), "allreduce",
+    return launched(c, loaded_api.all_reduce(buf, buf, count, nccl_type(t), NCCL_OP_SUM, n->comm, n->stream), "allreduce",
                     err);
 }
 
 static int nccl_reduce_scatter(Comm *c, const void *send, void *recv, size_t count, CommType t, Err *err) {
     NcclComm *n = nccl_of(c);
-    int rc = loaded_api.reduce_scatter(send, recv, count, nccl_type(t), NCCL_SUM, n->comm, n->stream);
+    int rc = loaded_api.reduce_scatter(send, recv, count, nccl_type(t), NCCL_OP_SUM, n->comm, n->stream);
     return launched(c, rc, "reduce_scatter", err);
 }
 
@@ -298,16 +248,16 @@ static int nccl_alltoallv(Comm *c, const void *send, const int64_t *send_counts,
     NcclComm *n = nccl_of(c);
     size_t es = comm_type_size(t);
     int rc = loaded_api.group_start();
-    for (int p = 0; p < c->size && rc == NCCL_SUCCESS; p++) {
+    for (int p = 0; p < c->size && rc == NCCL_OK; p++) {
         if (send_counts[p])
             rc = loaded_api.send((const char *)send + send_offsets[p] * es, (size_t)send_counts[p], nccl_type(t), p,
                                  n->comm, n->stream);
-        if (rc == NCCL_SUCCESS && recv_counts[p])
+        if (rc == NCCL_OK && recv_counts[p])
             rc = loaded_api.recv((char *)recv + recv_offsets[p] * es, (size_t)recv_counts[p], nccl_type(t), p, n->comm,
                                  n->stream);
     }
     int end = loaded_api.group_end();
-    return launched(c, rc != NCCL_SUCCESS ? rc : end, "alltoallv", err);
+    return launched(c, rc != NCCL_OK ? rc : end, "alltoallv", err);
 }
 
 static int nccl_barrier(Comm *c, Err *err) { return nccl_allreduce(c, nccl_of(c)->scratch, 1, COMM_I32, err); }
@@ -325,7 +275,7 @@ static int attach(Comm *out, void *nc, Comm *bootstrap, int owns_bootstrap, Err 
     out->rank = comm_rank(bootstrap);
     out->size = comm_size(bootstrap);
     out->timeout_s = comm_timeout(bootstrap);
-    int rc = cuda_check(&loaded_api, loaded_api.stream_create(&n->stream, CUDA_STREAM_NON_BLOCKING), "stream", err);
+    int rc = cuda_check(&loaded_api, loaded_api.stream_create(&n->stream, CUDART_STREAM_NON_BLOCKING), "stream", err);
     if (rc == 0 && !(n->scratch = comm_device_alloc(sizeof(int32_t), err))) rc = -1;
     return rc;
 }
@@ -336,7 +286,7 @@ static int nccl_split(Comm *c, int color, int key, Comm *out, Err *err) {
     if (!boot) return -1;
     void *sub = NULL;
     int rc = loaded_api.comm_split(n->comm, color, key, &sub, NULL);
-    if (rc != NCCL_SUCCESS) {
+    if (rc != NCCL_OK) {
         comm_free(boot);
         return name_failed_rank(c, "comm_split", loaded_api.error_string(rc), err);
     }
@@ -384,7 +334,7 @@ static const CommEngine nccl_engine = {
 
 /* Rank 0 makes the id; the bootstrap carries it to the others. */
 static int share_unique_id(Comm *world, NcclId *id, Err *err) {
-    if (comm_rank(world) == 0 && loaded_api.get_unique_id(id) != NCCL_SUCCESS)
+    if (comm_rank(world) == 0 && loaded_api.get_unique_id(id) != NCCL_OK)
         return err_set(err, "ncclGetUniqueId failed");
     NcclId *all = xmalloc((size_t)comm_size(world) * sizeof *all);
     int rc = comm_allgather(world, id, all, sizeof *id, COMM_U8, err);
@@ -400,7 +350,7 @@ Comm *comm_nccl_init(Comm *world, int device, Err *err) {
     if (share_unique_id(world, &id, err)) return NULL;
     void *nc = NULL;
     int rc = a->comm_init_rank(&nc, comm_size(world), id, comm_rank(world));
-    if (rc != NCCL_SUCCESS) return err_set(err, "ncclCommInitRank: %s", a->error_string(rc)), NULL;
+    if (rc != NCCL_OK) return err_set(err, "ncclCommInitRank: %s", a->error_string(rc)), NULL;
     Comm *c = xcalloc(1, sizeof *c);
     if (attach(c, nc, world, 0, err)) {
         comm_free(c);

@@ -13,70 +13,41 @@
 
 #include "cuda_backend.h"
 #include "cuda_blaslt.h"
+#include "cuda_driver_abi.h"
 
-typedef int CUresult;
-enum { CU_ATTR_CC_MAJOR = 75, CU_ATTR_CC_MINOR = 76 }; /* CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_* */
+typedef AbiCuResult CUresult;
 
 struct CudaDevice {
     void *lib;
     int device;
     char target[16], name[256];
-    CUresult (*init)(unsigned flags);
-    CUresult (*device_count)(int *count);
-    CUresult (*device_get)(int *device, int ordinal);
-    CUresult (*device_attribute)(int *value, int attribute, int device);
-    CUresult (*device_name)(char *name, int len, int device);
-    CUresult (*error_string)(CUresult r, const char **text);
-    /* what the executor needs (cuda.h's names, the _v2 entry points where cuda.h maps to them) */
-    CUresult (*primary_retain)(void **ctx, int device);
-    CUresult (*primary_release)(int device);
-    CUresult (*ctx_set_current)(void *ctx);
-    CUresult (*module_load_data)(CuModule *m, const void *image);
-    CUresult (*module_unload)(CuModule m);
-    CUresult (*module_get_function)(CuFunction *f, CuModule m, const char *name);
-    CUresult (*launch_kernel)(CuFunction f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by,
-                              unsigned bz, unsigned smem, CuStream s, void **params, void **extra);
-    CUresult (*mem_alloc)(CuPtr *p, size_t bytes);
-    CUresult (*mem_free)(CuPtr p);
-    CUresult (*memset_d8_async)(CuPtr p, unsigned char v, size_t n, CuStream s);
-    CUresult (*memcpy_h2d_async)(CuPtr dst, const void *src, size_t n, CuStream s);
-    CUresult (*memcpy_d2h_async)(void *dst, CuPtr src, size_t n, CuStream s);
-    CUresult (*stream_create)(CuStream *s, unsigned flags);
-    CUresult (*stream_destroy)(CuStream s);
-    CUresult (*stream_sync)(CuStream s);
-    CUresult (*event_create)(CuEvent *e, unsigned flags);
-    CUresult (*event_destroy)(CuEvent e);
-    CUresult (*event_record)(CuEvent e, CuStream s);
-    CUresult (*stream_wait_event)(CuStream s, CuEvent e, unsigned flags);
-    CUresult (*event_elapsed)(float *ms, CuEvent start, CuEvent end);
+    CU_DRIVER_ENTRY_POINTS(DLABI_FIELD)
 };
 
 typedef struct Symbol {
-    const char *name, *older; /* older: the name a driver before the _v2 entry point has */
+    const char *name;
     size_t offset;
 } Symbol;
 
-#define SYM(name, field) {name, NULL, offsetof(CudaDevice, field)}
-#define SYM2(name, older, field) {name, older, offsetof(CudaDevice, field)}
-static const Symbol symbols[] = {
-    SYM("cuInit", init), SYM("cuDeviceGetCount", device_count), SYM("cuDeviceGet", device_get),
-    SYM("cuDeviceGetAttribute", device_attribute), SYM("cuDeviceGetName", device_name),
-    SYM("cuGetErrorString", error_string), SYM("cuDevicePrimaryCtxRetain", primary_retain),
-    SYM("cuDevicePrimaryCtxRelease_v2", primary_release), SYM("cuCtxSetCurrent", ctx_set_current),
-    SYM("cuModuleLoadData", module_load_data), SYM("cuModuleUnload", module_unload),
-    SYM("cuModuleGetFunction", module_get_function), SYM("cuLaunchKernel", launch_kernel),
-    SYM("cuMemAlloc_v2", mem_alloc), SYM("cuMemFree_v2", mem_free), SYM("cuMemsetD8Async", memset_d8_async),
-    SYM("cuMemcpyHtoDAsync_v2", memcpy_h2d_async), SYM("cuMemcpyDtoHAsync_v2", memcpy_d2h_async),
-    SYM("cuStreamCreate", stream_create), SYM("cuStreamDestroy_v2", stream_destroy),
-    SYM("cuStreamSynchronize", stream_sync), SYM("cuEventCreate", event_create),
-    SYM("cuEventDestroy_v2", event_destroy), SYM("cuEventRecord", event_record),
-    SYM("cuStreamWaitEvent", stream_wait_event), SYM2("cuEventElapsedTime_v2", "cuEventElapsedTime", event_elapsed),
-};
+#define SYMBOL(symbol, field, ret, params) {#symbol, offsetof(CudaDevice, field)},
+static const Symbol symbols[] = {CU_DRIVER_ENTRY_POINTS(SYMBOL)};
+
+#define OLDER_NAME(symbol, older) {#symbol, #older},
+static const struct {
+    const char *name, *older;
+} older_names[] = {CU_DRIVER_OLDER_NAMES(OLDER_NAME)};
+
+/* The entry point, or on a driver from before its _v2 version, the plain one. */
+static void *lookup(void *lib, const char *name) {
+    void *fn = dlsym(lib, name);
+    for (size_t i = 0; !fn && i < sizeof older_names / sizeof *older_names; i++)
+        if (strcmp(older_names[i].name, name) == 0) fn = dlsym(lib, older_names[i].older);
+    return fn;
+}
 
 static int resolve(CudaDevice *d, Err *err) {
     for (size_t i = 0; i < sizeof symbols / sizeof *symbols; i++) {
-        void *fn = dlsym(d->lib, symbols[i].name);
-        if (!fn && symbols[i].older) fn = dlsym(d->lib, symbols[i].older);
+        void *fn = lookup(d->lib, symbols[i].name);
         if (!fn) return err_set(err, "the CUDA driver (libcuda.so.1) lacks %s", symbols[i].name);
         memcpy((char *)d + symbols[i].offset, &fn, sizeof fn);
     }
@@ -84,9 +55,9 @@ static int resolve(CudaDevice *d, Err *err) {
 }
 
 static int check(const CudaDevice *d, CUresult r, const char *what, Err *err) {
-    if (r == 0) return 0;
+    if (r == CU_OK) return 0;
     const char *text = NULL;
-    if (d->error_string(r, &text) != 0 || !text) text = "unknown error";
+    if (d->error_string(r, &text) != CU_OK || !text) text = "unknown error";
     return err_set(err, "CUDA driver: %s failed: %s (%d)", what, text, r);
 }
 

@@ -1,5 +1,6 @@
-/* cuBLASLt through dlopen. The enum values are cublasLt.h's (CUDA 13), written
- * out so that v3c builds without the toolkit's headers. */
+/* cuBLASLt through dlopen: the entry points, values and structs of
+ * cublaslt_abi.h (cublasLt.h's, CUDA 13, written out so that v3c builds without
+ * the toolkit's headers; tests/test_cuda_abi.c checks them against it). */
 #include <dlfcn.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -7,41 +8,20 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cublaslt_abi.h"
 #include "cuda_blaslt.h"
 
-typedef int Status; /* cublasStatus_t */
-typedef void *Handle, *Desc, *Layout, *Pref;
-typedef struct {
-    uint64_t data[8];
-} Algo; /* cublasLtMatmulAlgo_t */
-typedef struct {
-    Algo algo;
-    size_t workspace_size;
-    Status state;
-    float waves;
-    int reserved[4];
-} Heuristic; /* cublasLtMatmulHeuristicResult_t */
+typedef AbiLtStatus Status;
+typedef AbiLtHandle Handle;
+typedef AbiLtDesc Desc;
+typedef AbiLtLayout Layout;
+typedef AbiLtPref Pref;
+typedef LtAlgo Algo;
+typedef LtHeuristic Heuristic;
 
 enum {
-    R_32F = 0,              /* CUDA_R_32F */
-    R_8F_E4M3 = 28,         /* CUDA_R_8F_E4M3 */
-    DESC_A_SCALE_POINTER = 17, /* CUBLASLT_MATMUL_DESC_A_SCALE_POINTER */
-    DESC_B_SCALE_POINTER = 18, /* CUBLASLT_MATMUL_DESC_B_SCALE_POINTER */
-    DESC_A_SCALE_MODE = 31, /* CUBLASLT_MATMUL_DESC_A_SCALE_MODE */
-    DESC_B_SCALE_MODE = 32, /* CUBLASLT_MATMUL_DESC_B_SCALE_MODE */
-    SCALE_VEC128_32F = 4,   /* CUBLASLT_MATMUL_MATRIX_SCALE_VEC128_32F: one fp32 per 128 along the inner (K) axis */
-    SCALE_BLK128x128_32F = 5, /* CUBLASLT_MATMUL_MATRIX_SCALE_BLK128x128_32F */
-    COMPUTE_32F = 68,       /* CUBLAS_COMPUTE_32F: true fp32, no TF32 down-conversion */
-    COMPUTE_32F_FAST_TF32 = 77, /* CUBLAS_COMPUTE_32F_FAST_TF32: fp32 in and out, TF32 tensor-core products */
-    OP_N = 0, OP_T = 1,     /* CUBLAS_OP_N, CUBLAS_OP_T */
-    DESC_TRANSA = 3,        /* CUBLASLT_MATMUL_DESC_TRANSA */
-    DESC_TRANSB = 4,        /* CUBLASLT_MATMUL_DESC_TRANSB */
-    PREF_MAX_WORKSPACE = 1, /* CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES */
-    PREF_MIN_ALIGNMENT_A = 5, /* CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_{A,B,C,D}_BYTES = 5..8, default 256 */
-    LAYOUT_BATCH_COUNT = 5, /* CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT: int32_t */
-    LAYOUT_BATCH_STRIDE = 6, /* CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET: int64_t, in elements */
     MAX_ALIGNMENT = 256,
-    MAX_CACHED = 1024,      /* grouped GEMMs' row counts vary per step: past this, plans are not kept */
+    MAX_CACHED = 1024, /* grouped GEMMs' row counts vary per step: past this, plans are not kept */
 };
 
 /* Everything that shapes a GEMM's descriptors, layouts and algorithm (not its
@@ -70,41 +50,17 @@ struct Blaslt {
     CuPtr workspace;
     size_t workspace_bytes;
     VEC(Prepared) cache;
-    Status (*create)(Handle *h);
-    Status (*destroy)(Handle h);
-    const char *(*status_string)(Status s);
-    Status (*desc_create)(Desc *d, int compute, int scale_type);
-    Status (*desc_destroy)(Desc d);
-    Status (*desc_set)(Desc d, int attr, const void *buf, size_t size);
-    Status (*layout_create)(Layout *l, int type, uint64_t rows, uint64_t cols, int64_t ld);
-    Status (*layout_destroy)(Layout l);
-    Status (*layout_set)(Layout l, int attr, const void *buf, size_t size);
-    Status (*pref_create)(Pref *p);
-    Status (*pref_destroy)(Pref p);
-    Status (*pref_set)(Pref p, int attr, const void *buf, size_t size);
-    Status (*heuristic)(Handle h, Desc d, Layout a, Layout b, Layout c, Layout dd, Pref p, int requested,
-                        Heuristic *results, int *returned);
-    Status (*matmul)(Handle h, Desc d, const void *alpha, const void *a, Layout al, const void *b, Layout bl,
-                     const void *beta, const void *c, Layout cl, void *dp, Layout dl, const Algo *algo, void *ws,
-                     size_t ws_bytes, CuStream s);
+    CUBLASLT_ENTRY_POINTS(DLABI_FIELD)
 };
 
-#define SYM(name, field) {name, offsetof(Blaslt, field)}
+#define SYMBOL(symbol, field, ret, params) {#symbol, offsetof(Blaslt, field)},
 static const struct {
     const char *name;
     size_t offset;
-} symbols[] = {
-    SYM("cublasLtCreate", create), SYM("cublasLtDestroy", destroy), SYM("cublasLtGetStatusString", status_string),
-    SYM("cublasLtMatmulDescCreate", desc_create), SYM("cublasLtMatmulDescDestroy", desc_destroy),
-    SYM("cublasLtMatmulDescSetAttribute", desc_set), SYM("cublasLtMatrixLayoutCreate", layout_create),
-    SYM("cublasLtMatrixLayoutDestroy", layout_destroy), SYM("cublasLtMatrixLayoutSetAttribute", layout_set),
-    SYM("cublasLtMatmulPreferenceCreate", pref_create),
-    SYM("cublasLtMatmulPreferenceDestroy", pref_destroy), SYM("cublasLtMatmulPreferenceSetAttribute", pref_set),
-    SYM("cublasLtMatmulAlgoGetHeuristic", heuristic), SYM("cublasLtMatmul", matmul),
-};
+} symbols[] = {CUBLASLT_ENTRY_POINTS(SYMBOL)};
 
 static int check(const Blaslt *b, Status s, const char *what, Err *err) {
-    if (s == 0) return 0;
+    if (s == LT_OK) return 0;
     const char *text = b->status_string ? b->status_string(s) : NULL;
     return err_set(err, "cuBLASLt: %s failed: %s (%d)", what, text ? text : "unknown status", s);
 }
@@ -165,7 +121,7 @@ void blaslt_close(Blaslt *b) {
  * accumulation compute what a bf16 GEMM with fp32 accumulation does, reading the
  * fp32 buffers as they are. An f32 value would lose 13 bits in TF32: f32 GEMMs
  * stay CUBLAS_COMPUTE_32F. */
-static int compute_type(const Shape *s) { return s->bf16 ? COMPUTE_32F_FAST_TF32 : COMPUTE_32F; }
+static int compute_type(const Shape *s) { return s->bf16 ? LT_COMPUTE_32F_FAST_TF32 : LT_COMPUTE_32F; }
 
 /* One operand's column-major layout: rows x cols, columns ld apart, `batch` of them
  * `stride` elements apart. Set for batch 1 too (cuBLASLt's defaults: 1 and 0), so
@@ -173,25 +129,25 @@ static int compute_type(const Shape *s) { return s->bf16 ? COMPUTE_32F_FAST_TF32
 static int layout(const Blaslt *b, Layout *l, int64_t rows, int64_t cols, int64_t ld, const Shape *s, int64_t stride,
                   const char *what, Err *err) {
     int32_t count = (int32_t)s->batch;
-    return check(b, b->layout_create(l, R_32F, (uint64_t)rows, (uint64_t)cols, ld), what, err) ||
-           check(b, b->layout_set(*l, LAYOUT_BATCH_COUNT, &count, sizeof count), "set a layout's batch count", err) ||
-           check(b, b->layout_set(*l, LAYOUT_BATCH_STRIDE, &stride, sizeof stride), "set a layout's batch stride", err);
+    return check(b, b->layout_create(l, LT_R_32F, (uint64_t)rows, (uint64_t)cols, ld), what, err) ||
+           check(b, b->layout_set(*l, LT_LAYOUT_BATCH_COUNT, &count, sizeof count), "set a layout's batch count", err) ||
+           check(b, b->layout_set(*l, LT_LAYOUT_BATCH_STRIDE, &stride, sizeof stride), "set a layout's batch stride", err);
 }
 
 /* Row-major as column-major (cuBLASLt's order): a row-major [r,c] matrix with rows
  * ld apart is a column-major [c,r] one with the same ld. So C[m,n] = op(A) op(B) is,
  * column-major, C^T[n,m] = op(B)^T op(A)^T: cuBLASLt's A is our B, stored [k,n]
- * row-major and so read as the column-major [n,k] op(B)^T itself (OP_N), or with
- * trans_b stored [n,k], column-major [k,n], transposed (OP_T); its B is our A
+ * row-major and so read as the column-major [n,k] op(B)^T itself (LT_OP_N), or with
+ * trans_b stored [n,k], column-major [k,n], transposed (LT_OP_T); its B is our A
  * likewise (column-major [k,m], or [m,k] transposed with trans_a); D is column-major
  * [n,m], columns ldc apart. cuda_gemm_linear (trans_b) is thus TRANSA = T, TRANSB = N;
  * cuda_gemm_wgrad (trans_a) TRANSA = N, TRANSB = T. */
 static int describe(const Blaslt *b, Prepared *p, Err *err) {
     const Shape *s = &p->s;
-    int ta = s->trans_b ? OP_T : OP_N, tb = s->trans_a ? OP_T : OP_N;
-    return check(b, b->desc_create(&p->desc, compute_type(s), R_32F), "cublasLtMatmulDescCreate", err) ||
-           check(b, b->desc_set(p->desc, DESC_TRANSA, &ta, sizeof ta), "set TRANSA", err) ||
-           check(b, b->desc_set(p->desc, DESC_TRANSB, &tb, sizeof tb), "set TRANSB", err) ||
+    int ta = s->trans_b ? LT_OP_T : LT_OP_N, tb = s->trans_a ? LT_OP_T : LT_OP_N;
+    return check(b, b->desc_create(&p->desc, compute_type(s), LT_R_32F), "cublasLtMatmulDescCreate", err) ||
+           check(b, b->desc_set(p->desc, LT_DESC_TRANSA, &ta, sizeof ta), "set TRANSA", err) ||
+           check(b, b->desc_set(p->desc, LT_DESC_TRANSB, &tb, sizeof tb), "set TRANSB", err) ||
            layout(b, &p->a, s->trans_b ? s->k : s->n, s->trans_b ? s->n : s->k, s->ldb, s, s->stride_b, "layout A", err) ||
            layout(b, &p->b, s->trans_a ? s->m : s->k, s->trans_a ? s->k : s->m, s->lda, s, s->stride_a, "layout B", err) ||
            layout(b, &p->d, s->n, s->m, s->ldc, s, s->stride_c, "layout D", err);
@@ -211,16 +167,17 @@ static int describe(const Blaslt *b, Prepared *p, Err *err) {
  * _scaled_mm test and its callers), not a run: neither form is verified on a GPU
  * here. The scale pointers are set per call (prepared descriptors are shared by shape). */
 static int describe_fp8(const Blaslt *b, Prepared *p, Err *err) {
-    int ta = OP_T, tb = OP_N, a_mode = p->s.both_1x128 ? SCALE_VEC128_32F : SCALE_BLK128x128_32F, b_mode = SCALE_VEC128_32F;
+    int ta = LT_OP_T, tb = LT_OP_N, b_mode = LT_SCALE_VEC128_32F;
+    int a_mode = p->s.both_1x128 ? LT_SCALE_VEC128_32F : LT_SCALE_BLK128x128_32F;
     uint64_t m = (uint64_t)p->s.m, n = (uint64_t)p->s.n, k = (uint64_t)p->s.k;
-    return check(b, b->desc_create(&p->desc, COMPUTE_32F, R_32F), "cublasLtMatmulDescCreate", err) ||
-           check(b, b->desc_set(p->desc, DESC_TRANSA, &ta, sizeof ta), "set TRANSA", err) ||
-           check(b, b->desc_set(p->desc, DESC_TRANSB, &tb, sizeof tb), "set TRANSB", err) ||
-           check(b, b->desc_set(p->desc, DESC_A_SCALE_MODE, &a_mode, sizeof a_mode), "set A_SCALE_MODE (CUDA >= 12.9)", err) ||
-           check(b, b->desc_set(p->desc, DESC_B_SCALE_MODE, &b_mode, sizeof b_mode), "set B_SCALE_MODE (CUDA >= 12.9)", err) ||
-           check(b, b->layout_create(&p->a, R_8F_E4M3, k, n, p->s.k), "layout A", err) ||
-           check(b, b->layout_create(&p->b, R_8F_E4M3, k, m, p->s.k), "layout B", err) ||
-           check(b, b->layout_create(&p->d, R_32F, n, m, p->s.n), "layout D", err);
+    return check(b, b->desc_create(&p->desc, LT_COMPUTE_32F, LT_R_32F), "cublasLtMatmulDescCreate", err) ||
+           check(b, b->desc_set(p->desc, LT_DESC_TRANSA, &ta, sizeof ta), "set TRANSA", err) ||
+           check(b, b->desc_set(p->desc, LT_DESC_TRANSB, &tb, sizeof tb), "set TRANSB", err) ||
+           check(b, b->desc_set(p->desc, LT_DESC_A_SCALE_MODE, &a_mode, sizeof a_mode), "set A_SCALE_MODE (CUDA >= 12.9)", err) ||
+           check(b, b->desc_set(p->desc, LT_DESC_B_SCALE_MODE, &b_mode, sizeof b_mode), "set B_SCALE_MODE (CUDA >= 12.9)", err) ||
+           check(b, b->layout_create(&p->a, LT_R_8F_E4M3, k, n, p->s.k), "layout A", err) ||
+           check(b, b->layout_create(&p->b, LT_R_8F_E4M3, k, m, p->s.k), "layout B", err) ||
+           check(b, b->layout_create(&p->d, LT_R_32F, n, m, p->s.n), "layout D", err);
 }
 
 static int choose_algo(const Blaslt *b, Prepared *p, Err *err) {
@@ -229,10 +186,12 @@ static int choose_algo(const Blaslt *b, Prepared *p, Err *err) {
     uint32_t align = (uint32_t)p->s.align;
     Heuristic h;
     int found = 0;
+    static const int alignments[] = {LT_PREF_MIN_ALIGNMENT_A, LT_PREF_MIN_ALIGNMENT_B, LT_PREF_MIN_ALIGNMENT_C,
+                                     LT_PREF_MIN_ALIGNMENT_D};
     int rc = check(b, b->pref_create(&pref), "cublasLtMatmulPreferenceCreate", err) ||
-             check(b, b->pref_set(pref, PREF_MAX_WORKSPACE, &ws, sizeof ws), "set the workspace limit", err);
+             check(b, b->pref_set(pref, LT_PREF_MAX_WORKSPACE, &ws, sizeof ws), "set the workspace limit", err);
     for (int which = 0; which < 4 && rc == 0; which++)
-        rc = check(b, b->pref_set(pref, PREF_MIN_ALIGNMENT_A + which, &align, sizeof align), "set an alignment", err);
+        rc = check(b, b->pref_set(pref, alignments[which], &align, sizeof align), "set an alignment", err);
     if (rc == 0)
         rc = check(b, b->heuristic(b->handle, p->desc, p->a, p->b, p->d, p->d, pref, 1, &h, &found),
                    "cublasLtMatmulAlgoGetHeuristic", err);
@@ -334,8 +293,8 @@ int blaslt_fp8_gemm(Blaslt *b, const CudaFp8Gemm *g, CuStream s, Err *err) {
     const void *sb = (const void *)(uintptr_t)g->sb, *sa = (const void *)(uintptr_t)g->sa;
     const float one = 1.0f, zero = 0.0f;
     void *d = (void *)(uintptr_t)g->out;
-    int rc = check(b, b->desc_set(p->desc, DESC_A_SCALE_POINTER, &sb, sizeof sb), "set A_SCALE_POINTER", err) ||
-                     check(b, b->desc_set(p->desc, DESC_B_SCALE_POINTER, &sa, sizeof sa), "set B_SCALE_POINTER", err) ||
+    int rc = check(b, b->desc_set(p->desc, LT_DESC_A_SCALE_POINTER, &sb, sizeof sb), "set A_SCALE_POINTER", err) ||
+                     check(b, b->desc_set(p->desc, LT_DESC_B_SCALE_POINTER, &sa, sizeof sa), "set B_SCALE_POINTER", err) ||
                      check(b, b->matmul(b->handle, p->desc, &one, (const void *)(uintptr_t)g->qb, p->a,
                                         (const void *)(uintptr_t)g->qa, p->b, &zero, d, p->d, d, p->d, &p->algo,
                                         (void *)(uintptr_t)b->workspace, p->workspace, s),

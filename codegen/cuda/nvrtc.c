@@ -7,25 +7,15 @@
 #include <unistd.h>
 
 #include "nvrtc.h"
+#include "nvrtc_abi.h"
 
-typedef int NvrtcResult;
-typedef struct NvrtcProgram *NvrtcProgram;
+typedef AbiNvrtcResult NvrtcResult;
+typedef AbiNvrtcProgram NvrtcProgram;
 
 struct Nvrtc {
     void *lib;
     char version[32];
-    NvrtcResult (*version_fn)(int *major, int *minor);
-    NvrtcResult (*create)(NvrtcProgram *p, const char *src, const char *name, int nheaders, const char *const *headers,
-                          const char *const *include_names);
-    NvrtcResult (*compile)(NvrtcProgram p, int nopts, const char *const *opts);
-    NvrtcResult (*log_size)(NvrtcProgram p, size_t *n);
-    NvrtcResult (*log)(NvrtcProgram p, char *log);
-    NvrtcResult (*cubin_size)(NvrtcProgram p, size_t *n);
-    NvrtcResult (*cubin)(NvrtcProgram p, char *cubin);
-    NvrtcResult (*ptx_size)(NvrtcProgram p, size_t *n);
-    NvrtcResult (*ptx)(NvrtcProgram p, char *ptx);
-    NvrtcResult (*destroy)(NvrtcProgram *p);
-    const char *(*error_string)(NvrtcResult r);
+    NVRTC_ENTRY_POINTS(DLABI_FIELD)
 };
 
 static const char *const library_names[] = {
@@ -37,13 +27,8 @@ typedef struct Symbol {
     size_t offset;
 } Symbol;
 
-#define SYM(name, field) {name, offsetof(Nvrtc, field)}
-static const Symbol symbols[] = {
-    SYM("nvrtcVersion", version_fn), SYM("nvrtcCreateProgram", create), SYM("nvrtcCompileProgram", compile),
-    SYM("nvrtcGetProgramLogSize", log_size), SYM("nvrtcGetProgramLog", log), SYM("nvrtcGetCUBINSize", cubin_size),
-    SYM("nvrtcGetCUBIN", cubin), SYM("nvrtcGetPTXSize", ptx_size), SYM("nvrtcGetPTX", ptx),
-    SYM("nvrtcDestroyProgram", destroy), SYM("nvrtcGetErrorString", error_string),
-};
+#define SYMBOL(symbol, field, ret, params) {#symbol, offsetof(Nvrtc, field)},
+static const Symbol symbols[] = {NVRTC_ENTRY_POINTS(SYMBOL)};
 
 static void *open_library(void) {
     for (size_t i = 0; i < sizeof library_names / sizeof *library_names; i++) {
@@ -72,7 +57,7 @@ Nvrtc *nvrtc_open(Err *err) {
         return NULL;
     }
     int major = 0, minor = 0;
-    if (resolve(n, err) || n->version_fn(&major, &minor) != 0) {
+    if (resolve(n, err) || n->version_fn(&major, &minor) != NVRTC_OK) {
         if (!err->set) err_set(err, "nvrtcVersion failed");
         nvrtc_close(n);
         return NULL;
@@ -116,17 +101,17 @@ int nvrtc_options(const char *target, char *arch_buf, size_t n, const char **opt
 
 static char *program_log(const Nvrtc *n, NvrtcProgram p) {
     size_t len = 0;
-    if (n->log_size(p, &len) != 0 || len == 0) return xstrdup("(no log)");
+    if (n->log_size(p, &len) != NVRTC_OK || len == 0) return xstrdup("(no log)");
     char *log = xcalloc(len + 1, 1);
-    if (n->log(p, log) != 0) strcpy(log, "(no log)");
+    if (n->log(p, log) != NVRTC_OK) strcpy(log, "(no log)");
     return log;
 }
 
 static int fetch_cubin(const Nvrtc *n, NvrtcProgram p, char **cubin, size_t *cubin_len, Err *err) {
     size_t len = 0;
-    if (n->cubin_size(p, &len) != 0 || len == 0) return err_set(err, "NVRTC produced no cubin");
+    if (n->cubin_size(p, &len) != NVRTC_OK || len == 0) return err_set(err, "NVRTC produced no cubin");
     *cubin = xmalloc(len);
-    if (n->cubin(p, *cubin) != 0) {
+    if (n->cubin(p, *cubin) != NVRTC_OK) {
         free(*cubin);
         *cubin = NULL;
         return err_set(err, "nvrtcGetCUBIN failed");
@@ -138,9 +123,9 @@ static int fetch_cubin(const Nvrtc *n, NvrtcProgram p, char **cubin, size_t *cub
 /* The PTX the cubin was assembled from (NVRTC keeps it for a real architecture too). */
 static int fetch_ptx(const Nvrtc *n, NvrtcProgram p, char **ptx, Err *err) {
     size_t len = 0;
-    if (n->ptx_size(p, &len) != 0 || len == 0) return err_set(err, "NVRTC produced no PTX");
+    if (n->ptx_size(p, &len) != NVRTC_OK || len == 0) return err_set(err, "NVRTC produced no PTX");
     *ptx = xcalloc(len + 1, 1);
-    if (n->ptx(p, *ptx) == 0) return 0;
+    if (n->ptx(p, *ptx) == NVRTC_OK) return 0;
     free(*ptx);
     *ptx = NULL;
     return err_set(err, "nvrtcGetPTX failed");
@@ -151,12 +136,12 @@ int nvrtc_compile(const Nvrtc *n, const char *source, const char *name, const ch
     if (cuda_target_check(target, err)) return -1;
     NvrtcProgram p = NULL;
     NvrtcResult r = n->create(&p, source, name, 0, NULL, NULL);
-    if (r != 0) return err_set(err, "nvrtcCreateProgram(%s): %s", name, n->error_string(r));
+    if (r != NVRTC_OK) return err_set(err, "nvrtcCreateProgram(%s): %s", name, n->error_string(r));
     char arch[64];
     const char *opts[8];
     int nopts = nvrtc_options(target, arch, sizeof arch, opts, 8);
     int rc = 0;
-    if ((r = n->compile(p, nopts, opts)) != 0) {
+    if ((r = n->compile(p, nopts, opts)) != NVRTC_OK) {
         char *log = program_log(n, p);
         rc = err_set(err, "NVRTC could not compile kernel %s for %s (%s):\n%s", name, target, n->error_string(r), log);
         free(log);
