@@ -170,14 +170,14 @@ static int d_launch(CudaApi *a, CuFunction f, unsigned grid, unsigned block, uns
 }
 
 static int d_stream_create(CudaApi *a, CuStream *s, Err *err) {
-    return dcheck(a, drv(a)->dev->stream_create(s, 1 /* CU_STREAM_NON_BLOCKING */), "cuStreamCreate", err);
+    return dcheck(a, drv(a)->dev->stream_create(s, CU_FLAG_STREAM_NON_BLOCKING), "cuStreamCreate", err);
 }
 static void d_stream_destroy(CudaApi *a, CuStream s) { drv(a)->dev->stream_destroy(s); }
 static int d_stream_sync(CudaApi *a, CuStream s, Err *err) {
     return dcheck(a, drv(a)->dev->stream_sync(s), "cuStreamSynchronize (a kernel or GEMM before it failed)", err);
 }
 static int d_event_create(CudaApi *a, CuEvent *e, Err *err) {
-    return dcheck(a, drv(a)->dev->event_create(e, 0 /* CU_EVENT_DEFAULT: timed */), "cuEventCreate", err);
+    return dcheck(a, drv(a)->dev->event_create(e, CU_FLAG_EVENT_DEFAULT), "cuEventCreate", err);
 }
 static void d_event_destroy(CudaApi *a, CuEvent e) { drv(a)->dev->event_destroy(e); }
 static int d_event_record(CudaApi *a, CuEvent e, CuStream s, Err *err) {

@@ -22,7 +22,9 @@ typedef V3C_ABI(unsigned long long, CUdeviceptr) AbiCuPtr;
 #define CU_DRIVER_ABI_VALUES(X)                                                                                        \
     X(CU_OK, CUDA_SUCCESS, 0)                                                                                          \
     X(CU_ATTR_CC_MAJOR, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, 75)                                              \
-    X(CU_ATTR_CC_MINOR, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, 76)
+    X(CU_ATTR_CC_MINOR, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, 76)                                              \
+    X(CU_FLAG_STREAM_NON_BLOCKING, CU_STREAM_NON_BLOCKING, 1) /* no implicit sync with the legacy stream */            \
+    X(CU_FLAG_EVENT_DEFAULT, CU_EVENT_DEFAULT, 0)             /* timed, so cuEventElapsedTime can read it */
 
 enum { CU_DRIVER_ABI_VALUES(DLABI_VALUE) };
 

@@ -468,6 +468,61 @@ START_TEST(test_tiled_attention_exact) {
 }
 END_TEST
 
+/* ---- the emulator itself: what a GPU leaves unspecified must not look fixed ---- */
+/* Block b reads what block b-1 wrote: right only if the blocks run in index order. */
+static const char chain_source[] =
+    "extern \"C\" __global__ void v3c_test_chain(float *out) {\n"
+    "    if (threadIdx.x == 0) out[blockIdx.x] = blockIdx.x == 0 ? 1.0f : out[blockIdx.x - 1] + 1.0f;\n"
+    "}\n";
+/* Reads the shared memory before writing it. */
+static const char shared_source[] = "extern \"C\" __global__ void v3c_test_shared(float *out) {\n"
+                                    "    extern __shared__ double v3c_red[];\n"
+                                    "    if (threadIdx.x == 0) out[blockIdx.x] = (float)v3c_red[0];\n"
+                                    "    __syncthreads();\n"
+                                    "    v3c_red[threadIdx.x] = 1.0;\n"
+                                    "}\n";
+
+/* Runs kernel `name` of a fresh emulator library over `grid` blocks of 2 threads. */
+static void emulate_one(const char *cxx, const CudaKernel *kernels, const char *name, unsigned grid, float *out) {
+    char *so = build_host_kernels(cxx, kernels, 2), entry[64];
+    void *h = dlopen(so, RTLD_NOW | RTLD_LOCAL);
+    ck_assert_msg(h != NULL, "%s", dlerror());
+    snprintf(entry, sizeof entry, "v3c_entry_%s", name);
+    void (*fn)(void **) = (void (*)(void **))dlsym(h, entry);
+    LaunchFn launch = (LaunchFn)dlsym(h, "v3c_emu_launch");
+    ck_assert(fn && launch);
+    void *args[] = {out};
+    ck_assert_int_eq(launch(fn, args, grid, 2), 0);
+    dlclose(h);
+    free(so);
+}
+
+START_TEST(test_emulator_shuffles_blocks_and_poisons_shared_memory) {
+    const char *cxx = host_cxx();
+    if (!cxx) {
+        printf("test_cuda_codegen: skipping host emulation: no g++ or clang++ on PATH\n");
+        return;
+    }
+    CudaKernel kernels[2] = {
+        {.name = "v3c_test_chain", .source = (char *)chain_source, .family = "test", .nparams = 1,
+         .param_types = {"float *"}},
+        {.name = "v3c_test_shared", .source = (char *)shared_source, .family = "test", .nparams = 1,
+         .param_types = {"float *"}, .smem_per_thread = (int)sizeof(double)},
+    };
+    enum { GRID = 8 };
+    float first[GRID] = {0}, again[GRID] = {0}, shared[GRID] = {0};
+    emulate_one(cxx, kernels, "v3c_test_chain", GRID, first);
+    emulate_one(cxx, kernels, "v3c_test_chain", GRID, again);
+    int in_order = 1;
+    for (int b = 0; b < GRID; b++) in_order = in_order && first[b] == (float)(b + 1);
+    ck_assert_msg(!in_order, "the emulator ran the blocks in index order");
+    ck_assert_msg(memcmp(first, again, sizeof first) == 0, "the block order is not reproducible");
+    emulate_one(cxx, kernels, "v3c_test_shared", GRID, shared);
+    for (int b = 0; b < GRID; b++)
+        ck_assert_msg(isnan(shared[b]), "block %d read shared memory no thread of it wrote: %g", b, shared[b]);
+}
+END_TEST
+
 START_TEST(test_fp8_templates_exact) { check_all(fp8_templates, sizeof fp8_templates / sizeof *fp8_templates, NULL, 0); }
 END_TEST
 
@@ -949,6 +1004,7 @@ static Suite *suite(void) {
     tcase_add_test(emu, test_bad_data_sets_status);
     tcase_add_test(emu, test_tiny_model_bit_for_bit);
     tcase_add_test(emu, test_tiled_attention_exact);
+    tcase_add_test(emu, test_emulator_shuffles_blocks_and_poisons_shared_memory);
     suite_add_tcase(s, emu);
     TCase *plan = tcase_create("plan");
     tcase_add_test(plan, test_identical_kernels_deduplicated);

@@ -66,22 +66,49 @@ static void *v3c_run_thread(void *p) {
     return nullptr;
 }
 
-/* Runs fn(args) as a grid of `grid` blocks of `block` threads (block <= 1024). */
+/* The order the blocks of the n-th launch run in: a shuffle seeded by n (splitmix64),
+ * so reproducible from run to run, yet no fixed order a kernel could lean on. */
+static void v3c_block_order(unsigned *order, unsigned grid, unsigned long long n) {
+    unsigned long long state = n * 0x9e3779b97f4a7c15ull;
+    for (unsigned b = 0; b < grid; b++) order[b] = b;
+    for (unsigned b = grid; b > 1; b--) {
+        unsigned long long z = (state += 0x9e3779b97f4a7c15ull);
+        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+        z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+        z ^= z >> 31;
+        unsigned j = (unsigned)(z % b), t = order[b - 1];
+        order[b - 1] = order[j], order[j] = t;
+    }
+}
+
+/* Runs fn(args) as a grid of `grid` blocks of `block` threads (block <= 1024).
+ * A GPU runs the blocks in no order and leaves shared memory undefined: here
+ * they run one after another in a shuffled order, each with shared memory
+ * filled with NaN, so a kernel whose blocks read each other's results, or that
+ * reads shared memory it did not write, fails its tests here too. */
 extern "C" int v3c_emu_launch(v3c_entry fn, void **args, unsigned grid, unsigned block) {
     if (block < 1 || block > 1024) return -1;
     gridDim = {grid, 1, 1};
     blockDim = {block, 1, 1};
     static pthread_t threads[1024];
     static v3c_thread_job jobs[1024];
-    for (unsigned b = 0; b < grid; b++) {
+    static unsigned long long launches;
+    unsigned *order = new unsigned[grid ? grid : 1];
+    v3c_block_order(order, grid, ++launches);
+    for (unsigned i = 0; i < grid; i++) {
+        std::memset(v3c_red, 0xff, sizeof v3c_red);
         pthread_barrier_init(&v3c_block_barrier, nullptr, block);
         for (unsigned t = 0; t < block; t++) {
-            jobs[t] = {fn, args, b, t};
-            if (pthread_create(&threads[t], nullptr, v3c_run_thread, &jobs[t]) != 0) return -1;
+            jobs[t] = {fn, args, order[i], t};
+            if (pthread_create(&threads[t], nullptr, v3c_run_thread, &jobs[t]) != 0) {
+                delete[] order;
+                return -1;
+            }
         }
         for (unsigned t = 0; t < block; t++) pthread_join(threads[t], nullptr);
         pthread_barrier_destroy(&v3c_block_barrier);
     }
+    delete[] order;
     return 0;
 }
 #endif
