@@ -986,6 +986,61 @@ START_TEST(test_emulated_gemm_general_form) {
 }
 END_TEST
 
+/* The emulated streams (tests/emu_streams.c), which the executor's tests of its waits stand on:
+ * work runs when something needs it, with what it waits for, and no sooner. */
+static float download_first(CudaApi *api, CuPtr x, CuStream s) {
+    float v = 0;
+    Err e = {0};
+    ck_assert_msg(api->copy_d2h(api, &v, x, sizeof v, s, &e) == 0, "%s", e.msg);
+    return v;
+}
+
+START_TEST(test_emulated_streams_order_like_a_gpu) {
+    CudaApi *api = cuda_emu_open(EMU_BLOCK, EMU_MAX_GRID);
+    if (!api) return;
+    Err e = {0};
+    CuStream copy = NULL, compute = NULL;
+    CuEvent up = NULL, t0 = NULL;
+    CuPtr x = 0, y = 0;
+    const float one = 1, two = 2;
+    ck_assert(!api->stream_create(api, &copy, &e) && !api->stream_create(api, &compute, &e));
+    ck_assert(!api->event_create(api, &up, &e) && !api->event_create(api, &t0, &e));
+    ck_assert(!api->mem_alloc(api, sizeof(float), &x, &e) && !api->mem_alloc(api, sizeof(float), &y, &e));
+    /* An upload another stream does not wait for has not happened: the fresh memory's 0xff bytes. */
+    ck_assert(!api->copy_h2d(api, x, &one, sizeof one, copy, &e));
+    ck_assert(isnan(download_first(api, x, compute)));
+    /* With the wait, it has. */
+    ck_assert(!api->event_record(api, up, copy, &e) && !api->stream_wait_event(api, compute, up, &e));
+    ck_assert_float_eq(download_first(api, x, compute), 1);
+    /* An event its stream has not reached has no time yet. */
+    ck_assert(!api->event_record(api, t0, copy, &e));
+    ck_assert_int_eq(api->event_elapsed_ms(api, up, t0, &(float){0}, &e), -1);
+    ck_assert_msg(strstr(e.msg, "not ready"), "%s", e.msg);
+    ck_assert(!api->stream_sync(api, copy, &e));
+    ck_assert_int_eq(api->event_elapsed_ms(api, up, t0, &(float){0}, &(Err){0}), 0);
+    /* Two unordered writes of one address land in one order, then in the other. */
+    float last[2];
+    for (int round = 0; round < 2; round++) {
+        ck_assert(!api->copy_h2d(api, y, &one, sizeof one, copy, &e));
+        ck_assert(!api->copy_h2d(api, y, &two, sizeof two, compute, &e));
+        ck_assert(!api->stream_sync(api, NULL, &e));
+        last[round] = download_first(api, y, NULL);
+    }
+    ck_assert_msg(last[0] != last[1], "both rounds ran the streams in one order (%g)", last[0]);
+    /* A GEMM's operands are checked when it runs; the failure comes with the next synchronize. */
+    float a[] = {1, 2, 3, 4 + 0x1p-20f}, b[] = {1, 2, 3, 4}, c[4];
+    CudaGemm g = cuda_gemm_linear(2, 2, 2, host_addr(a), host_addr(b), host_addr(c), 1);
+    ck_assert_int_eq(api->gemm(api, &g, compute, &e), 0);
+    ck_assert_int_eq(api->stream_sync(api, compute, &e), -1);
+    ck_assert_msg(strstr(e.msg, "off the bf16 grid"), "%s", e.msg);
+    ck_assert(!api->stream_sync(api, compute, &(Err){0}));
+    api->mem_free(api, x), api->mem_free(api, y);
+    api->event_destroy(api, up), api->event_destroy(api, t0);
+    api->stream_destroy(api, copy), api->stream_destroy(api, compute);
+    api->close(api);
+}
+END_TEST
+
 /* A table's gemm on its own memory: each operand's extent copied there (C's too, so
  * that what the GEMM must leave is checked) at the host address's offset within 256
  * bytes (its alignment), the GEMM run, C copied back. */
@@ -1191,6 +1246,7 @@ static Suite *suite(void) {
     tcase_set_timeout(gemm, 120);
     tcase_add_test(gemm, test_cublaslt_mapping_on_a_stand_in);
     tcase_add_test(gemm, test_emulated_gemm_general_form);
+    tcase_add_test(gemm, test_emulated_streams_order_like_a_gpu);
     tcase_add_test(gemm, test_gemm_general_form_in_table_memory);
     suite_add_tcase(s, gemm);
     TCase *dev = tcase_create("device");

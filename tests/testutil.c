@@ -310,6 +310,7 @@ void fill_bf16_rounding_cases(Tensor *t) {
 
 #include "../base/fp8.h"
 #include "../runtime/cuda_api.h"
+#include "emu_streams.h"
 
 const char *host_cxx(void) {
     static const char *const compilers[] = {"g++", "clang++"};
@@ -426,16 +427,12 @@ typedef struct EmuFunction {
     EmuLaunch launch;
 } EmuFunction;
 
-typedef struct EmuEvent {
-    int recorded;
-    struct timespec at;
-} EmuEvent;
-
 typedef struct Emu {
     const char *cxx;
     unsigned block, max_grid;
     VEC(EmuFunction *) functions;
     CudaEmuCounts counts;
+    EmuStreams *streams; /* the device's queues (emu_streams.h) */
 } Emu;
 
 static Emu *emu(const CudaApi *a) { return a->ctx; }
@@ -458,7 +455,10 @@ static int emu_module_load(CudaApi *a, const CudaCubin *image, CuModule *m, Err 
     *m = dlopen(image->data, RTLD_NOW | RTLD_LOCAL);
     return *m ? 0 : err_set(err, "emulated module %s: %s", image->data, dlerror());
 }
-static void emu_module_unload(CudaApi *a, CuModule m) { (void)a, dlclose(m); }
+static void emu_module_unload(CudaApi *a, CuModule m) {
+    emu_drain(emu(a)->streams); /* no queued launch may outlive its code */
+    dlclose(m);
+}
 
 static int emu_module_function(CudaApi *a, CuModule m, const char *name, CuFunction *f, Err *err) {
     char *entry = xsprintf("v3c_entry_%s", name);
@@ -480,73 +480,126 @@ static int emu_mem_alloc(CudaApi *a, size_t bytes, CuPtr *p, Err *err) {
     emu(a)->counts.live_allocations++;
     return 0;
 }
+/* cuMemFree waits for the device, so nothing queued reads freed memory. */
 static void emu_mem_free(CudaApi *a, CuPtr p) {
+    emu_drain(emu(a)->streams);
     free(host_ptr(p));
     emu(a)->counts.live_allocations--;
 }
-static int emu_memset_zero(CudaApi *a, CuPtr p, size_t bytes, CuStream s, Err *err) {
-    (void)a, (void)s, (void)err;
-    memset(host_ptr(p), 0, bytes);
+
+/* ---- the device's work, each queued on its stream (emu_streams.h) and run from there ---- */
+typedef struct FillWork {
+    CuPtr p;
+    size_t bytes;
+    unsigned char value;
+} FillWork;
+static int run_fill(void *ctx, const void *payload, Err *err) {
+    (void)ctx, (void)err;
+    const FillWork *w = payload;
+    memset(host_ptr(w->p), w->value, w->bytes);
     return 0;
 }
 static int emu_memset_byte(CudaApi *a, CuPtr p, unsigned char value, size_t bytes, CuStream s, Err *err) {
-    (void)a, (void)s, (void)err;
-    memset(host_ptr(p), value, bytes);
+    FillWork w = {p, bytes, value};
+    return emu_enqueue(emu(a)->streams, s, run_fill, &w, sizeof w, err);
+}
+static int emu_memset_zero(CudaApi *a, CuPtr p, size_t bytes, CuStream s, Err *err) {
+    return emu_memset_byte(a, p, 0, bytes, s, err);
+}
+
+/* An upload from pageable memory: the driver has taken the bytes when the call returns. */
+typedef struct UploadWork {
+    CuPtr dst;
+    size_t bytes;
+    unsigned char data[];
+} UploadWork;
+static int run_upload(void *ctx, const void *payload, Err *err) {
+    (void)ctx, (void)err;
+    const UploadWork *w = payload;
+    memcpy(host_ptr(w->dst), w->data, w->bytes);
     return 0;
 }
 static int emu_copy_h2d(CudaApi *a, CuPtr dst, const void *src, size_t bytes, CuStream s, Err *err) {
-    (void)a, (void)s, (void)err;
-    memcpy(host_ptr(dst), src, bytes);
+    UploadWork *w = xmalloc(sizeof *w + bytes);
+    w->dst = dst, w->bytes = bytes;
+    memcpy(w->data, src, bytes);
+    int rc = emu_enqueue(emu(a)->streams, s, run_upload, w, sizeof *w + bytes, err);
+    free(w);
+    return rc;
+}
+
+/* A download to pageable memory returns once it is done (and so all before it on its stream). */
+typedef struct DownloadWork {
+    void *dst;
+    CuPtr src;
+    size_t bytes;
+} DownloadWork;
+static int run_download(void *ctx, const void *payload, Err *err) {
+    (void)ctx, (void)err;
+    const DownloadWork *w = payload;
+    memcpy(w->dst, host_ptr(w->src), w->bytes);
     return 0;
 }
 static int emu_copy_d2h(CudaApi *a, void *dst, CuPtr src, size_t bytes, CuStream s, Err *err) {
-    (void)a, (void)s, (void)err;
-    memcpy(dst, host_ptr(src), bytes);
-    return 0;
+    DownloadWork w = {dst, src, bytes};
+    return emu_enqueue_sync(emu(a)->streams, s, run_download, &w, sizeof w, err);
 }
 
+typedef struct LaunchWork {
+    EmuFunction fn;
+    unsigned grid, block;
+    void *argv[32];
+} LaunchWork;
+static int run_launch(void *ctx, const void *payload, Err *err) {
+    (void)ctx;
+    const LaunchWork *w = payload;
+    void *argv[32];
+    memcpy(argv, w->argv, sizeof argv);
+    return w->fn.launch(w->fn.entry, argv, w->grid, w->block) == 0 ? 0 : err_set(err, "emulated launch failed");
+}
 static int emu_launch(CudaApi *a, CuFunction f, unsigned grid, unsigned block, unsigned smem, CuStream s,
                       const CuPtr *args, int nargs, Err *err) {
-    (void)block, (void)smem, (void)s;
-    const Emu *e = emu(a);
-    const EmuFunction *fn = f;
-    void *argv[32];
+    (void)block, (void)smem;
+    Emu *e = emu(a);
     if (nargs > 32) return err_set(err, "emulated launch with %d arguments", nargs);
-    for (int i = 0; i < nargs; i++) argv[i] = host_ptr(args[i]);
-    unsigned g = grid < e->max_grid ? grid : e->max_grid;
-    emu(a)->counts.launches++;
-    return fn->launch(fn->entry, argv, g, e->block) == 0 ? 0 : err_set(err, "emulated launch failed");
+    LaunchWork w = {*(const EmuFunction *)f, grid < e->max_grid ? grid : e->max_grid, e->block, {0}};
+    for (int i = 0; i < nargs; i++) w.argv[i] = host_ptr(args[i]);
+    e->counts.launches++;
+    return emu_enqueue(e->streams, s, run_launch, &w, sizeof w, err);
 }
 
 static int emu_stream_create(CudaApi *a, CuStream *s, Err *err) {
-    (void)a, (void)err;
-    *s = xcalloc(1, 1);
+    (void)err;
+    *s = emu_stream_new(emu(a)->streams);
     return 0;
 }
-static void emu_stream_destroy(CudaApi *a, CuStream s) { (void)a, free(s); }
-static int emu_stream_sync(CudaApi *a, CuStream s, Err *err) { (void)a, (void)s, (void)err; return 0; }
+static void emu_stream_destroy(CudaApi *a, CuStream s) { emu_stream_free(emu(a)->streams, s); }
+static int emu_stream_sync(CudaApi *a, CuStream s, Err *err) { return emu_sync(emu(a)->streams, s, err); }
 static int emu_event_create(CudaApi *a, CuEvent *ev, Err *err) {
     (void)a, (void)err;
     *ev = xcalloc(1, sizeof(EmuEvent));
     return 0;
 }
-static void emu_event_destroy(CudaApi *a, CuEvent ev) { (void)a, free(ev); }
+static void emu_event_destroy(CudaApi *a, CuEvent ev) {
+    emu_drain(emu(a)->streams); /* no queued record may outlive its event */
+    free(ev);
+}
 static int emu_event_record(CudaApi *a, CuEvent ev, CuStream s, Err *err) {
-    (void)a, (void)s, (void)err;
-    EmuEvent *e = ev;
-    e->recorded = 1;
-    clock_gettime(CLOCK_MONOTONIC, &e->at);
+    (void)err;
+    emu_record(emu(a)->streams, s, ev);
     return 0;
 }
 static int emu_stream_wait_event(CudaApi *a, CuStream s, CuEvent ev, Err *err) {
-    (void)s;
     emu(a)->counts.stream_waits++;
-    return ((EmuEvent *)ev)->recorded ? 0 : err_set(err, "emulation: a stream waits on an event never recorded");
+    return emu_wait(emu(a)->streams, s, ev, err);
 }
+/* As cuEventElapsedTime: both events recorded and their records run (else CUDA_ERROR_NOT_READY). */
 static int emu_event_elapsed(CudaApi *a, CuEvent start, CuEvent end, float *ms, Err *err) {
     (void)a;
     const EmuEvent *s = start, *e = end;
     if (!s->recorded || !e->recorded) return err_set(err, "emulation: elapsed time of an event never recorded");
+    if (!emu_event_done(s) || !emu_event_done(e))
+        return err_set(err, "emulation: elapsed time of an event whose stream has not reached it (not ready)");
     *ms = (float)((double)(e->at.tv_sec - s->at.tv_sec) * 1e3 + (double)(e->at.tv_nsec - s->at.tv_nsec) / 1e6);
     return 0;
 }
@@ -579,15 +632,11 @@ static int64_t op_at(int trans, int64_t ld, int64_t i, int64_t j) { return trans
  * order, scaled by alpha in fp64, one rounding to fp32 (alpha 1: the sum rounded; a
  * bf16 result is rounded further by the executor's kernel, as the interpreter rounds
  * its float). */
-static int emu_gemm(CudaApi *a, const CudaGemm *g, CuStream s, Err *err) {
-    (void)s;
+static int run_gemm(void *ctx, const void *payload, Err *err) {
+    (void)ctx;
+    const CudaGemm *g = payload;
     const float *pa = host_ptr(g->a), *pb = host_ptr(g->b);
     float *pc = host_ptr(g->c);
-    emu(a)->counts.gemms++;
-    if (!cuda_gemm_valid(g)) /* what cuBLASLt refuses, refused here too so the executor's tests see it */
-        return err_internal(err, "emulation: GEMM of m=%lld n=%lld k=%lld batch=%lld with lda=%lld ldb=%lld ldc=%lld",
-                            (long long)g->m, (long long)g->n, (long long)g->k, (long long)g->batch, (long long)g->lda,
-                            (long long)g->ldb, (long long)g->ldc);
     if (g->bf16_operands &&
         off_grid_read(pa, g->batch, g->stride_a, g->trans_a ? g->k : g->m, g->trans_a ? g->m : g->k, g->lda) +
             off_grid_read(pb, g->batch, g->stride_b, g->trans_b ? g->n : g->k, g->trans_b ? g->k : g->n, g->ldb))
@@ -604,6 +653,15 @@ static int emu_gemm(CudaApi *a, const CudaGemm *g, CuStream s, Err *err) {
             }
     }
     return 0;
+}
+/* The shape is checked at the call, as cuBLASLt does; the operands when the GEMM runs. */
+static int emu_gemm(CudaApi *a, const CudaGemm *g, CuStream s, Err *err) {
+    emu(a)->counts.gemms++;
+    if (!cuda_gemm_valid(g)) /* what cuBLASLt refuses, refused here too so the executor's tests see it */
+        return err_internal(err, "emulation: GEMM of m=%lld n=%lld k=%lld batch=%lld with lda=%lld ldb=%lld ldc=%lld",
+                            (long long)g->m, (long long)g->n, (long long)g->k, (long long)g->batch, (long long)g->lda,
+                            (long long)g->ldb, (long long)g->ldc);
+    return emu_enqueue(emu(a)->streams, s, run_gemm, g, sizeof *g, err);
 }
 
 /* CudaFp8Gemm's scale layouts, written out here rather than taken from the plan's helpers so
@@ -639,15 +697,12 @@ static int fp8_check_padding(const CudaFp8Gemm *g, const float *sa, const float 
 
 /* ir/ops/fp8.c's order: per 128-block of the contracted axis an exact partial
  * sum, scaled by both scales in fp64 and added into the fp32 accumulator. */
-static int emu_fp8_gemm(CudaApi *a, const CudaFp8Gemm *g, CuStream s, Err *err) {
-    (void)s;
+static int run_fp8_gemm(void *ctx, const void *payload, Err *err) {
+    (void)ctx;
+    const CudaFp8Gemm *g = payload;
     const uint8_t *qa = host_ptr(g->qa), *qb = host_ptr(g->qb);
     const float *sa = host_ptr(g->sa), *sb = host_ptr(g->sb);
     float *y = host_ptr(g->out);
-    emu(a)->counts.fp8_gemms++;
-    if (g->both_1x128 && g->k % 128)
-        return err_set(err, "emulation: an FP8 GEMM with 1x128 scales on both operands needs K a multiple of 128, not %lld",
-                       (long long)g->k);
     if (fp8_check_padding(g, sa, sb, err)) return -1;
     int64_t blocks = fp8_blocks(g->k);
     for (int64_t r = 0; r < g->m; r++)
@@ -663,9 +718,17 @@ static int emu_fp8_gemm(CudaApi *a, const CudaFp8Gemm *g, CuStream s, Err *err) 
         }
     return 0;
 }
+static int emu_fp8_gemm(CudaApi *a, const CudaFp8Gemm *g, CuStream s, Err *err) {
+    emu(a)->counts.fp8_gemms++;
+    if (g->both_1x128 && g->k % 128)
+        return err_set(err, "emulation: an FP8 GEMM with 1x128 scales on both operands needs K a multiple of 128, not %lld",
+                       (long long)g->k);
+    return emu_enqueue(emu(a)->streams, s, run_fp8_gemm, g, sizeof *g, err);
+}
 
 static void emu_close(CudaApi *a) {
     Emu *e = emu(a);
+    emu_streams_free(e->streams);
     for (size_t i = 0; i < e->functions.len; i++) free(e->functions.data[i]);
     VEC_FREE(e->functions);
     free(e);
@@ -680,6 +743,7 @@ CudaApi *cuda_emu_open(unsigned block, unsigned max_grid) {
     }
     Emu *e = xcalloc(1, sizeof *e);
     e->cxx = cxx, e->block = block, e->max_grid = max_grid;
+    e->streams = emu_streams_new(e);
     CudaApi *a = xcalloc(1, sizeof *a);
     *a = (CudaApi){
         .ctx = e, .what = "host emulation", .bind = emu_bind, .compile = emu_compile, .module_load = emu_module_load,
