@@ -80,49 +80,36 @@ static const char *const cudart_names[] = {CUDART_ENTRY_POINTS(NAME)};
 
 #define COUNT(array) (sizeof array / sizeof *array)
 
-/* Every name is exported by the first of the library's paths that loads. */
-static void expect_exported(const char *const *paths, int npaths, const char *const *names, int nnames,
-                            const char *what) {
-    void *lib = NULL;
-    for (int i = 0; i < npaths && !lib; i++) lib = dlopen(paths[i], RTLD_NOW | RTLD_LOCAL);
-    ck_assert_msg(lib, "none of %s... loads: %s", paths[0], dlerror());
-    for (int i = 0; i < nnames; i++) ck_assert_msg(dlsym(lib, names[i]), "%s does not export %s", paths[0], names[i]);
-    printf("test_cuda_abi: %s exports all %d %s\n", paths[0], nnames, what);
-    /* Not dlclosed: unloading the C++ runtime these libraries bring would turn its
-     * emergency exception pool into a leak in LeakSanitizer's eyes (v3c keeps NVRTC loaded too). */
-}
-
 #define TOOLKIT_LIB(file) V3C_CUDA_HOME "/lib64/" file
 
-START_TEST(test_nvrtc_exports) {
-    static const char *const paths[] = {TOOLKIT_LIB("libnvrtc.so")};
-    expect_exported(paths, 1, nvrtc_names, (int)COUNT(nvrtc_names), "entry points v3c calls");
-}
-END_TEST
+/* Each library, where it is looked for (the first path that loads), and the names it must export. */
+typedef struct Library {
+    const char *paths[2];
+    const char *const *names;
+    int count;
+    const char *what;
+} Library;
+#define NAMES(array) array, (int)COUNT(array)
+static const Library libraries[] = {
+    {{TOOLKIT_LIB("libnvrtc.so")}, NAMES(nvrtc_names), "entry points v3c calls"},
+    {{TOOLKIT_LIB("stubs/libcuda.so")}, NAMES(driver_names), "entry points v3c calls"},
+    {{TOOLKIT_LIB("stubs/libcuda.so")}, NAMES(driver_older_names), "older names v3c falls back to"},
+    {{TOOLKIT_LIB("libcublasLt.so")}, NAMES(cublaslt_names), "entry points v3c calls"},
+    /* NCCL ships apart from the toolkit: the loader's path first, as comm_nccl.c looks. */
+    {{"libnccl.so.2", TOOLKIT_LIB("libnccl.so.2")}, NAMES(nccl_names), "entry points v3c calls"},
+    {{TOOLKIT_LIB("libcudart.so")}, NAMES(cudart_names), "entry points v3c calls"},
+};
 
-START_TEST(test_driver_stub_exports) {
-    static const char *const paths[] = {TOOLKIT_LIB("stubs/libcuda.so")};
-    expect_exported(paths, 1, driver_names, (int)COUNT(driver_names), "entry points v3c calls");
-    expect_exported(paths, 1, driver_older_names, (int)COUNT(driver_older_names), "older names v3c falls back to");
-}
-END_TEST
-
-START_TEST(test_cublaslt_exports) {
-    static const char *const paths[] = {TOOLKIT_LIB("libcublasLt.so")};
-    expect_exported(paths, 1, cublaslt_names, (int)COUNT(cublaslt_names), "entry points v3c calls");
-}
-END_TEST
-
-/* NCCL ships apart from the toolkit: the loader's path first, as comm_nccl.c looks. */
-START_TEST(test_nccl_exports) {
-    static const char *const paths[] = {"libnccl.so.2", TOOLKIT_LIB("libnccl.so.2")};
-    expect_exported(paths, 2, nccl_names, (int)COUNT(nccl_names), "entry points v3c calls");
-}
-END_TEST
-
-START_TEST(test_cudart_exports) {
-    static const char *const paths[] = {TOOLKIT_LIB("libcudart.so")};
-    expect_exported(paths, 1, cudart_names, (int)COUNT(cudart_names), "entry points v3c calls");
+START_TEST(test_library_exports_every_name) {
+    const Library *l = &libraries[_i];
+    void *lib = NULL;
+    for (int i = 0; i < 2 && l->paths[i] && !lib; i++) lib = dlopen(l->paths[i], RTLD_NOW | RTLD_LOCAL);
+    ck_assert_msg(lib, "none of %s... loads: %s", l->paths[0], dlerror());
+    for (int i = 0; i < l->count; i++)
+        ck_assert_msg(dlsym(lib, l->names[i]), "%s does not export %s", l->paths[0], l->names[i]);
+    printf("test_cuda_abi: %s exports all %d %s\n", l->paths[0], l->count, l->what);
+    /* Not dlclosed: unloading the C++ runtime these libraries bring would turn its
+     * emergency exception pool into a leak in LeakSanitizer's eyes (v3c keeps NVRTC loaded too). */
 }
 END_TEST
 
@@ -153,11 +140,7 @@ static Suite *abi_suite(void) {
     TCase *tc = tcase_create("abi");
 #ifdef V3C_CUDA_HOME
     tcase_add_test(tc, test_headers_checked);
-    tcase_add_test(tc, test_nvrtc_exports);
-    tcase_add_test(tc, test_driver_stub_exports);
-    tcase_add_test(tc, test_cublaslt_exports);
-    tcase_add_test(tc, test_nccl_exports);
-    tcase_add_test(tc, test_cudart_exports);
+    tcase_add_loop_test(tc, test_library_exports_every_name, 0, (int)COUNT(libraries));
 #else
     tcase_add_test(tc, test_no_toolkit);
 #endif
