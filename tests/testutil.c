@@ -338,7 +338,14 @@ static char *entry_wrapper(const CudaKernel *kernels, size_t n, const char *shim
     return b.data;
 }
 
-static const char host_cxx_flags[] = "-std=c++17 -O1 -ffp-contract=off -fPIC -shared -w";
+/* Under the sanitizer build the kernels are instrumented too: an index past a buffer in a
+ * generated kernel, which a GPU may or may not fault on, is an AddressSanitizer report here. */
+#if defined(__SANITIZE_ADDRESS__)
+#define EMU_SANITIZE " -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer"
+#else
+#define EMU_SANITIZE ""
+#endif
+static const char host_cxx_flags[] = "-std=c++17 -O1 -ffp-contract=off -fPIC -shared -w" EMU_SANITIZE;
 
 /* `cxx --version`'s first line: another compiler release is another library. */
 static char *cxx_version(const char *cxx) {

@@ -8,8 +8,9 @@ jobs=$(nproc)
 # Builds quietly; on failure shows the compiler's output.
 quiet() { local log; log=$(mktemp); "$@" >"$log" 2>&1 || { tail -n 60 "$log"; rm -f "$log"; exit 1; }; rm -f "$log"; }
 echo "== building (ASan+UBSan debug, release)"
-# Both builds' suites share one kernel cache and one emulation cache (content-keyed;
-# neither holds sanitized code), so the second run of the suites compiles nothing.
+# Both builds' suites share one kernel cache and one emulation cache (content-keyed), so
+# the second run takes every cubin and CPU object from the first; only the emulated CUDA
+# kernels are built again, as the sanitized suites instrument theirs (tests/testutil.c).
 caches=(-DV3C_TEST_KERNEL_CACHE="$PWD/build/kernel-cache" -DV3C_TEST_EMU_CACHE="$PWD/build/emu-cache")
 quiet cmake -S . -B build/asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DV3C_SANITIZE=ON -DV3C_TESTS=ON "${caches[@]}"
 quiet ninja -C build/asan -j "$jobs"
