@@ -93,6 +93,10 @@ extern "C" int v3c_emu_launch(v3c_entry fn, void **args, unsigned grid, unsigned
     static pthread_t threads[1024];
     static v3c_thread_job jobs[1024];
     static unsigned long long launches;
+    /* Small stacks (kernels keep a few scalars): thread start-up is most of an emulated launch. */
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setstacksize(&attr, 256 << 10);
     unsigned *order = new unsigned[grid ? grid : 1];
     v3c_block_order(order, grid, ++launches);
     for (unsigned i = 0; i < grid; i++) {
@@ -100,8 +104,9 @@ extern "C" int v3c_emu_launch(v3c_entry fn, void **args, unsigned grid, unsigned
         pthread_barrier_init(&v3c_block_barrier, nullptr, block);
         for (unsigned t = 0; t < block; t++) {
             jobs[t] = {fn, args, order[i], t};
-            if (pthread_create(&threads[t], nullptr, v3c_run_thread, &jobs[t]) != 0) {
+            if (pthread_create(&threads[t], &attr, v3c_run_thread, &jobs[t]) != 0) {
                 delete[] order;
+                pthread_attr_destroy(&attr);
                 return -1;
             }
         }
@@ -109,6 +114,7 @@ extern "C" int v3c_emu_launch(v3c_entry fn, void **args, unsigned grid, unsigned
         pthread_barrier_destroy(&v3c_block_barrier);
     }
     delete[] order;
+    pthread_attr_destroy(&attr);
     return 0;
 }
 #endif
