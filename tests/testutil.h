@@ -99,9 +99,11 @@ char *build_host_kernels(const char *cxx, const struct CudaKernel *kernels, size
  * launch runs at most max_grid blocks of `block` threads whatever the plan
  * asks (the generated kernels are grid-stride loops and read blockDim, so any
  * shape computes the same values; one thread per block makes every block
- * reduction the left-to-right sum), streams run their work at once, waiting on
- * an event never recorded is an error, and the GEMMs are host loops in the
- * interpreter's order (fp64 sums, one rounding; fp8_matmul as ir/ops/fp8.c).
+ * reduction the left-to-right sum), streams hold their work until something
+ * needs it, as a GPU orders it (tests/emu_streams.h: a missing wait between
+ * streams shows), waiting on an event never recorded is an error, and the GEMMs
+ * are host loops in the interpreter's order (fp64 sums, one rounding;
+ * fp8_matmul as ir/ops/fp8.c), run from their stream like the launches.
  * NULL, with the reason printed, when there is no host C++ compiler. */
 struct CudaApi *cuda_emu_open(unsigned block, unsigned max_grid);
 /* What the emulated device was asked to do, for tests of the executor's bookkeeping. */
