@@ -23,5 +23,25 @@
 #define DLABI_FIELD(symbol, field, ret, params) ret(*field) params;
 /* An enum value as an enumerator: enum { LIST(DLABI_VALUE) }. */
 #define DLABI_VALUE(ours, theirs, value) ours = value,
+/* A pair of an older-names list, X(symbol, older): as a DlabiRename. */
+#define DLABI_RENAME(symbol, older) {#symbol, #older},
+
+#include <stddef.h>
+
+/* Where dlsym's result for `name` goes: the field at `offset` in the caller's table
+ * (a list's fields, in the order the list gives them). */
+typedef struct DlabiSymbol {
+    const char *name;
+    size_t offset;
+} DlabiSymbol;
+/* A symbol a library from before its _v2 entry point exports by its plain name. */
+typedef struct DlabiRename {
+    const char *name, *older;
+} DlabiRename;
+
+/* Fills the table's function pointers from lib (a name missing there is looked up by its
+ * older name, if renames has one). NULL when all are found, else the first name missing. */
+const char *dlabi_resolve(void *lib, const DlabiSymbol *symbols, size_t n, const DlabiRename *renames,
+                          size_t nrenames, void *table);
 
 #endif

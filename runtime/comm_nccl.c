@@ -25,15 +25,9 @@ typedef struct NcclApi {
     CUDART_ENTRY_POINTS(DLABI_FIELD)
 } NcclApi;
 
-typedef struct Symbol {
-    const char *name;
-    size_t offset;
-    int from_cudart;
-} Symbol;
-
-#define NCCL_SYMBOL(symbol, field, ret, params) {#symbol, offsetof(NcclApi, field), 0},
-#define CUDART_SYMBOL(symbol, field, ret, params) {#symbol, offsetof(NcclApi, field), 1},
-static const Symbol symbols[] = {NCCL_ENTRY_POINTS(NCCL_SYMBOL) CUDART_ENTRY_POINTS(CUDART_SYMBOL)};
+#define SYMBOL(symbol, field, ret, params) {#symbol, offsetof(NcclApi, field)},
+static const DlabiSymbol nccl_symbols[] = {NCCL_ENTRY_POINTS(SYMBOL)};
+static const DlabiSymbol cudart_symbols[] = {CUDART_ENTRY_POINTS(SYMBOL)};
 
 /* Where the libraries are looked for: the loader's path, then CUDA's usual home. */
 static const char *const nccl_names[] = {"libnccl.so.2", "/usr/local/cuda/lib64/libnccl.so.2"};
@@ -54,16 +48,16 @@ static void *open_first(const char *const *names, size_t n) {
 }
 
 static int load_symbols(void *nccl, void *cudart) {
-    for (size_t i = 0; i < sizeof symbols / sizeof *symbols; i++) {
-        void *sym = dlsym(symbols[i].from_cudart ? cudart : nccl, symbols[i].name);
-        if (!sym) {
-            snprintf(api_failure, sizeof api_failure, "%s lacks %s", symbols[i].from_cudart ? "libcudart" : "libnccl",
-                     symbols[i].name);
-            return -1;
-        }
-        memcpy((char *)&loaded_api + symbols[i].offset, &sym, sizeof sym);
+    const char *missing = dlabi_resolve(nccl, nccl_symbols, sizeof nccl_symbols / sizeof *nccl_symbols, NULL, 0,
+                                        &loaded_api);
+    const char *library = "libnccl";
+    if (!missing) {
+        missing = dlabi_resolve(cudart, cudart_symbols, sizeof cudart_symbols / sizeof *cudart_symbols, NULL, 0,
+                                &loaded_api);
+        library = "libcudart";
     }
-    return 0;
+    if (missing) snprintf(api_failure, sizeof api_failure, "%s lacks %s", library, missing);
+    return missing ? -1 : 0;
 }
 
 static int load_api(void) {

@@ -24,34 +24,14 @@ struct CudaDevice {
     CU_DRIVER_ENTRY_POINTS(DLABI_FIELD)
 };
 
-typedef struct Symbol {
-    const char *name;
-    size_t offset;
-} Symbol;
-
 #define SYMBOL(symbol, field, ret, params) {#symbol, offsetof(CudaDevice, field)},
-static const Symbol symbols[] = {CU_DRIVER_ENTRY_POINTS(SYMBOL)};
-
-#define OLDER_NAME(symbol, older) {#symbol, #older},
-static const struct {
-    const char *name, *older;
-} older_names[] = {CU_DRIVER_OLDER_NAMES(OLDER_NAME)};
-
-/* The entry point, or on a driver from before its _v2 version, the plain one. */
-static void *lookup(void *lib, const char *name) {
-    void *fn = dlsym(lib, name);
-    for (size_t i = 0; !fn && i < sizeof older_names / sizeof *older_names; i++)
-        if (strcmp(older_names[i].name, name) == 0) fn = dlsym(lib, older_names[i].older);
-    return fn;
-}
+static const DlabiSymbol symbols[] = {CU_DRIVER_ENTRY_POINTS(SYMBOL)};
+static const DlabiRename older_names[] = {CU_DRIVER_OLDER_NAMES(DLABI_RENAME)};
 
 static int resolve(CudaDevice *d, Err *err) {
-    for (size_t i = 0; i < sizeof symbols / sizeof *symbols; i++) {
-        void *fn = lookup(d->lib, symbols[i].name);
-        if (!fn) return err_set(err, "the CUDA driver (libcuda.so.1) lacks %s", symbols[i].name);
-        memcpy((char *)d + symbols[i].offset, &fn, sizeof fn);
-    }
-    return 0;
+    const char *missing = dlabi_resolve(d->lib, symbols, sizeof symbols / sizeof *symbols, older_names,
+                                        sizeof older_names / sizeof *older_names, d);
+    return missing ? err_set(err, "the CUDA driver (libcuda.so.1) lacks %s", missing) : 0;
 }
 
 static int check(const CudaDevice *d, CUresult r, const char *what, Err *err) {

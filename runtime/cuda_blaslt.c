@@ -54,10 +54,7 @@ struct Blaslt {
 };
 
 #define SYMBOL(symbol, field, ret, params) {#symbol, offsetof(Blaslt, field)},
-static const struct {
-    const char *name;
-    size_t offset;
-} symbols[] = {CUBLASLT_ENTRY_POINTS(SYMBOL)};
+static const DlabiSymbol symbols[] = {CUBLASLT_ENTRY_POINTS(SYMBOL)};
 
 static int check(const Blaslt *b, Status s, const char *what, Err *err) {
     if (s == LT_OK) return 0;
@@ -83,14 +80,11 @@ Blaslt *blaslt_open(const char *library, CuPtr workspace, size_t bytes, Err *err
     if (!lib) return NULL;
     Blaslt *b = xcalloc(1, sizeof *b);
     b->lib = lib, b->workspace = workspace, b->workspace_bytes = bytes;
-    for (size_t i = 0; i < sizeof symbols / sizeof *symbols; i++) {
-        void *fn = dlsym(lib, symbols[i].name);
-        if (!fn) {
-            err_set(err, "cuBLASLt (libcublasLt) lacks %s", symbols[i].name);
-            blaslt_close(b);
-            return NULL;
-        }
-        memcpy((char *)b + symbols[i].offset, &fn, sizeof fn);
+    const char *missing = dlabi_resolve(lib, symbols, sizeof symbols / sizeof *symbols, NULL, 0, b);
+    if (missing) {
+        err_set(err, "cuBLASLt (libcublasLt) lacks %s", missing);
+        blaslt_close(b);
+        return NULL;
     }
     if (check(b, b->create(&b->handle), "cublasLtCreate", err)) {
         b->handle = NULL;

@@ -9,7 +9,7 @@
  *   driver's from its link stub, as no driver is installed here).
  * The CUDA backend and the NCCL engine have never run on a GPU; this is what
  * can be known of their calls without one. Without a toolkit the suite says so
- * and checks nothing. */
+ * and checks only the resolver that fills the tables (base/dlabi.c). */
 #ifdef V3C_CUDA_HOME
 #include <cuda.h>
 #include <cuda_runtime_api.h>
@@ -135,9 +135,33 @@ START_TEST(test_no_toolkit) {
 END_TEST
 #endif
 
+/* The resolver every dlopen'd table is filled by: fields by offset, the first missing name,
+ * and an older name tried only for the symbol it renames (libm stands in for a CUDA library). */
+typedef struct MathTable {
+    double (*cosine)(double);
+    double (*sine)(double);
+} MathTable;
+
+START_TEST(test_dlabi_resolve) {
+    void *libm = dlopen("libm.so.6", RTLD_NOW | RTLD_LOCAL);
+    ck_assert_msg(libm != NULL, "%s", dlerror());
+    MathTable t = {0};
+    const DlabiSymbol found[] = {{"cos", offsetof(MathTable, cosine)}, {"sin", offsetof(MathTable, sine)}};
+    ck_assert_ptr_null(dlabi_resolve(libm, found, 2, NULL, 0, &t));
+    ck_assert(t.cosine(0.0) == 1.0 && t.sine(0.0) == 0.0);
+    const DlabiSymbol renamed[] = {{"cos_v2", offsetof(MathTable, cosine)}, {"sin_v2", offsetof(MathTable, sine)}};
+    const DlabiRename older[] = {{"cos_v2", "cos"}};
+    MathTable u = {0};
+    ck_assert_str_eq(dlabi_resolve(libm, renamed, 2, older, 1, &u), "sin_v2");
+    ck_assert(u.cosine == t.cosine && u.sine == NULL);
+    dlclose(libm);
+}
+END_TEST
+
 static Suite *abi_suite(void) {
     Suite *s = suite_create("cuda_abi");
     TCase *tc = tcase_create("abi");
+    tcase_add_test(tc, test_dlabi_resolve);
 #ifdef V3C_CUDA_HOME
     tcase_add_test(tc, test_headers_checked);
     tcase_add_loop_test(tc, test_library_exports_every_name, 0, (int)COUNT(libraries));

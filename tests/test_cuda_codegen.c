@@ -42,9 +42,9 @@ static void feed_inputs(const Graph *g, const InputFill *fills, TensorSet *feeds
     feed_random_inputs(g, fills, (InputFill){"", 0, 4}, BATCH, SEQ, 2024, feeds);
 }
 
-/* ---- the emulator: a plan's kernels in a shared object (tests/testutil.c) ---- */
-static void *build_emulator(const CudaPlan *p, const char *cxx) {
-    char *so = build_host_kernels(cxx, p->kernels.data, p->kernels.len);
+/* ---- the emulator: kernels in a shared object (tests/testutil.c) ---- */
+static void *build_emulator(const char *cxx, const CudaKernel *kernels, size_t n) {
+    char *so = build_host_kernels(cxx, kernels, n);
     void *h = dlopen(so, RTLD_NOW | RTLD_LOCAL);
     ck_assert_msg(h != NULL, "%s", dlerror());
     free(so);
@@ -223,7 +223,7 @@ static int emulate(const Graph *g, const TensorSet *feeds, unsigned block, unsig
     }
     Err e = {0};
     ck_assert_msg(cuda_plan_build(g, BATCH, SEQ, &exact_plan, &x->plan, &e) == 0, "%s", e.msg);
-    x->so = build_emulator(&x->plan, cxx);
+    x->so = build_emulator(cxx, x->plan.kernels.data, x->plan.kernels.len);
     x->replay = (Replay){g, xcalloc(g->values.len + 1, sizeof(void *)), xcalloc(g->values.len + 1, sizeof(Tensor *)),
                          {0}, {0}, -1, 0, max_grid};
     bind_values(&x->replay, feeds);
@@ -491,9 +491,8 @@ static const char shared_source[] = "extern \"C\" __global__ void v3c_test_share
 
 /* Runs kernel `name` of a fresh emulator library over `grid` blocks of 2 threads. */
 static void emulate_one(const char *cxx, const CudaKernel *kernels, const char *name, unsigned grid, float *out) {
-    char *so = build_host_kernels(cxx, kernels, 2), entry[64];
-    void *h = dlopen(so, RTLD_NOW | RTLD_LOCAL);
-    ck_assert_msg(h != NULL, "%s", dlerror());
+    void *h = build_emulator(cxx, kernels, 2);
+    char entry[64];
     snprintf(entry, sizeof entry, "v3c_entry_%s", name);
     void (*fn)(void **) = (void (*)(void **))dlsym(h, entry);
     LaunchFn launch = (LaunchFn)dlsym(h, "v3c_emu_launch");
@@ -501,7 +500,6 @@ static void emulate_one(const char *cxx, const CudaKernel *kernels, const char *
     void *args[] = {out};
     ck_assert_int_eq(launch(fn, args, grid, 2), 0);
     dlclose(h);
-    free(so);
 }
 
 START_TEST(test_emulator_shuffles_blocks_and_poisons_shared_memory) {

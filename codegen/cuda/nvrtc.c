@@ -22,13 +22,8 @@ static const char *const library_names[] = {
     "libnvrtc.so.13", "libnvrtc.so.12", "libnvrtc.so", "/usr/local/cuda/lib64/libnvrtc.so",
 };
 
-typedef struct Symbol {
-    const char *name;
-    size_t offset;
-} Symbol;
-
 #define SYMBOL(symbol, field, ret, params) {#symbol, offsetof(Nvrtc, field)},
-static const Symbol symbols[] = {NVRTC_ENTRY_POINTS(SYMBOL)};
+static const DlabiSymbol symbols[] = {NVRTC_ENTRY_POINTS(SYMBOL)};
 
 static void *open_library(void) {
     for (size_t i = 0; i < sizeof library_names / sizeof *library_names; i++) {
@@ -39,12 +34,8 @@ static void *open_library(void) {
 }
 
 static int resolve(Nvrtc *n, Err *err) {
-    for (size_t i = 0; i < sizeof symbols / sizeof *symbols; i++) {
-        void *fn = dlsym(n->lib, symbols[i].name);
-        if (!fn) return err_set(err, "NVRTC library lacks %s", symbols[i].name);
-        memcpy((char *)n + symbols[i].offset, &fn, sizeof fn);
-    }
-    return 0;
+    const char *missing = dlabi_resolve(n->lib, symbols, sizeof symbols / sizeof *symbols, NULL, 0, n);
+    return missing ? err_set(err, "NVRTC library lacks %s", missing) : 0;
 }
 
 Nvrtc *nvrtc_open(Err *err) {
