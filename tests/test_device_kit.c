@@ -69,12 +69,32 @@ START_TEST(test_curve_comparison) {
 }
 END_TEST
 
+/* A run that wrote no log, or a garbled one, fails with a line naming the file, not a traceback. */
+START_TEST(test_curve_unreadable_log) {
+    if (!have_python()) return;
+    char *dir = make_temp_dir(), *a = path_join(dir, "a.jsonl"), *bad = path_join(dir, "bad.jsonl"),
+         *missing = path_join(dir, "missing.jsonl");
+    write_text(a, "{\"step\":1,\"loss\":5.0}\n");
+    write_text(bad, "{\"step\":1,\"loss\":5.0}\nv3c: error: out of memory\n");
+    const char *runs[] = {missing, bad};
+    for (int i = 0; i < 2; i++) {
+        CmdResult r = run_program("python3", "tools/device/compare.py curve %s %s", a, runs[i]);
+        ck_assert_msg(r.status == 1 && strstr(r.out, "FAIL curve: cannot read the losses of ") &&
+                          strstr(r.out, runs[i]) && !strstr(r.err, "Traceback"),
+                      "%s%s", r.out, r.err);
+        cmd_free(&r);
+    }
+    free(a), free(bad), free(missing), free(dir);
+}
+END_TEST
+
 int main(void) {
     Suite *s = suite_create("device_kit");
     TCase *tc = tcase_create("compare");
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, test_golden_comparison);
     tcase_add_test(tc, test_curve_comparison);
+    tcase_add_test(tc, test_curve_unreadable_log);
     suite_add_tcase(s, tc);
     return run_suite(s);
 }

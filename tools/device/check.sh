@@ -49,6 +49,7 @@ golden() {
     python3 tools/device/compare.py golden ../shared/golden/tiny/expected.safetensors /tmp/v3c-kit/golden.safetensors
 }
 curve() {
+  set -o pipefail # a train that fails says so, rather than the comparison of a log it never wrote
   "$kit/bin/v3c" train models/tiny.v3 --backend cuda --bf16 --steps "$(cat "$kit/ref/steps")" \
     --log "$out/cuda_bf16.jsonl" | tail -n 3 &&
     python3 tools/device/compare.py curve "$kit/ref/cpu_bf16.jsonl" "$out/cuda_bf16.jsonl"
@@ -69,10 +70,22 @@ step tests 150 bash -c tests
 step golden 90 bash -c golden
 step curve 120 bash -c curve
 kernels() {
-  command -v nvdisasm >/dev/null || PATH=$PATH:/usr/local/cuda/bin
-  for entry in "$V3C_CACHE_DIR"/*/; do
-    nvdisasm "$entry/kernel.cubin" >"$entry/kernel.sass" || return 1
-  done
+  PATH=$PATH:/usr/local/cuda/bin
+  if ! compgen -G "$V3C_CACHE_DIR/*/kernel.cubin" >/dev/null; then
+    echo "no kernel was compiled: the cache $V3C_CACHE_DIR holds no cubin"
+    return 1
+  fi
+  # The cubins, sources and PTX are worth bringing back even where the toolkit has no disassembler.
+  local disasm=()
+  if command -v nvdisasm >/dev/null; then disasm=(nvdisasm)
+  elif command -v cuobjdump >/dev/null; then disasm=(cuobjdump -sass)
+  else echo "neither nvdisasm nor cuobjdump found: the kernels come back without their SASS"
+  fi
+  if [ -n "${disasm[*]}" ]; then
+    for entry in "$V3C_CACHE_DIR"/*/; do
+      "${disasm[@]}" "$entry/kernel.cubin" >"$entry/kernel.sass" || return 1
+    done
+  fi
   tar -C "$V3C_CACHE_DIR" -czf "$out/kernels.tar.gz" --exclude='.tmp.*' . && ls "$V3C_CACHE_DIR" | wc -l
 }
 export -f kernels

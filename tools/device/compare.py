@@ -85,12 +85,18 @@ def golden(expected_path, out_path):
 
 
 def losses(path):
-    steps = [json.loads(line) for line in open(path) if line.strip()]
-    return [s["loss"] for s in steps]
+    try:
+        with open(path) as f:
+            return [json.loads(line)["loss"] for line in f if line.strip()]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        print(f"FAIL curve: cannot read the losses of {path}: {e!r}")
+        return None
 
 
 def curve(reference_path, run_path, window=40):
     ref, run = losses(reference_path), losses(run_path)
+    if ref is None or run is None:
+        return False
     if len(ref) != len(run) or not ref:
         print(f"FAIL curve: {len(ref)} reference steps, {len(run)} run steps")
         return False
