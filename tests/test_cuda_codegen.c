@@ -489,6 +489,16 @@ static const char shared_source[] = "extern \"C\" __global__ void v3c_test_share
                                     "    v3c_red[threadIdx.x] = 1.0;\n"
                                     "}\n";
 
+/* Each thread reads what its neighbour wrote to shared memory before the barrier: right only
+ * if every thread of the block ran, once, and __syncthreads waited for all of them. */
+static const char team_source[] = "extern \"C\" __global__ void v3c_test_team(float *out) {\n"
+                                  "    extern __shared__ double v3c_red[];\n"
+                                  "    unsigned i = blockIdx.x * blockDim.x + threadIdx.x;\n"
+                                  "    v3c_red[threadIdx.x] = (double)i;\n"
+                                  "    __syncthreads();\n"
+                                  "    out[i] += (float)v3c_red[(threadIdx.x + 1) % blockDim.x] + 1.0f;\n"
+                                  "}\n";
+
 /* Runs kernel `name` of a fresh emulator library over `grid` blocks of 2 threads. */
 static void emulate_one(const char *cxx, const CudaKernel *kernels, const char *name, unsigned grid, float *out) {
     void *h = build_emulator(cxx, kernels, 2);
@@ -525,6 +535,41 @@ START_TEST(test_emulator_shuffles_blocks_and_poisons_shared_memory) {
     emulate_one(cxx, kernels, "v3c_test_shared", GRID, shared);
     for (int b = 0; b < GRID; b++)
         ck_assert_msg(isnan(shared[b]), "block %d read shared memory no thread of it wrote: %g", b, shared[b]);
+}
+END_TEST
+
+/* The emulator keeps a block's threads from launch to launch: a launch with another block size
+ * must get a team of that size, and launches that fail to start leave the next one working. */
+START_TEST(test_emulator_thread_team_follows_the_block_size) {
+    const char *cxx = host_cxx();
+    if (!cxx) {
+        printf("test_cuda_codegen: skipping host emulation: no g++ or clang++ on PATH\n");
+        return;
+    }
+    CudaKernel kernel = {.name = "v3c_test_team", .source = (char *)team_source, .family = "test", .nparams = 1,
+                         .param_types = {"float *"}, .smem_per_thread = (int)sizeof(double)};
+    void *h = build_emulator(cxx, &kernel, 1);
+    void (*fn)(void **) = (void (*)(void **))dlsym(h, "v3c_entry_v3c_test_team");
+    LaunchFn launch = (LaunchFn)dlsym(h, "v3c_emu_launch");
+    ck_assert(fn && launch);
+    enum { GRID = 3 };
+    static const unsigned blocks[] = {3, 256, 256, 1024, 0, 3, 1025, 1};
+    static float out[GRID * 1024];
+    for (size_t k = 0; k < sizeof blocks / sizeof *blocks; k++) {
+        unsigned b = blocks[k];
+        memset(out, 0, sizeof out);
+        void *args[] = {out};
+        if (b < 1 || b > 1024) {
+            ck_assert_int_eq(launch(fn, args, GRID, b), -1);
+            continue;
+        }
+        ck_assert_int_eq(launch(fn, args, GRID, b), 0);
+        for (unsigned i = 0; i < GRID * b; i++) {
+            float want = (float)(i - i % b + (i % b + 1) % b) + 1.0f;
+            ck_assert_msg(out[i] == want, "block size %u, thread %u: %g, not %g", b, i, out[i], want);
+        }
+    }
+    dlclose(h);
 }
 END_TEST
 
@@ -602,17 +647,21 @@ END_TEST
  * reductions are 256-wide trees in shared memory. Still the interpreter's bits: the trees add
  * fp64 partial sums, so their order shows only where an exact sum lies within about n·2⁻⁵³ of
  * an f32 rounding boundary; this input has none (a change of model or seed that lands on one
- * is off by one ulp, and that is why). The gradient graph takes a minute at this size, so it
- * runs at EMU_BLOCK threads above (it too matches bit for bit at CUDA_BLOCK, tried). */
-START_TEST(test_tiny_model_at_real_launch_sizes) {
+ * is off by one ulp, and that is why). The gradient graph too: its backward kernels (the
+ * reductions over rows in embedding, norm and softmax gradients) are the ones most likely to
+ * index a 256-wide block wrongly. */
+static void tiny_model_at_real_launch_sizes(int grads) {
     TensorSet feeds;
     Program *prog;
-    Graph *g = tiny_model_with_feeds(0, &feeds, &prog);
+    Graph *g = tiny_model_with_feeds(grads, &feeds, &prog);
     emulate_and_compare_grid(g, &feeds, CUDA_BLOCK, UINT_MAX, 0);
     tset_free(&feeds);
     graph_free(g);
     program_free(prog);
 }
+START_TEST(test_tiny_model_at_real_launch_sizes) { tiny_model_at_real_launch_sizes(0); }
+END_TEST
+START_TEST(test_tiny_model_grads_at_real_launch_sizes) { tiny_model_at_real_launch_sizes(1); }
 END_TEST
 
 /* Equal layers give equal kernel texts, hence one kernel. */
@@ -1035,8 +1084,10 @@ static Suite *suite(void) {
     tcase_add_test(emu, test_bad_data_sets_status);
     tcase_add_test(emu, test_tiny_model_bit_for_bit);
     tcase_add_test(emu, test_tiny_model_at_real_launch_sizes);
+    tcase_add_test(emu, test_tiny_model_grads_at_real_launch_sizes);
     tcase_add_test(emu, test_tiled_attention_exact);
     tcase_add_test(emu, test_emulator_shuffles_blocks_and_poisons_shared_memory);
+    tcase_add_test(emu, test_emulator_thread_team_follows_the_block_size);
     suite_add_tcase(s, emu);
     TCase *plan = tcase_create("plan");
     tcase_add_test(plan, test_identical_kernels_deduplicated);

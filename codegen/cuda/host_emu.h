@@ -1,8 +1,8 @@
 /* Host emulation of the CUDA C subset v3c generates, for the tests (C++, not
  * part of any build): a generated kernel source compiled with
  *   g++ -std=c++17 -ffp-contract=off -include codegen/cuda/host_emu.h
- * runs on the CPU with one pthread per CUDA thread of a block and blocks one
- * after another; __syncthreads is a barrier of the block's threads. It checks
+ * runs on the CPU with one pthread per CUDA thread of a block (a team kept
+ * between blocks and launches) and blocks one after another; __syncthreads is a barrier of the block's threads. It checks
  * the generated arithmetic and indexing, not the GPU's scheduling, memory
  * model or math library (see docs/cuda.md). Kernels use no warp intrinsics or
  * atomics, so nothing else needs emulating.
@@ -52,18 +52,103 @@ double v3c_red[4096];
 
 typedef void (*v3c_entry)(void **args);
 
-struct v3c_thread_job {
+/* The threads of one block, kept from block to block and launch to launch (started
+ * again only when a launch asks for another block size): starting 256 threads per
+ * block was most of an emulated launch. Each block, the launcher and the team meet
+ * at `go`, the team runs the block, and they meet again at `done`. */
+struct v3c_team {
+    unsigned size;
+    pthread_t threads[1024];
+    pthread_barrier_t go, done;
     v3c_entry fn;
     void **args;
-    unsigned block, thread;
+    unsigned block;
+    bool quit;
+    /* Threads wait here until all of the team could be started (or not: quit). */
+    pthread_mutex_t gate_lock;
+    pthread_cond_t gate_open;
+    bool gate;
 };
+static v3c_team v3c_the_team = {0, {}, {}, {}, nullptr, nullptr, 0, false, PTHREAD_MUTEX_INITIALIZER,
+                                PTHREAD_COND_INITIALIZER, false};
 
-static void *v3c_run_thread(void *p) {
-    v3c_thread_job *j = (v3c_thread_job *)p;
-    blockIdx = {j->block, 0, 0};
-    threadIdx = {j->thread, 0, 0};
-    j->fn(j->args);
-    return nullptr;
+static void v3c_team_open_gate(bool quit) {
+    v3c_team &m = v3c_the_team;
+    pthread_mutex_lock(&m.gate_lock);
+    m.quit = quit, m.gate = true;
+    pthread_cond_broadcast(&m.gate_open);
+    pthread_mutex_unlock(&m.gate_lock);
+}
+
+static void *v3c_team_thread(void *p) {
+    v3c_team &m = v3c_the_team;
+    unsigned t = (unsigned)(size_t)p;
+    pthread_mutex_lock(&m.gate_lock);
+    while (!m.gate) pthread_cond_wait(&m.gate_open, &m.gate_lock);
+    pthread_mutex_unlock(&m.gate_lock);
+    if (m.quit) return nullptr;
+    for (;;) {
+        pthread_barrier_wait(&m.go);
+        if (m.quit) return nullptr;
+        blockIdx = {m.block, 0, 0};
+        threadIdx = {t, 0, 0};
+        m.fn(m.args);
+        pthread_barrier_wait(&m.done);
+    }
+}
+
+static void v3c_team_join(unsigned n) {
+    for (unsigned t = 0; t < n; t++) pthread_join(v3c_the_team.threads[t], nullptr);
+}
+
+static void v3c_team_stop() {
+    v3c_team &m = v3c_the_team;
+    if (m.size == 0) return;
+    m.quit = true;
+    pthread_barrier_wait(&m.go);
+    v3c_team_join(m.size);
+    pthread_barrier_destroy(&m.go);
+    pthread_barrier_destroy(&m.done);
+    pthread_barrier_destroy(&v3c_block_barrier);
+    m.size = 0;
+}
+
+/* Threads still waiting in this library's code when it is unloaded would crash: stop them first. */
+struct v3c_team_owner {
+    ~v3c_team_owner() { v3c_team_stop(); }
+};
+static v3c_team_owner v3c_the_team_owner;
+
+/* A forked child has none of the parent's threads (Check runs each test in one). */
+static void v3c_team_forget() { v3c_the_team.size = 0; }
+
+/* A team of `size` threads; false (and no team) when the system refuses a thread. */
+static bool v3c_team_start(unsigned size) {
+    v3c_team &m = v3c_the_team;
+    if (m.size == size) return true;
+    static bool fork_handler;
+    if (!fork_handler) fork_handler = pthread_atfork(nullptr, nullptr, v3c_team_forget) == 0;
+    v3c_team_stop();
+    m.gate = false;
+    /* Small stacks (kernels keep a few scalars). */
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setstacksize(&attr, 256 << 10);
+    unsigned started = 0;
+    while (started < size && pthread_create(&m.threads[started], &attr, v3c_team_thread, (void *)(size_t)started) == 0)
+        started++;
+    pthread_attr_destroy(&attr);
+    if (started < size) {
+        v3c_team_open_gate(true);
+        v3c_team_join(started);
+        return false;
+    }
+    pthread_barrier_init(&m.go, nullptr, size + 1);
+    pthread_barrier_init(&m.done, nullptr, size + 1);
+    pthread_barrier_init(&v3c_block_barrier, nullptr, size);
+    m.size = size;
+    v3c_team_open_gate(false);
+    return true;
 }
 
 /* The order the blocks of the n-th launch run in: a shuffle seeded by n (splitmix64),
@@ -88,33 +173,21 @@ static void v3c_block_order(unsigned *order, unsigned grid, unsigned long long n
  * reads shared memory it did not write, fails its tests here too. */
 extern "C" int v3c_emu_launch(v3c_entry fn, void **args, unsigned grid, unsigned block) {
     if (block < 1 || block > 1024) return -1;
+    if (!v3c_team_start(block)) return -1;
     gridDim = {grid, 1, 1};
     blockDim = {block, 1, 1};
-    static pthread_t threads[1024];
-    static v3c_thread_job jobs[1024];
     static unsigned long long launches;
-    /* Small stacks (kernels keep a few scalars): thread start-up is most of an emulated launch. */
-    pthread_attr_t attr;
-    pthread_attr_init(&attr);
-    pthread_attr_setstacksize(&attr, 256 << 10);
     unsigned *order = new unsigned[grid ? grid : 1];
     v3c_block_order(order, grid, ++launches);
+    v3c_team &m = v3c_the_team;
+    m.fn = fn, m.args = args;
     for (unsigned i = 0; i < grid; i++) {
         std::memset(v3c_red, 0xff, sizeof v3c_red);
-        pthread_barrier_init(&v3c_block_barrier, nullptr, block);
-        for (unsigned t = 0; t < block; t++) {
-            jobs[t] = {fn, args, order[i], t};
-            if (pthread_create(&threads[t], &attr, v3c_run_thread, &jobs[t]) != 0) {
-                delete[] order;
-                pthread_attr_destroy(&attr);
-                return -1;
-            }
-        }
-        for (unsigned t = 0; t < block; t++) pthread_join(threads[t], nullptr);
-        pthread_barrier_destroy(&v3c_block_barrier);
+        m.block = order[i];
+        pthread_barrier_wait(&m.go);
+        pthread_barrier_wait(&m.done);
     }
     delete[] order;
-    pthread_attr_destroy(&attr);
     return 0;
 }
 #endif
