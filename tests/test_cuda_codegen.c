@@ -51,7 +51,29 @@ static void *build_emulator(const char *cxx, const CudaKernel *kernels, size_t n
     return h;
 }
 
-typedef int (*LaunchFn)(void (*fn)(void **), void **args, unsigned grid, unsigned block);
+typedef void (*EntryFn)(void **args);
+typedef int (*LaunchFn)(EntryFn fn, void **args, unsigned grid, unsigned block);
+
+/* The host compiler, or NULL after saying the emulation tests skip. */
+static const char *host_cxx_or_skip(void) {
+    const char *cxx = host_cxx();
+    if (!cxx) printf("test_cuda_codegen: skipping host emulation: no g++ or clang++ on PATH\n");
+    return cxx;
+}
+
+/* An emulator library's launcher, and its entry for kernel `name`. */
+static LaunchFn emulated_launcher(void *so) {
+    LaunchFn launch = (LaunchFn)dlsym(so, "v3c_emu_launch");
+    ck_assert_ptr_nonnull(launch);
+    return launch;
+}
+static EntryFn emulated_entry(void *so, const char *name) {
+    char entry[256];
+    snprintf(entry, sizeof entry, "v3c_entry_%s", name);
+    EntryFn fn = (EntryFn)dlsym(so, entry);
+    ck_assert_msg(fn != NULL, "no %s in the emulator library", entry);
+    return fn;
+}
 
 /* ---- replaying a plan ---- */
 typedef struct Replay {
@@ -156,18 +178,14 @@ static void run_launch(Replay *r, const CudaPlan *p, const CudaLaunch *l, void *
                   : arg->kind == CARG_STATUS ? (void *)&r->status
                                              : scratch_for(r, l, arg);
     }
-    char entry[256];
-    snprintf(entry, sizeof entry, "v3c_entry_%s", p->kernels.data[l->kernel].name);
-    void (*fn)(void **) = (void (*)(void **))dlsym(so, entry);
-    ck_assert_ptr_nonnull(fn);
+    EntryFn fn = emulated_entry(so, p->kernels.data[l->kernel].name);
     unsigned grid = l->grid < r->max_grid ? (unsigned)l->grid : r->max_grid;
     ck_assert_int_eq(launch(fn, args, grid, block), 0);
 }
 
 /* Launches and library calls are each in node order; a node has one kind or the other. */
 static void replay(Replay *r, const CudaPlan *p, void *so, unsigned block) {
-    LaunchFn launch = (LaunchFn)dlsym(so, "v3c_emu_launch");
-    ck_assert_ptr_nonnull(launch);
+    LaunchFn launch = emulated_launcher(so);
     size_t li = 0, ci = 0;
     while (li < p->launches.len || ci < p->calls.len) {
         int take_call = ci < p->calls.len && (li == p->launches.len || p->calls.data[ci].node < p->launches.data[li].node);
@@ -216,11 +234,8 @@ typedef struct Emulated {
 
 /* 0 and x filled in, or 1 when no host compiler exists (the caller skips). */
 static int emulate(const Graph *g, const TensorSet *feeds, unsigned block, unsigned max_grid, Emulated *x) {
-    const char *cxx = host_cxx();
-    if (!cxx) {
-        printf("test_cuda_codegen: skipping host emulation: no g++ or clang++ on PATH\n");
-        return 1;
-    }
+    const char *cxx = host_cxx_or_skip();
+    if (!cxx) return 1;
     Err e = {0};
     ck_assert_msg(cuda_plan_build(g, BATCH, SEQ, &exact_plan, &x->plan, &e) == 0, "%s", e.msg);
     x->so = build_emulator(cxx, x->plan.kernels.data, x->plan.kernels.len);
@@ -502,22 +517,14 @@ static const char team_source[] = "extern \"C\" __global__ void v3c_test_team(fl
 /* Runs kernel `name` of a fresh emulator library over `grid` blocks of 2 threads. */
 static void emulate_one(const char *cxx, const CudaKernel *kernels, const char *name, unsigned grid, float *out) {
     void *h = build_emulator(cxx, kernels, 2);
-    char entry[64];
-    snprintf(entry, sizeof entry, "v3c_entry_%s", name);
-    void (*fn)(void **) = (void (*)(void **))dlsym(h, entry);
-    LaunchFn launch = (LaunchFn)dlsym(h, "v3c_emu_launch");
-    ck_assert(fn && launch);
     void *args[] = {out};
-    ck_assert_int_eq(launch(fn, args, grid, 2), 0);
+    ck_assert_int_eq(emulated_launcher(h)(emulated_entry(h, name), args, grid, 2), 0);
     dlclose(h);
 }
 
 START_TEST(test_emulator_shuffles_blocks_and_poisons_shared_memory) {
-    const char *cxx = host_cxx();
-    if (!cxx) {
-        printf("test_cuda_codegen: skipping host emulation: no g++ or clang++ on PATH\n");
-        return;
-    }
+    const char *cxx = host_cxx_or_skip();
+    if (!cxx) return;
     CudaKernel kernels[2] = {
         {.name = "v3c_test_chain", .source = (char *)chain_source, .family = "test", .nparams = 1,
          .param_types = {"float *"}},
@@ -541,17 +548,13 @@ END_TEST
 /* The emulator keeps a block's threads from launch to launch: a launch with another block size
  * must get a team of that size, and launches that fail to start leave the next one working. */
 START_TEST(test_emulator_thread_team_follows_the_block_size) {
-    const char *cxx = host_cxx();
-    if (!cxx) {
-        printf("test_cuda_codegen: skipping host emulation: no g++ or clang++ on PATH\n");
-        return;
-    }
+    const char *cxx = host_cxx_or_skip();
+    if (!cxx) return;
     CudaKernel kernel = {.name = "v3c_test_team", .source = (char *)team_source, .family = "test", .nparams = 1,
                          .param_types = {"float *"}, .smem_per_thread = (int)sizeof(double)};
     void *h = build_emulator(cxx, &kernel, 1);
-    void (*fn)(void **) = (void (*)(void **))dlsym(h, "v3c_entry_v3c_test_team");
-    LaunchFn launch = (LaunchFn)dlsym(h, "v3c_emu_launch");
-    ck_assert(fn && launch);
+    EntryFn fn = emulated_entry(h, kernel.name);
+    LaunchFn launch = emulated_launcher(h);
     enum { GRID = 3 };
     static const unsigned blocks[] = {3, 256, 256, 1024, 0, 3, 1025, 1};
     static float out[GRID * 1024];

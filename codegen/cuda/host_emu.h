@@ -2,7 +2,8 @@
  * part of any build): a generated kernel source compiled with
  *   g++ -std=c++17 -ffp-contract=off -include codegen/cuda/host_emu.h
  * runs on the CPU with one pthread per CUDA thread of a block (a team kept
- * between blocks and launches) and blocks one after another; __syncthreads is a barrier of the block's threads. It checks
+ * between blocks and launches) and blocks one after another; __syncthreads
+ * is a barrier of the block's threads. It checks
  * the generated arithmetic and indexing, not the GPU's scheduling, memory
  * model or math library (see docs/cuda.md). Kernels use no warp intrinsics or
  * atomics, so nothing else needs emulating.
@@ -113,21 +114,21 @@ static void v3c_team_stop() {
     m.size = 0;
 }
 
-/* Threads still waiting in this library's code when it is unloaded would crash: stop them first. */
+/* A forked child has none of the parent's threads (Check runs each test in one). */
+static void v3c_team_forget() { v3c_the_team.size = 0; }
+
+/* The team's lifetime is the library's: threads still waiting in its code when it is
+ * unloaded would crash, so they are stopped first. */
 struct v3c_team_owner {
+    v3c_team_owner() { pthread_atfork(nullptr, nullptr, v3c_team_forget); }
     ~v3c_team_owner() { v3c_team_stop(); }
 };
 static v3c_team_owner v3c_the_team_owner;
-
-/* A forked child has none of the parent's threads (Check runs each test in one). */
-static void v3c_team_forget() { v3c_the_team.size = 0; }
 
 /* A team of `size` threads; false (and no team) when the system refuses a thread. */
 static bool v3c_team_start(unsigned size) {
     v3c_team &m = v3c_the_team;
     if (m.size == size) return true;
-    static bool fork_handler;
-    if (!fork_handler) fork_handler = pthread_atfork(nullptr, nullptr, v3c_team_forget) == 0;
     v3c_team_stop();
     m.gate = false;
     /* Small stacks (kernels keep a few scalars). */

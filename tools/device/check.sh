@@ -81,7 +81,7 @@ kernels() {
   elif command -v cuobjdump >/dev/null; then disasm=(cuobjdump -sass)
   else echo "neither nvdisasm nor cuobjdump found: the kernels come back without their SASS"
   fi
-  if [ -n "${disasm[*]}" ]; then
+  if [ ${#disasm[@]} -gt 0 ]; then
     for entry in "$V3C_CACHE_DIR"/*/; do
       "${disasm[@]}" "$entry/kernel.cubin" >"$entry/kernel.sass" || return 1
     done
